@@ -1,0 +1,52 @@
+//! Command names and option keywords of the hybridcache module.
+//!
+//! | command | reply |
+//! |---|---|
+//! | `HC.SET key value [EX s \| PX ms \| EXAT unix-s \| PXAT unix-ms \| KEEPTTL] [NX \| XX] [TAGS tag ...]` | `OK`, or nil when NX/XX prevented the write |
+//! | `HC.GET key` | value or nil; `WRONGTYPE` for a key the module does not own |
+//! | `HC.MGET key [key ...]` | array of values/nils |
+//! | `HC.DEL key [key ...]` | number of keys removed |
+//! | `HC.DELTAG tag [tag ...]` | number of keys removed |
+//! | `HC.TAGS key` | the key's tags |
+//! | `HC.TAGKEYS tag` | keys carrying the tag |
+//! | `HC.TAGCARD tag` | number of keys carrying the tag |
+
+/// `HC.SET key value [EX|PX|EXAT|PXAT|KEEPTTL] [NX|XX] [TAGS tag ...]`
+pub const SET: &str = "HC.SET";
+/// `HC.GET key`
+pub const GET: &str = "HC.GET";
+/// `HC.MGET key [key ...]`
+pub const MGET: &str = "HC.MGET";
+/// `HC.DEL key [key ...]`
+pub const DEL: &str = "HC.DEL";
+/// `HC.DELTAG tag [tag ...]`
+pub const DELTAG: &str = "HC.DELTAG";
+/// `HC.TAGS key`
+pub const TAGS: &str = "HC.TAGS";
+/// `HC.TAGKEYS tag`
+pub const TAGKEYS: &str = "HC.TAGKEYS";
+/// `HC.TAGCARD tag`
+pub const TAGCARD: &str = "HC.TAGCARD";
+
+/// Every command the module registers.
+pub const ALL: [&str; 8] = [SET, GET, MGET, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD];
+
+/// Option keywords of `HC.SET` (matched case-insensitively by the module).
+pub mod option {
+    /// Relative expiry in seconds.
+    pub const EX: &str = "EX";
+    /// Relative expiry in milliseconds.
+    pub const PX: &str = "PX";
+    /// Absolute expiry, Unix time in seconds.
+    pub const EXAT: &str = "EXAT";
+    /// Absolute expiry, Unix time in milliseconds (the form writes are replicated in).
+    pub const PXAT: &str = "PXAT";
+    /// Keep the time to live of the entry being replaced.
+    pub const KEEPTTL: &str = "KEEPTTL";
+    /// Only write when the key does not exist.
+    pub const NX: &str = "NX";
+    /// Only write when the key exists.
+    pub const XX: &str = "XX";
+    /// Everything after this keyword is a tag; it comes last.
+    pub const TAGS: &str = "TAGS";
+}

@@ -1,0 +1,41 @@
+//! The wire contract shared by the hybridcache Redis module and its client.
+//!
+//! Everything both sides must agree on lives here and nowhere else:
+//! - [`command`]: the names of the module's commands and their option keywords;
+//! - [`DEFAULT_CHANNEL`] and [`CHANNEL_CONFIG`]: where invalidation events are published;
+//! - [`InvalidationEvent`] with its JSON codec ([`InvalidationEvent::encode`],
+//!   [`InvalidationEvent::decode`]), versioned by [`FORMAT_VERSION`].
+//!
+//! # Example
+//! ```
+//! use hybridcache_protocol::{Change, InvalidationEvent, Name, Op};
+//!
+//! let event = InvalidationEvent::new("a1b2c3d4e5f60718", 7, Some(0), Op::Set,
+//!     Change::Keys { keys: vec![Name::from("user:1")] });
+//! let bytes = event.encode();
+//! assert_eq!(
+//!     std::str::from_utf8(&bytes).unwrap(),
+//!     r#"{"v":1,"origin":"a1b2c3d4e5f60718","seq":7,"db":0,"op":"set","kind":"keys","keys":["user:1"]}"#
+//! );
+//! assert_eq!(InvalidationEvent::decode(&bytes).unwrap(), event);
+//! ```
+
+pub mod command;
+mod event;
+mod name;
+
+pub use event::{Change, DecodeError, InvalidationEvent, Op};
+pub use name::Name;
+
+/// The module's name, as `MODULE LIST` shows it and as the `INFO` section is called.
+pub const MODULE_NAME: &str = "hybridcache";
+
+/// The pub/sub channel invalidation events are published on unless configured otherwise.
+pub const DEFAULT_CHANNEL: &str = "hc:invalidations";
+
+/// The module configuration parameter (`CONFIG GET/SET`) that holds the channel name.
+pub const CHANNEL_CONFIG: &str = "hybridcache.channel";
+
+/// The event format version this crate writes and reads. A reader that meets another
+/// version must treat it as "everything may have changed" (for a client: drop its L1).
+pub const FORMAT_VERSION: u32 = 1;
