@@ -1,1 +1,83 @@
+//! hybridcache: a Redis module that stores cache entries with tags, keeps a server-side tag
+//! index that always matches the keyspace, and publishes an invalidation event for every
+//! change in the same command execution.
+//!
+//! Layout: a pure core ([`index`], [`entry`], [`set_options`], [`sequencer`]) with unit
+//! tests, and thin adapters to Redis: the data type callbacks ([`datatype`]), keyspace and
+//! server events ([`keyspace`]), event publishing ([`publisher`]), the command handlers
+//! ([`commands`]), configuration ([`config`]) and INFO ([`info`]).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod commands;
+pub mod config;
+pub mod datatype;
+pub mod entry;
+pub mod error;
+pub mod index;
+pub mod info;
+pub mod key_handle;
+pub mod keyspace;
+pub mod publisher;
+pub mod sequencer;
+pub mod set_options;
+pub mod state;
+
+/// `MODULE LIST` version: major * 10000 + minor * 100 + patch of the crate version.
+pub const MODULE_VERSION: i32 = 100;
+
+#[cfg(not(test))]
+mod registration {
+    use crate::commands::{delete, read, set, tag_query};
+    use crate::{config, datatype::HC_TYPE, info, keyspace, publisher, MODULE_VERSION};
+    use hybridcache_protocol::{command, MODULE_NAME};
+    use redis_module::{redis_module, Context, RedisString, Status};
+
+    fn init(ctx: &Context, args: &[RedisString]) -> Status {
+        if let Err(e) = config::register(ctx, args) {
+            ctx.log_warning(&format!("hybridcache: {e}"));
+            return Status::Err;
+        }
+        publisher::init(ctx.get_raw());
+        if let Err(e) = keyspace::subscribe_server_events(ctx) {
+            ctx.log_warning(&format!("hybridcache: {e}"));
+            return Status::Err;
+        }
+        info::register(ctx);
+        Status::Ok
+    }
+
+    redis_module! {
+        name: MODULE_NAME,
+        version: MODULE_VERSION,
+        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        data_types: [HC_TYPE],
+        init: init,
+        commands: [
+            [command::SET, set::hc_set, "write deny-oom", 1, 1, 1, ""],
+            [command::GET, read::hc_get, "readonly fast", 1, 1, 1, ""],
+            [command::MGET, read::hc_mget, "readonly fast", 1, -1, 1, ""],
+            [command::DEL, delete::hc_del, "write", 1, -1, 1, ""],
+            [command::DELTAG, delete::hc_deltag, "write", 0, 0, 0, ""],
+            [command::TAGS, read::hc_tags, "readonly fast", 1, 1, 1, ""],
+            [command::TAGKEYS, tag_query::hc_tagkeys, "readonly", 0, 0, 0, ""],
+            [command::TAGCARD, tag_query::hc_tagcard, "readonly fast", 0, 0, 0, ""],
+        ],
+        event_handlers: [
+            [@GENERIC: keyspace::on_generic_event],
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn module_version_matches_the_crate_version() {
+        let [major, minor, patch] = ["MAJOR", "MINOR", "PATCH"].map(|part| {
+            std::env::var(format!("CARGO_PKG_VERSION_{part}"))
+                .ok()
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(-1)
+        });
+        assert_eq!(super::MODULE_VERSION, major * 10000 + minor * 100 + patch);
+    }
+}

@@ -1,1 +1,25 @@
+//! The one harness of hybridcache's end-to-end tests and benchmarks.
+//!
+//! - [`RedisServer`]: a real `redis-server` with the module loaded, on a free loopback
+//!   port, in a temporary directory; restartable, replicable, killed on drop.
+//! - [`Subscriber`]: a confirmed subscription on the invalidation channel that decodes
+//!   events with the protocol crate.
+//! - [`HcInfo`]: the module's `INFO` section; [`hc`]: typed helpers for the commands.
+//! - [`module_path()`]: which module library is loaded (`$HYBRIDCACHE_MODULE` or the
+//!   build output).
+//!
+//! Nothing here uses a Redis on 6379 or any other server the harness did not start.
 
+pub mod hc;
+pub mod info;
+pub mod module_path;
+pub mod ports;
+pub mod server;
+pub mod subscriber;
+pub mod wait;
+
+pub use info::HcInfo;
+pub use module_path::module_path;
+pub use server::{RedisServer, ServerBuilder, Shutdown};
+pub use subscriber::{Subscriber, EVENT_TIMEOUT, QUIET_PERIOD};
+pub use wait::{wait_for, wait_until};

@@ -1,0 +1,82 @@
+//! `HC.DEL key [key ...]`, `HC.DELTAG tag [tag ...]`
+
+use crate::key_handle::KeyHandle;
+use crate::keyspace::selected_db;
+use crate::publisher::publish;
+use crate::state::{with_state, Quiet};
+use hybridcache_protocol::{Change, Name, Op};
+use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
+
+/// Deletes `name` when it holds an entry; true when it did. Keys of other types are left
+/// alone: the module only removes what it owns.
+fn delete_entry(ctx: &Context, name: &RedisString) -> bool {
+    let Some(key) = KeyHandle::open(ctx.get_raw(), name.inner, true) else {
+        return false;
+    };
+    if !matches!(key.entry(), Ok(Some(_))) {
+        return false;
+    }
+    let deleted = {
+        let _quiet = Quiet::new();
+        key.delete()
+    };
+    drop(key);
+    if deleted {
+        ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
+    }
+    deleted
+}
+
+pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let [_, names @ ..] = args.as_slice() else {
+        return Err(RedisError::WrongArity);
+    };
+    if names.is_empty() {
+        return Err(RedisError::WrongArity);
+    }
+    let removed: Vec<Name> = names
+        .iter()
+        .filter(|name| delete_entry(ctx, name))
+        .map(|name| Name::from(name.as_slice()))
+        .collect();
+    if !removed.is_empty() {
+        let count = removed.len();
+        publish(
+            Some(selected_db(ctx.get_raw())),
+            Op::Del,
+            Change::Keys { keys: removed },
+        );
+        ctx.replicate_verbatim();
+        return Ok(RedisValue::Integer(count as i64));
+    }
+    Ok(RedisValue::Integer(0))
+}
+
+pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let [_, tags @ ..] = args.as_slice() else {
+        return Err(RedisError::WrongArity);
+    };
+    if tags.is_empty() {
+        return Err(RedisError::WrongArity);
+    }
+    let db = selected_db(ctx.get_raw());
+    let mut tags: Vec<&[u8]> = tags.iter().map(RedisString::as_slice).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    let keys = with_state(|s| s.index.keys_of_any(db, &tags));
+    let removed = keys
+        .iter()
+        .filter(|key| delete_entry(ctx, &ctx.create_string(key.as_slice())))
+        .count();
+    if removed > 0 {
+        publish(
+            Some(db),
+            Op::Deltag,
+            Change::Tags {
+                tags: tags.into_iter().map(Name::from).collect(),
+            },
+        );
+        ctx.replicate_verbatim();
+    }
+    Ok(RedisValue::Integer(removed as i64))
+}

@@ -1,0 +1,106 @@
+//! `HC.SET key value [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [TAGS tag ...]`
+
+use super::now_ms;
+use crate::entry::Entry;
+use crate::key_handle::KeyHandle;
+use crate::keyspace::selected_db;
+use crate::publisher::publish;
+use crate::set_options::{Condition, Expiry, SetOptions};
+use crate::state::{with_state, Quiet};
+use hybridcache_protocol::command::option;
+use hybridcache_protocol::{Change, Name, Op};
+use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
+
+pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let [_, name, value, options @ ..] = args.as_slice() else {
+        return Err(RedisError::WrongArity);
+    };
+    let options: Vec<&[u8]> = options.iter().map(RedisString::as_slice).collect();
+    let options = SetOptions::parse(&options)?;
+    let now = now_ms();
+    let mut deadline = options.expiry.deadline(now)?;
+
+    let raw_ctx = ctx.get_raw();
+    let key = KeyHandle::open(raw_ctx, name.inner, true)
+        .ok_or(RedisError::Str("ERR cannot open the key for writing"))?;
+    let exists = !key.is_empty();
+    match (options.condition, exists) {
+        (Condition::IfAbsent, true) | (Condition::IfPresent, false) => {
+            return Ok(RedisValue::Null)
+        }
+        _ => {}
+    }
+    if options.expiry == Expiry::Keep {
+        deadline = key.expire_at();
+    }
+    let db = selected_db(raw_ctx);
+
+    if deadline.is_some_and(|at| at <= now) {
+        // Written already expired (EXAT/PXAT in the past): like SET, the key is deleted.
+        if exists {
+            let _quiet = Quiet::new();
+            key.delete();
+        }
+        drop(key);
+        announce(ctx, db, name);
+        ctx.replicate("DEL", &[name]);
+        return Ok(RedisValue::SimpleStringStatic("OK"));
+    }
+
+    let entry = Entry::new(value.as_slice(), options.tags.iter().map(|t| Box::from(*t)));
+    {
+        // The old entry's unlink callback unindexes it without an event of its own.
+        let _quiet = Quiet::new();
+        if !key.set_entry(entry) {
+            return Err(RedisError::Str("ERR cannot store the entry"));
+        }
+    }
+    if let Some(at) = deadline {
+        key.set_expire_at(at);
+    }
+    if let Ok(Some(stored)) = key.entry() {
+        with_state(|s| s.index.insert(db, name.as_slice(), &stored.tags));
+    }
+    drop(key);
+    announce(ctx, db, name);
+    replicate(ctx, &args, &options, deadline);
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+fn announce(ctx: &Context, db: i32, name: &RedisString) {
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "hc.set", name);
+    publish(
+        Some(db),
+        Op::Set,
+        Change::Keys {
+            keys: vec![Name::from(name.as_slice())],
+        },
+    );
+}
+
+/// Replicas and the AOF get the write with an absolute expiry and without NX/XX, so that
+/// replaying it later gives the same entry.
+fn replicate(ctx: &Context, args: &[RedisString], options: &SetOptions, deadline: Option<i64>) {
+    let verbatim = options.condition == Condition::Always
+        && matches!(options.expiry, Expiry::Never | Expiry::At(_));
+    if verbatim {
+        ctx.replicate_verbatim();
+        return;
+    }
+    let deadline = deadline.map(|at| at.to_string());
+    let mut rewritten: Vec<&[u8]> = args
+        .iter()
+        .skip(1)
+        .take(2)
+        .map(RedisString::as_slice)
+        .collect();
+    if let Some(at) = &deadline {
+        rewritten.push(option::PXAT.as_bytes());
+        rewritten.push(at.as_bytes());
+    }
+    if !options.tags.is_empty() {
+        rewritten.push(option::TAGS.as_bytes());
+        rewritten.extend(options.tags.iter().copied());
+    }
+    ctx.replicate(hybridcache_protocol::command::SET, rewritten.as_slice());
+}

@@ -1,0 +1,193 @@
+//! The module's data type: how an [`Entry`] is saved, loaded, rewritten into the AOF, copied,
+//! measured and freed, and how the tag index learns that an entry left the keyspace.
+//!
+//! RDB encoding (version 1): value as a string buffer, the tag count as an unsigned, then
+//! each tag as a string buffer.
+
+use crate::entry::Entry;
+use crate::publisher::publish;
+use crate::state::{is_quiet, with_state};
+use hybridcache_protocol::{Change, Name, Op};
+use redis_module::{raw, native_types::RedisType, RedisString};
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+
+/// Type name as `TYPE key` shows it (Redis requires exactly 9 characters).
+pub const TYPE_NAME: &str = "hc-entry0";
+const ENCODING_VERSION: i32 = 1;
+/// Tag counts above this in a payload are treated as corrupt rather than trusted.
+const MAX_TAGS_IN_PAYLOAD: u64 = 1 << 24;
+
+pub static HC_TYPE: RedisType = RedisType::new(
+    TYPE_NAME,
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        // 4: the layout Redis 7.0 knows (with unlink2/copy2/mem_usage2/free_effort2).
+        version: 4,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        free: Some(free),
+        aux_load: None,
+        aux_save: None,
+        aux_save_triggers: 0,
+        free_effort: None,
+        unlink: None,
+        copy: None,
+        defrag: None,
+        mem_usage2: None,
+        free_effort2: None,
+        unlink2: Some(unlink2),
+        copy2: Some(copy2),
+        aux_save2: None,
+    },
+);
+
+/// The registered type, for type checks and `ModuleTypeSetValue`.
+pub fn entry_type() -> *mut raw::RedisModuleType {
+    HC_TYPE
+        .raw_type
+        .try_borrow()
+        .map(|t| *t)
+        .unwrap_or(ptr::null_mut())
+}
+
+unsafe fn entry_ref<'a>(value: *const c_void) -> Option<&'a Entry> {
+    value.cast::<Entry>().as_ref()
+}
+
+extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    if encver != ENCODING_VERSION {
+        return ptr::null_mut();
+    }
+    match load_entry(rdb) {
+        Some(entry) => Box::into_raw(Box::new(entry)).cast(),
+        None => ptr::null_mut(),
+    }
+}
+
+fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
+    let value = raw::load_string_buffer(rdb).ok()?;
+    let count = raw::load_unsigned(rdb).ok()?;
+    if count > MAX_TAGS_IN_PAYLOAD {
+        return None;
+    }
+    let mut tags = Vec::with_capacity(count.min(64) as usize);
+    for _ in 0..count {
+        tags.push(Box::<[u8]>::from(raw::load_string_buffer(rdb).ok()?.as_ref()));
+    }
+    Some(Entry::new(value.as_ref(), tags))
+}
+
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    let Some(entry) = entry_ref(value) else {
+        return;
+    };
+    raw::save_slice(rdb, &entry.value);
+    raw::save_unsigned(rdb, entry.tags.len() as u64);
+    for tag in entry.tags.iter() {
+        raw::save_slice(rdb, tag);
+    }
+}
+
+/// `HC.SET key value [TAGS tag ...]`; Redis appends the expiry itself (PEXPIREAT).
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    let (Some(entry), Some(emit)) = (entry_ref(value), raw::RedisModule_EmitAOF) else {
+        return;
+    };
+    let command = c"HC.SET";
+    if entry.tags.is_empty() {
+        emit(
+            aof,
+            command.as_ptr(),
+            c"sb".as_ptr(),
+            key,
+            entry.value.as_ptr(),
+            entry.value.len(),
+        );
+        return;
+    }
+    let tags: Vec<RedisString> = entry
+        .tags
+        .iter()
+        .map(|t| RedisString::create_from_slice(ptr::null_mut(), t))
+        .collect();
+    let mut argv: Vec<*mut raw::RedisModuleString> = tags.iter().map(|t| t.inner).collect();
+    emit(
+        aof,
+        command.as_ptr(),
+        c"sbcv".as_ptr(),
+        key,
+        entry.value.as_ptr(),
+        entry.value.len(),
+        c"TAGS".as_ptr(),
+        argv.as_mut_ptr(),
+        argv.len(),
+    );
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    entry_ref(value).map_or(0, Entry::memory_usage)
+}
+
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    let (Some(entry), Some(add), Some(end)) = (
+        entry_ref(value),
+        raw::RedisModule_DigestAddStringBuffer,
+        raw::RedisModule_DigestEndSequence,
+    ) else {
+        return;
+    };
+    add(md, entry.value.as_ptr().cast(), entry.value.len());
+    for tag in entry.tags.iter() {
+        add(md, tag.as_ptr().cast(), tag.len());
+    }
+    end(md);
+}
+
+unsafe extern "C" fn free(value: *mut c_void) {
+    if !value.is_null() {
+        drop(Box::from_raw(value.cast::<Entry>()));
+    }
+}
+
+unsafe extern "C" fn copy2(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) -> *mut c_void {
+    match entry_ref(value) {
+        Some(entry) => Box::into_raw(Box::new(entry.clone())).cast(),
+        None => ptr::null_mut(),
+    }
+}
+
+/// Called whenever an entry leaves the keyspace but for flushes: DEL/UNLINK, expiry,
+/// eviction, overwrite, the source side of RENAME/MOVE, RESTORE REPLACE, our own deletes.
+unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    let (Some(entry), Some(key_name), Some(db_id)) = (
+        entry_ref(value),
+        raw::RedisModule_GetKeyNameFromOptCtx,
+        raw::RedisModule_GetDbIdFromOptCtx,
+    ) else {
+        return;
+    };
+    let name = key_name(ctx);
+    if name.is_null() {
+        return;
+    }
+    let key = RedisString::string_as_slice(name);
+    let db = db_id(ctx);
+    with_state(|s| s.index.remove(db, key, &entry.tags));
+    if !is_quiet() {
+        publish(
+            Some(db),
+            Op::Removed,
+            Change::Keys {
+                keys: vec![Name::from(key)],
+            },
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Every way a command can fail. redis-module turns a `std::error::Error` into the reply
+//! `ERR <display>`, so the messages here carry no prefix.
+
+use redis_module::RedisError;
+
+/// A command failure; `Display` is the exact error reply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("wrong number of arguments for '{0}' command")]
+    Arity(&'static str),
+    #[error("syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX or TAGS)")]
+    UnknownOption(String),
+    #[error("syntax error, {0} needs a value")]
+    MissingValue(&'static str),
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    #[error("invalid expire time in '{0}' command")]
+    InvalidExpire(&'static str),
+    #[error("EX, PX, EXAT, PXAT and KEEPTTL are mutually exclusive")]
+    ExpiryConflict,
+    #[error("NX and XX are mutually exclusive")]
+    ConditionConflict,
+    #[error("TAGS needs at least one tag")]
+    NoTags,
+}
+
+impl CommandError {
+    /// An option name as it may appear in an error reply: printable, short.
+    pub fn unknown_option(raw: &[u8]) -> Self {
+        let text: String = String::from_utf8_lossy(raw)
+            .chars()
+            .take(32)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        Self::UnknownOption(text)
+    }
+}
+
+/// The key holds a value the module does not own. Not a `std::error::Error`, so that it
+/// becomes Redis's own `WRONGTYPE` reply rather than the generic `ERR` one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongType;
+
+impl From<WrongType> for RedisError {
+    fn from(_: WrongType) -> Self {
+        RedisError::WrongType
+    }
+}

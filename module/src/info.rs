@@ -1,0 +1,35 @@
+//! The `INFO hybridcache` section (Redis prefixes each field with `hybridcache_`).
+
+use crate::config::CHANNEL;
+use crate::state::with_state;
+use redis_module::{raw, Context};
+
+/// Registers [`info`] as the module's INFO callback.
+pub fn register(ctx: &Context) {
+    raw::register_info_function(ctx.get_raw(), Some(info));
+}
+
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: i32) {
+    let (stats, origin, last_seq) = with_state(|s| {
+        (
+            s.index.stats(),
+            s.sequencer.origin().to_string(),
+            s.sequencer.last(),
+        )
+    });
+    let channel: String = String::from_utf8_lossy(&CHANNEL.get())
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    raw::add_info_section(ctx, None);
+    for (name, value) in [
+        ("keys", stats.keys),
+        ("tags", stats.tags),
+        ("tag_links", stats.links),
+        ("events_published", last_seq),
+    ] {
+        raw::add_info_field_unsigned_long_long(ctx, name, value);
+    }
+    raw::add_info_field_str(ctx, "channel", &channel);
+    raw::add_info_field_str(ctx, "origin", &origin);
+}

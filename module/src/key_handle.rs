@@ -1,0 +1,139 @@
+//! A thin RAII wrapper over `RedisModuleKey`, with the few operations the commands need.
+
+use crate::datatype::entry_type;
+use crate::entry::Entry;
+use crate::error::WrongType;
+use redis_module::raw;
+use std::os::raw::c_void;
+use std::ptr::NonNull;
+
+/// An open key; closed on drop.
+pub struct KeyHandle {
+    key: NonNull<raw::RedisModuleKey>,
+}
+
+impl KeyHandle {
+    /// Opens `name` in the context's database, for reading or for writing. Opening runs
+    /// Redis's lazy expiry, as any key lookup does.
+    pub fn open(
+        ctx: *mut raw::RedisModuleCtx,
+        name: *mut raw::RedisModuleString,
+        write: bool,
+    ) -> Option<Self> {
+        let mode = if write {
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
+        } else {
+            raw::REDISMODULE_READ
+        };
+        Self::open_mode(ctx, name, mode)
+    }
+
+    /// Opens `name` for reading without touching its LRU/LFU clock (for index queries).
+    pub fn peek(ctx: *mut raw::RedisModuleCtx, name: *mut raw::RedisModuleString) -> Option<Self> {
+        Self::open_mode(
+            ctx,
+            name,
+            raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH,
+        )
+    }
+
+    fn open_mode(
+        ctx: *mut raw::RedisModuleCtx,
+        name: *mut raw::RedisModuleString,
+        mode: u32,
+    ) -> Option<Self> {
+        // SAFETY: ctx and name come from Redis for the current call.
+        let key = unsafe { raw::RedisModule_OpenKey?(ctx, name, mode as i32) };
+        NonNull::new(key.cast()).map(|key| Self { key })
+    }
+
+    fn raw(&self) -> *mut raw::RedisModuleKey {
+        self.key.as_ptr()
+    }
+
+    /// True when the key does not exist.
+    pub fn is_empty(&self) -> bool {
+        // SAFETY: the key is open.
+        let kind = unsafe { raw::RedisModule_KeyType.map_or(0, |f| f(self.raw())) };
+        kind == raw::REDISMODULE_KEYTYPE_EMPTY as i32
+    }
+
+    /// The entry stored here: `None` when the key is missing, an error when the key holds
+    /// a value the module does not own.
+    pub fn entry(&self) -> Result<Option<&Entry>, WrongType> {
+        // SAFETY: the key is open; the value belongs to our type when the type matches.
+        unsafe { entry_of_raw_key(self.raw()) }
+    }
+
+    /// Absolute expiry in Unix milliseconds, if any.
+    pub fn expire_at(&self) -> Option<i64> {
+        // SAFETY: the key is open.
+        let at = unsafe { raw::RedisModule_GetAbsExpire.map_or(-1, |f| f(self.raw())) };
+        (at >= 0).then_some(at)
+    }
+
+    /// Sets the absolute expiry (Unix milliseconds).
+    pub fn set_expire_at(&self, at: i64) -> bool {
+        // SAFETY: the key is open for writing and holds a value.
+        let status = unsafe { raw::RedisModule_SetAbsExpire.map_or(1, |f| f(self.raw(), at)) };
+        status == raw::REDISMODULE_OK as i32
+    }
+
+    /// Stores `entry`, replacing whatever the key held (and its time to live).
+    pub fn set_entry(&self, entry: Entry) -> bool {
+        let Some(set) = (unsafe { raw::RedisModule_ModuleTypeSetValue }) else {
+            return false;
+        };
+        let value = Box::into_raw(Box::new(entry));
+        // SAFETY: the key is open for writing; on success Redis owns the value and frees it
+        // through the type's free callback.
+        let status = unsafe { set(self.raw(), entry_type(), value.cast::<c_void>()) };
+        if status != raw::REDISMODULE_OK as i32 {
+            // SAFETY: Redis did not take the value.
+            drop(unsafe { Box::from_raw(value) });
+            return false;
+        }
+        true
+    }
+
+    /// Deletes the key.
+    pub fn delete(&self) -> bool {
+        // SAFETY: the key is open for writing.
+        let status = unsafe { raw::RedisModule_DeleteKey.map_or(1, |f| f(self.raw())) };
+        status == raw::REDISMODULE_OK as i32
+    }
+}
+
+impl Drop for KeyHandle {
+    fn drop(&mut self) {
+        // SAFETY: opened by RedisModule_OpenKey, closed once.
+        unsafe {
+            if let Some(close) = raw::RedisModule_CloseKey {
+                close(self.raw());
+            }
+        }
+    }
+}
+
+/// The entry behind an open key (see [`KeyHandle::entry`]).
+///
+/// # Safety
+/// `key` must be an open key (or null).
+pub unsafe fn entry_of_raw_key<'a>(
+    key: *mut raw::RedisModuleKey,
+) -> Result<Option<&'a Entry>, WrongType> {
+    if key.is_null() {
+        return Ok(None);
+    }
+    let kind = raw::RedisModule_KeyType.map_or(0, |f| f(key));
+    if kind == raw::REDISMODULE_KEYTYPE_EMPTY as i32 {
+        return Ok(None);
+    }
+    let ours = kind == raw::REDISMODULE_KEYTYPE_MODULE as i32
+        && raw::RedisModule_ModuleTypeGetType.map(|f| f(key)) == Some(entry_type());
+    if !ours {
+        return Err(WrongType);
+    }
+    let value = raw::RedisModule_ModuleTypeGetValue.map_or(std::ptr::null_mut(), |f| f(key));
+    Ok(value.cast::<Entry>().as_ref())
+}

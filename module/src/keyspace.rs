@@ -1,0 +1,169 @@
+//! Keeping the tag index equal to the keyspace when the keyspace changes outside our
+//! commands: keys arriving by RENAME/MOVE/COPY/RESTORE (keyspace notifications), FLUSHDB,
+//! FLUSHALL, SWAPDB and dataset loads (server events). Keys leaving are seen by the data
+//! type's `unlink2` callback (see `datatype`).
+
+use crate::key_handle::{entry_of_raw_key, KeyHandle};
+use crate::publisher::publish;
+use crate::state::{is_quiet, set_loading, with_state};
+use hybridcache_protocol::{Change, Name, Op};
+use redis_module::{raw, Context, NotifyEvent, RedisString};
+use std::os::raw::c_void;
+
+/// The database a context is working on.
+pub fn selected_db(ctx: *mut raw::RedisModuleCtx) -> i32 {
+    // SAFETY: ctx is a live context given by Redis.
+    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx)) }
+}
+
+/// Generic keyspace events: a key that just entered the keyspace under a new name or in a
+/// new database is indexed (the context has that key's database selected).
+pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    if !matches!(event, "rename_to" | "move_to" | "copy_to" | "restore") {
+        return;
+    }
+    let raw_ctx = ctx.get_raw();
+    let db = selected_db(raw_ctx);
+    let name = RedisString::create_from_slice(raw_ctx, key);
+    let Some(handle) = KeyHandle::open(raw_ctx, name.inner, false) else {
+        return;
+    };
+    let Ok(Some(entry)) = handle.entry() else {
+        return;
+    };
+    with_state(|s| s.index.insert(db, key, &entry.tags));
+    drop(handle);
+    if !is_quiet() {
+        publish(
+            Some(db),
+            Op::Added,
+            Change::Keys {
+                keys: vec![Name::from(key)],
+            },
+        );
+    }
+}
+
+/// Subscribes to the server events that change many keys at once.
+pub fn subscribe_server_events(ctx: &Context) -> Result<(), String> {
+    let events: [(u64, raw::RedisModuleEventCallback); 3] = [
+        (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
+        (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
+        (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
+    ];
+    for (id, callback) in events {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
+        // SAFETY: called from OnLoad with its context.
+        let status = unsafe {
+            raw::RedisModule_SubscribeToServerEvent.map_or(1, |f| f(ctx.get_raw(), event, callback))
+        };
+        if status != raw::REDISMODULE_OK as i32 {
+            return Err(format!("cannot subscribe to server event {id}"));
+        }
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn on_flush(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+        return;
+    }
+    let Some(info) = data.cast::<raw::RedisModuleFlushInfo>().as_ref() else {
+        return;
+    };
+    if info.dbnum < 0 {
+        with_state(|s| s.index.clear());
+        publish(None, Op::Flushall, Change::Flush);
+    } else {
+        with_state(|s| s.index.clear_db(info.dbnum));
+        publish(Some(info.dbnum), Op::Flushdb, Change::Flush);
+    }
+}
+
+unsafe extern "C" fn on_swapdb(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    data: *mut c_void,
+) {
+    let Some(info) = data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() else {
+        return;
+    };
+    let (a, b) = (info.dbnum_first, info.dbnum_second);
+    with_state(|s| s.index.swap(a, b));
+    publish(Some(a), Op::Swapdb, Change::Flush);
+    if b != a {
+        publish(Some(b), Op::Swapdb, Change::Flush);
+    }
+}
+
+unsafe extern "C" fn on_loading(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    match subevent {
+        raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
+        | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+        | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => {
+            set_loading(true);
+            with_state(|s| s.index.clear());
+        }
+        raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
+            rebuild_index(ctx);
+            set_loading(false);
+            publish(None, Op::Loaded, Change::Flush);
+        }
+        _ => {}
+    }
+}
+
+/// Rebuilds the index from the keyspace: every database, every key of our type.
+fn rebuild_index(ctx: *mut raw::RedisModuleCtx) {
+    with_state(|s| s.index.clear());
+    // SAFETY: ctx is the server event's context; the scan callback only reads keys.
+    unsafe {
+        let (Some(select), Some(create), Some(scan), Some(destroy)) = (
+            raw::RedisModule_SelectDb,
+            raw::RedisModule_ScanCursorCreate,
+            raw::RedisModule_Scan,
+            raw::RedisModule_ScanCursorDestroy,
+        ) else {
+            return;
+        };
+        let original = selected_db(ctx);
+        let mut db = 0;
+        while select(ctx, db) == raw::REDISMODULE_OK as i32 {
+            let cursor = create();
+            let mut db_id = db;
+            while scan(ctx, cursor, Some(index_scanned_key), (&raw mut db_id).cast()) != 0 {}
+            destroy(cursor);
+            db += 1;
+        }
+        select(ctx, original);
+    }
+}
+
+unsafe extern "C" fn index_scanned_key(
+    _ctx: *mut raw::RedisModuleCtx,
+    name: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    db: *mut c_void,
+) {
+    let Some(&db) = db.cast::<i32>().as_ref() else {
+        return;
+    };
+    if name.is_null() {
+        return;
+    }
+    if let Ok(Some(entry)) = entry_of_raw_key(key) {
+        let name = RedisString::string_as_slice(name);
+        with_state(|s| s.index.insert(db, name, &entry.tags));
+    }
+}

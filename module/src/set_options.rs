@@ -1,0 +1,241 @@
+//! Parsing of `HC.SET` options. Pure Rust: arguments in, [`SetOptions`] or an error out.
+
+use crate::error::CommandError;
+use hybridcache_protocol::command::option;
+
+const COMMAND: &str = "hc.set";
+
+/// When the entry expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No time to live (an existing one is cleared, as SET does).
+    Never,
+    /// Keep the time to live of the entry being replaced (KEEPTTL).
+    Keep,
+    /// Milliseconds from now (EX, PX).
+    In(i64),
+    /// Unix time in milliseconds (EXAT, PXAT).
+    At(i64),
+}
+
+impl Expiry {
+    /// The absolute expiry in Unix milliseconds given the current time, `None` for
+    /// [`Expiry::Never`] and [`Expiry::Keep`]; an error when it does not fit an `i64`.
+    pub fn deadline(self, now_ms: i64) -> Result<Option<i64>, CommandError> {
+        match self {
+            Expiry::Never | Expiry::Keep => Ok(None),
+            Expiry::At(at) => Ok(Some(at)),
+            Expiry::In(ms) => now_ms
+                .checked_add(ms)
+                .map(Some)
+                .ok_or(CommandError::InvalidExpire(COMMAND)),
+        }
+    }
+}
+
+/// NX / XX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+/// Everything after `HC.SET key value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOptions<'a> {
+    pub expiry: Expiry,
+    pub condition: Condition,
+    /// As given, possibly repeated; the entry removes repeats.
+    pub tags: Vec<&'a [u8]>,
+}
+
+impl<'a> SetOptions<'a> {
+    /// Parses `[EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [TAGS tag ...]`.
+    /// Options are case-insensitive and may come in any order; TAGS is last and takes every
+    /// remaining argument as a tag.
+    pub fn parse(args: &[&'a [u8]]) -> Result<Self, CommandError> {
+        let mut expiry: Option<Expiry> = None;
+        let mut condition: Option<Condition> = None;
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            let name = arg.to_ascii_uppercase();
+            let timed = |unit: i64, absolute: bool, rest: &mut std::slice::Iter<&[u8]>| {
+                let keyword = keyword_of(&name);
+                let raw = rest.next().ok_or(CommandError::MissingValue(keyword))?;
+                let n = parse_i64(raw)?;
+                if n <= 0 {
+                    return Err(CommandError::InvalidExpire(COMMAND));
+                }
+                let ms = n
+                    .checked_mul(unit)
+                    .ok_or(CommandError::InvalidExpire(COMMAND))?;
+                Ok(if absolute {
+                    Expiry::At(ms)
+                } else {
+                    Expiry::In(ms)
+                })
+            };
+            let new_expiry = match name.as_slice() {
+                b"EX" => Some(timed(1000, false, &mut rest)?),
+                b"PX" => Some(timed(1, false, &mut rest)?),
+                b"EXAT" => Some(timed(1000, true, &mut rest)?),
+                b"PXAT" => Some(timed(1, true, &mut rest)?),
+                b"KEEPTTL" => Some(Expiry::Keep),
+                _ => None,
+            };
+            if let Some(new_expiry) = new_expiry {
+                if expiry.replace(new_expiry).is_some() {
+                    return Err(CommandError::ExpiryConflict);
+                }
+                continue;
+            }
+            let new_condition = match name.as_slice() {
+                b"NX" => Condition::IfAbsent,
+                b"XX" => Condition::IfPresent,
+                b"TAGS" => {
+                    let tags: Vec<&[u8]> = rest.copied().collect();
+                    if tags.is_empty() {
+                        return Err(CommandError::NoTags);
+                    }
+                    return Ok(Self {
+                        expiry: expiry.unwrap_or(Expiry::Never),
+                        condition: condition.unwrap_or(Condition::Always),
+                        tags,
+                    });
+                }
+                _ => return Err(CommandError::unknown_option(arg)),
+            };
+            if condition.replace(new_condition).is_some() {
+                return Err(CommandError::ConditionConflict);
+            }
+        }
+        Ok(Self {
+            expiry: expiry.unwrap_or(Expiry::Never),
+            condition: condition.unwrap_or(Condition::Always),
+            tags: Vec::new(),
+        })
+    }
+}
+
+fn keyword_of(upper: &[u8]) -> &'static str {
+    match upper {
+        b"EX" => option::EX,
+        b"PX" => option::PX,
+        b"EXAT" => option::EXAT,
+        _ => option::PXAT,
+    }
+}
+
+/// A strict decimal integer, as Redis reads one: optional '-', digits, no spaces or '+'.
+pub fn parse_i64(raw: &[u8]) -> Result<i64, CommandError> {
+    let text = std::str::from_utf8(raw).map_err(|_| CommandError::NotAnInteger)?;
+    if text.starts_with('+') || text.is_empty() {
+        return Err(CommandError::NotAnInteger);
+    }
+    text.parse().map_err(|_| CommandError::NotAnInteger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<SetOptions<'static>, CommandError> {
+        let owned: Vec<&'static [u8]> = args
+            .iter()
+            .map(|a| &*Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
+            .collect();
+        SetOptions::parse(&owned)
+    }
+
+    #[test]
+    fn no_options_means_no_ttl_no_condition_no_tags() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.expiry, Expiry::Never);
+        assert_eq!(o.condition, Condition::Always);
+        assert!(o.tags.is_empty());
+    }
+
+    #[test]
+    fn units_are_converted_to_milliseconds() {
+        assert_eq!(parse(&["EX", "2"]).unwrap().expiry, Expiry::In(2000));
+        assert_eq!(parse(&["px", "5"]).unwrap().expiry, Expiry::In(5));
+        assert_eq!(parse(&["EXAT", "3"]).unwrap().expiry, Expiry::At(3000));
+        assert_eq!(parse(&["PxAt", "7"]).unwrap().expiry, Expiry::At(7));
+        assert_eq!(parse(&["KEEPTTL"]).unwrap().expiry, Expiry::Keep);
+    }
+
+    #[test]
+    fn options_combine_in_any_order_with_tags_last() {
+        let o = parse(&["NX", "EX", "10", "TAGS", "a", "b", "a"]).unwrap();
+        assert_eq!(o.condition, Condition::IfAbsent);
+        assert_eq!(o.expiry, Expiry::In(10_000));
+        assert_eq!(o.tags, vec![&b"a"[..], b"b", b"a"]);
+        assert_eq!(parse(&["XX"]).unwrap().condition, Condition::IfPresent);
+    }
+
+    #[test]
+    fn everything_after_tags_is_a_tag() {
+        let o = parse(&["TAGS", "a", "EX", "10"]).unwrap();
+        assert_eq!(o.tags, vec![&b"a"[..], b"EX", b"10"]);
+        assert_eq!(o.expiry, Expiry::Never);
+    }
+
+    #[test]
+    fn bad_ttls_are_rejected() {
+        for bad in ["0", "-1"] {
+            assert_eq!(
+                parse(&["EX", bad]).unwrap_err(),
+                CommandError::InvalidExpire("hc.set")
+            );
+        }
+        for bad in ["abc", "1.5", "+3", " 3", "", "99999999999999999999"] {
+            assert_eq!(parse(&["PX", bad]).unwrap_err(), CommandError::NotAnInteger, "{bad}");
+        }
+        assert_eq!(
+            parse(&["EX", "9223372036854775807"]).unwrap_err(),
+            CommandError::InvalidExpire("hc.set")
+        );
+        assert_eq!(parse(&["EX"]).unwrap_err(), CommandError::MissingValue("EX"));
+    }
+
+    #[test]
+    fn relative_deadline_that_overflows_is_rejected() {
+        let o = parse(&["PX", "9223372036854775000"]).unwrap();
+        assert_eq!(
+            o.expiry.deadline(1_700_000_000_000),
+            Err(CommandError::InvalidExpire("hc.set"))
+        );
+        assert_eq!(Expiry::In(5).deadline(10), Ok(Some(15)));
+        assert_eq!(Expiry::Never.deadline(10), Ok(None));
+    }
+
+    #[test]
+    fn conflicting_options_are_rejected() {
+        assert_eq!(
+            parse(&["EX", "1", "PX", "1"]).unwrap_err(),
+            CommandError::ExpiryConflict
+        );
+        assert_eq!(
+            parse(&["EX", "1", "EX", "1"]).unwrap_err(),
+            CommandError::ExpiryConflict
+        );
+        assert_eq!(
+            parse(&["KEEPTTL", "EX", "1"]).unwrap_err(),
+            CommandError::ExpiryConflict
+        );
+        assert_eq!(
+            parse(&["NX", "XX"]).unwrap_err(),
+            CommandError::ConditionConflict
+        );
+    }
+
+    #[test]
+    fn tags_without_a_tag_and_unknown_options_are_rejected() {
+        assert_eq!(parse(&["TAGS"]).unwrap_err(), CommandError::NoTags);
+        assert_eq!(
+            parse(&["FOO\r\n"]).unwrap_err(),
+            CommandError::UnknownOption("FOO??".into())
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! The module's process-wide state: the tag index and the event sequencer.
+//!
+//! Redis runs commands, keyspace callbacks and server events on its main thread, one at a
+//! time; the mutex is never contended. Callers must not call into Redis while holding it
+//! (Redis may call back into the module), so access goes through short closures.
+
+use crate::index::TagIndex;
+use crate::sequencer::{random_origin, Sequencer};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{LazyLock, Mutex};
+
+pub struct State {
+    pub index: TagIndex,
+    pub sequencer: Sequencer,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
+    Mutex::new(State {
+        index: TagIndex::default(),
+        sequencer: Sequencer::new(random_origin()),
+    })
+});
+
+/// Runs `f` with the state. `f` must not call Redis.
+pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    let mut guard = STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut guard)
+}
+
+static QUIET: AtomicU32 = AtomicU32::new(0);
+static LOADING: AtomicBool = AtomicBool::new(false);
+
+/// While alive, removals seen by the type callbacks publish no event of their own: the
+/// command that caused them publishes one event for the whole change.
+pub struct Quiet(());
+
+impl Quiet {
+    pub fn new() -> Self {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+        Quiet(())
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        QUIET.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::Relaxed) > 0
+}
+
+/// Set between the start and the end of a dataset load, when no event is published (one
+/// "loaded" event follows the load).
+pub fn set_loading(loading: bool) {
+    LOADING.store(loading, Ordering::Relaxed);
+}
+
+pub fn is_loading() -> bool {
+    LOADING.load(Ordering::Relaxed)
+}

@@ -1,0 +1,172 @@
+//! Typed helpers for the module's commands (names from the protocol crate). Each panics
+//! with the command and the server's reply when the reply is not of the expected form;
+//! tests of exact replies use [`call`].
+
+use hybridcache_protocol::command;
+use redis::{Connection, ToRedisArgs, Value};
+
+/// An error reply as text: `"<CODE> <detail>"`, e.g. `"ERR wrong number of arguments ..."`
+/// or `"WRONGTYPE Operation against a key ..."`; other failures as their description.
+pub fn error_text(error: &redis::RedisError) -> String {
+    match (error.code(), error.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => error.to_string(),
+    }
+}
+
+/// Runs one command given as its words; an error reply becomes `Err(error_text)`.
+///
+/// # Panics
+/// When the connection fails (as opposed to the server answering with an error).
+pub fn call<A: ToRedisArgs>(con: &mut Connection, words: &[A]) -> Result<Value, String> {
+    let mut cmd = redis::Cmd::new();
+    for word in words {
+        cmd.arg(word);
+    }
+    match cmd.query::<Value>(con) {
+        Ok(value) => Ok(value),
+        Err(e) if e.code().is_some() => Err(error_text(&e)),
+        Err(e) => panic!("connection failed during a command: {e}"),
+    }
+}
+
+/// Runs `cmd`, which must succeed; returns its reply converted to `T`.
+///
+/// # Panics
+/// When the server answers with an error or another type.
+pub fn query<T: redis::FromRedisValue>(con: &mut Connection, cmd: &redis::Cmd) -> T {
+    cmd.query(con).unwrap_or_else(|e| {
+        panic!(
+            "{} failed: {e}",
+            String::from_utf8_lossy(&cmd.get_packed_command())
+                .replace("\r\n", " ")
+        )
+    })
+}
+
+/// `HC.SET key value [TAGS tag ...]`, which must answer OK.
+pub fn hc_set<K: ToRedisArgs, V: ToRedisArgs>(
+    con: &mut Connection,
+    key: K,
+    value: V,
+    tags: &[&str],
+) {
+    let mut cmd = redis::cmd(command::SET);
+    cmd.arg(key).arg(value);
+    if !tags.is_empty() {
+        cmd.arg(command::option::TAGS).arg(tags);
+    }
+    let reply: Value = query(con, &cmd);
+    assert_eq!(reply, Value::Okay, "HC.SET answered {reply:?}");
+}
+
+/// `HC.SET key value <options...> [TAGS tag ...]`, returning the raw reply (OK or nil).
+pub fn hc_set_with<K: ToRedisArgs, V: ToRedisArgs>(
+    con: &mut Connection,
+    key: K,
+    value: V,
+    options: &[&str],
+    tags: &[&str],
+) -> Value {
+    let mut cmd = redis::cmd(command::SET);
+    cmd.arg(key).arg(value).arg(options);
+    if !tags.is_empty() {
+        cmd.arg(command::option::TAGS).arg(tags);
+    }
+    query(con, &cmd)
+}
+
+/// `HC.GET key`.
+pub fn hc_get<K: ToRedisArgs>(con: &mut Connection, key: K) -> Option<Vec<u8>> {
+    query(con, redis::cmd(command::GET).arg(key))
+}
+
+/// `HC.GET key` as UTF-8 text.
+pub fn hc_get_str<K: ToRedisArgs>(con: &mut Connection, key: K) -> Option<String> {
+    hc_get(con, key).map(|v| String::from_utf8(v).expect("value is not UTF-8"))
+}
+
+/// `HC.DEL key ...`: how many keys were removed.
+pub fn hc_del(con: &mut Connection, keys: &[&str]) -> i64 {
+    query(con, redis::cmd(command::DEL).arg(keys))
+}
+
+/// `HC.DELTAG tag ...`: how many keys were removed.
+pub fn hc_deltag(con: &mut Connection, tags: &[&str]) -> i64 {
+    query(con, redis::cmd(command::DELTAG).arg(tags))
+}
+
+/// `HC.TAGS key`, sorted (lossy UTF-8).
+pub fn tags<K: ToRedisArgs>(con: &mut Connection, key: K) -> Vec<String> {
+    sorted_strings(query(con, redis::cmd(command::TAGS).arg(key)))
+}
+
+/// `HC.TAGKEYS tag`, sorted (lossy UTF-8).
+pub fn tagkeys<T: ToRedisArgs>(con: &mut Connection, tag: T) -> Vec<String> {
+    sorted_strings(query(con, redis::cmd(command::TAGKEYS).arg(tag)))
+}
+
+/// `HC.TAGCARD tag`.
+pub fn tagcard<T: ToRedisArgs>(con: &mut Connection, tag: T) -> i64 {
+    query(con, redis::cmd(command::TAGCARD).arg(tag))
+}
+
+/// `TYPE key`.
+pub fn key_type<K: ToRedisArgs>(con: &mut Connection, key: K) -> String {
+    query(con, redis::cmd("TYPE").arg(key))
+}
+
+/// `EXISTS key`.
+pub fn exists<K: ToRedisArgs>(con: &mut Connection, key: K) -> bool {
+    query::<i64>(con, redis::cmd("EXISTS").arg(key)) == 1
+}
+
+/// `PTTL key`.
+pub fn pttl<K: ToRedisArgs>(con: &mut Connection, key: K) -> i64 {
+    query(con, redis::cmd("PTTL").arg(key))
+}
+
+/// `DBSIZE`.
+pub fn dbsize(con: &mut Connection) -> i64 {
+    query(con, &redis::cmd("DBSIZE"))
+}
+
+/// `SELECT db`.
+pub fn select(con: &mut Connection, db: u32) {
+    let _: () = query(con, redis::cmd("SELECT").arg(db));
+}
+
+/// Every key of the current database (SCAN), sorted.
+pub fn all_keys(con: &mut Connection) -> Vec<String> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = query(
+            con,
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000),
+        );
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    sorted_strings(keys)
+}
+
+/// The current Unix time in milliseconds according to the server (`TIME`).
+pub fn server_time_ms(con: &mut Connection) -> i64 {
+    let (secs, micros): (i64, i64) = query(con, &redis::cmd("TIME"));
+    secs * 1000 + micros / 1000
+}
+
+/// Byte strings as sorted lossy UTF-8 strings.
+pub fn sorted_strings(items: Vec<Vec<u8>>) -> Vec<String> {
+    let mut out: Vec<String> = items
+        .into_iter()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    out.sort();
+    out
+}

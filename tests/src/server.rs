@@ -1,0 +1,560 @@
+//! A real `redis-server` process with the module loaded, on a free loopback port, in its
+//! own temporary data directory.
+
+use crate::info::{info_section, parse_info};
+use crate::module_path::module_path;
+use crate::ports::free_port;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// How long a server may take to answer PING after it was started.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a server may take to exit after SHUTDOWN.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a replica may take to link to its primary and catch up.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Read timeout of the connections the harness hands out: a hung server fails the test
+/// instead of hanging it.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Attempts to find a port nobody took between probing and binding it.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Lines of the server log quoted in failure messages.
+const LOG_TAIL_LINES: usize = 80;
+
+/// The `redis-server` executable (on PATH unless `$REDIS_SERVER` names another).
+fn redis_server_program() -> PathBuf {
+    std::env::var_os("REDIS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// How [`RedisServer::shutdown`] stops the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `SHUTDOWN`: saves an RDB only if save points are configured (the harness configures
+    /// none), flushes the AOF when it is on.
+    Default,
+    /// `SHUTDOWN NOSAVE`: no RDB; the AOF is still flushed when it is on.
+    NoSave,
+    /// `SHUTDOWN SAVE`: writes an RDB first.
+    Save,
+}
+
+#[derive(Debug, Clone)]
+enum ModuleChoice {
+    Default,
+    Path(PathBuf),
+    None,
+}
+
+/// Configures a [`RedisServer`] before starting it.
+///
+/// ```no_run
+/// use hybridcache_tests::RedisServer;
+/// let server = RedisServer::builder()
+///     .arg("--maxmemory").arg("10mb")
+///     .module_arg("CHANNEL").module_arg("my:channel")
+///     .start();
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until start() is called"]
+pub struct ServerBuilder {
+    module: ModuleChoice,
+    module_args: Vec<String>,
+    args: Vec<String>,
+    replica_of: Option<u16>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            module: ModuleChoice::Default,
+            module_args: Vec::new(),
+            args: Vec::new(),
+            replica_of: None,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Appends one `redis-server` command-line argument (config options are `--name value`;
+    /// they come after the harness defaults, so they override them).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends several `redis-server` command-line arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Appends one argument of `--loadmodule <path> ...` (passed to the module's OnLoad).
+    pub fn module_arg(mut self, arg: impl Into<String>) -> Self {
+        self.module_args.push(arg.into());
+        self
+    }
+
+    /// Loads this module library instead of [`module_path()`].
+    pub fn module_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.module = ModuleChoice::Path(path.into());
+        self
+    }
+
+    /// Starts a plain Redis, without the module (e.g. as a benchmark baseline).
+    pub fn without_module(mut self) -> Self {
+        self.module = ModuleChoice::None;
+        self
+    }
+
+    /// Makes the server a replica of `primary` (`--replicaof 127.0.0.1 <port>`).
+    pub fn replica_of(mut self, primary: &RedisServer) -> Self {
+        self.replica_of = Some(primary.port());
+        self
+    }
+
+    /// Starts the server on a free loopback port and waits until it answers PING.
+    ///
+    /// # Panics
+    /// When the module library is missing, or the server does not come up within
+    /// [`START_TIMEOUT`] (the message quotes the server log).
+    pub fn start(self) -> RedisServer {
+        let mut server_args = Vec::new();
+        match &self.module {
+            ModuleChoice::None => {}
+            choice => {
+                let path = match choice {
+                    ModuleChoice::Path(path) => path.clone(),
+                    _ => module_path(),
+                };
+                server_args.push("--loadmodule".to_string());
+                server_args.push(path.display().to_string());
+                server_args.extend(self.module_args.iter().cloned());
+            }
+        }
+        server_args.extend(self.args.iter().cloned());
+        if let Some(port) = self.replica_of {
+            server_args.extend([
+                "--replicaof".to_string(),
+                "127.0.0.1".to_string(),
+                port.to_string(),
+            ]);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("hybridcache-redis-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for redis: {e}"));
+        let mut server = RedisServer {
+            port: 0,
+            dir,
+            server_args,
+            child: None,
+        };
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.port = free_port();
+            match server.launch() {
+                Ok(()) => return server,
+                Err(PortTaken) if attempt < PORT_ATTEMPTS => continue,
+                Err(PortTaken) => {}
+            }
+        }
+        panic!(
+            "redis-server could not bind a free loopback port in {PORT_ATTEMPTS} attempts\n{}",
+            server.log_tail()
+        );
+    }
+}
+
+/// The port was taken between probing and binding it.
+#[derive(Debug)]
+struct PortTaken;
+
+/// A running (or stopped) `redis-server` process owned by a test. Dropping it kills the
+/// process; its data directory lives as long as this value, across restarts.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    /// Everything after the harness defaults: module, caller's args, replicaof.
+    server_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A builder for a server with non-default settings.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts a server with the module and the harness defaults.
+    pub fn new() -> RedisServer {
+        Self::builder().start()
+    }
+
+    /// The loopback port the server listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The data directory (`--dir`): RDB, AOF and the server log live here.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir().join("redis.log")
+    }
+
+    /// The whole server log (every run of this server).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The process id, while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The `redis://` URL of the server.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A client for the server.
+    ///
+    /// # Panics
+    /// Never in practice: the URL is well formed.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url())
+            .unwrap_or_else(|e| panic!("cannot make a client for {}: {e}", self.url()))
+    }
+
+    /// A new synchronous connection (database 0), with a read timeout of
+    /// [`COMMAND_TIMEOUT`].
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub fn connection(&self) -> redis::Connection {
+        let con = self
+            .client()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to redis on port {}: {e}\n{}",
+                    self.port,
+                    self.log_tail()
+                )
+            });
+        con.set_read_timeout(Some(COMMAND_TIMEOUT))
+            .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
+        con.set_write_timeout(Some(COMMAND_TIMEOUT))
+            .unwrap_or_else(|e| panic!("cannot set a write timeout: {e}"));
+        con
+    }
+
+    /// A new connection with database `db` selected.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or SELECT fails.
+    pub fn connection_to_db(&self, db: u32) -> redis::Connection {
+        let mut con = self.connection();
+        redis::cmd("SELECT")
+            .arg(db)
+            .query::<()>(&mut con)
+            .unwrap_or_else(|e| panic!("SELECT {db} failed: {e}"));
+        con
+    }
+
+    /// The `field:value` lines of `INFO <section>`.
+    pub fn info(&self, section: &str) -> std::collections::BTreeMap<String, String> {
+        info_section(&mut self.connection(), section)
+    }
+
+    /// Kills the process (SIGKILL, no save, no AOF flush beyond what the kernel has) and
+    /// reaps it. Does nothing when it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server with `SHUTDOWN [NOSAVE|SAVE]` and waits for the process to exit.
+    ///
+    /// # Panics
+    /// When the server refuses (e.g. SAVE fails) or does not exit within
+    /// [`SHUTDOWN_TIMEOUT`].
+    pub fn shutdown(&mut self, mode: Shutdown) {
+        let mut cmd = redis::cmd("SHUTDOWN");
+        match mode {
+            Shutdown::Default => {}
+            Shutdown::NoSave => {
+                cmd.arg("NOSAVE");
+            }
+            Shutdown::Save => {
+                cmd.arg("SAVE");
+            }
+        }
+        let mut con = self.connection();
+        match cmd.query::<redis::Value>(&mut con) {
+            // The server closes the connection instead of answering.
+            Err(e) if e.code().is_none() => {}
+            Ok(reply) => panic!("SHUTDOWN answered {reply:?} instead of exiting"),
+            Err(e) => panic!("SHUTDOWN failed: {e}\n{}", self.log_tail()),
+        }
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        loop {
+            let Some(child) = &mut self.child else { return };
+            match child.try_wait() {
+                Ok(Some(_)) => {
+                    self.child = None;
+                    return;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    let log = self.log_tail();
+                    self.kill();
+                    panic!("redis-server did not exit within {SHUTDOWN_TIMEOUT:?} of SHUTDOWN\n{log}");
+                }
+            }
+        }
+    }
+
+    /// Starts the stopped server again with the same port, directory and arguments, and
+    /// waits until it answers PING (it has loaded its RDB/AOF by then).
+    ///
+    /// # Panics
+    /// When it is already running, or does not come up.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "start_again: redis on port {} is still running; kill() or shutdown() it first",
+            self.port
+        );
+        for attempt in 1..=PORT_ATTEMPTS {
+            match self.launch() {
+                Ok(()) => return,
+                Err(PortTaken) if attempt < PORT_ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(PortTaken) => {}
+            }
+        }
+        panic!(
+            "redis-server could not bind its port {} again\n{}",
+            self.port,
+            self.log_tail()
+        );
+    }
+
+    /// Graceful restart: [`Shutdown::NoSave`] (the AOF, when on, is flushed), then
+    /// [`start_again`](Self::start_again).
+    pub fn restart(&mut self) {
+        self.shutdown(Shutdown::NoSave);
+        self.start_again();
+    }
+
+    /// Waits until this replica's link to `primary` is up and it has processed everything
+    /// the primary had written when this was called.
+    ///
+    /// # Panics
+    /// When that does not happen within [`SYNC_TIMEOUT`] (the message quotes both sides'
+    /// `INFO replication` and the replica's log).
+    pub fn wait_in_sync_with(&self, primary: &RedisServer) {
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        let mut replica_con = self.connection();
+        let mut primary_con = primary.connection();
+        let replication = |con: &mut redis::Connection| -> String {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query(con)
+                .unwrap_or_else(|e| panic!("INFO replication failed: {e}"))
+        };
+        let fail = |what: &str, replica: &str, primary_info: &str| -> ! {
+            panic!(
+                "replica on port {} {what} within {SYNC_TIMEOUT:?}\n--- replica INFO replication\n{replica}\n--- primary INFO replication\n{primary_info}\n--- replica log\n{}\n--- primary log\n{}",
+                self.port,
+                self.log_tail(),
+                primary.log_tail()
+            )
+        };
+        loop {
+            let text = replication(&mut replica_con);
+            if parse_info(&text).get("master_link_status").map(String::as_str) == Some("up") {
+                break;
+            }
+            if Instant::now() >= deadline {
+                fail("did not report master_link_status:up", &text, &replication(&mut primary_con));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let offset = |text: &str, field: &str| -> Option<i64> {
+            parse_info(text).get(field).and_then(|v| v.parse().ok())
+        };
+        let primary_text = replication(&mut primary_con);
+        let Some(target) = offset(&primary_text, "master_repl_offset") else {
+            panic!("primary INFO replication has no master_repl_offset:\n{primary_text}");
+        };
+        loop {
+            let text = replication(&mut replica_con);
+            if offset(&text, "slave_repl_offset").is_some_and(|o| o >= target) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                fail(
+                    &format!("did not reach the primary's offset {target}"),
+                    &text,
+                    &replication(&mut primary_con),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last lines of the server log, and of its stderr, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let tail = |text: String| -> String {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        };
+        let stderr = std::fs::read_to_string(self.dir().join("redis.stderr")).unwrap_or_default();
+        format!(
+            "--- redis log ({}), last lines:\n{}\n--- redis stderr:\n{}",
+            self.log_path().display(),
+            tail(self.log()),
+            tail(stderr)
+        )
+    }
+
+    /// Spawns the process on `self.port` and waits for PING.
+    fn launch(&mut self) -> Result<(), PortTaken> {
+        let log_start = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join("redis.stderr"))
+            .unwrap_or_else(|e| panic!("cannot open redis.stderr: {e}"));
+        let mut command = Command::new(redis_server_program());
+        command
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir())
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args(["--daemonize", "no"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--enable-debug-command", "yes"])
+            .args(["--enable-module-command", "yes"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(&self.server_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (is redis-server installed and on PATH?)",
+                redis_server_program().display()
+            )
+        });
+        self.child = Some(child);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    let new_log = read_from(&self.log_path(), log_start);
+                    if new_log.contains("Address already in use") {
+                        return Err(PortTaken);
+                    }
+                    panic!(
+                        "redis-server exited ({status}) before answering PING on port {}; args: {:?}\n{}",
+                        self.port,
+                        self.server_args,
+                        self.log_tail()
+                    );
+                }
+            }
+            if self.answers_ping() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let log = self.log_tail();
+                self.kill();
+                panic!(
+                    "redis-server on port {} did not answer PING within {START_TIMEOUT:?}; args: {:?}\n{log}",
+                    self.port, self.server_args
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the server answers PING with PONG (not LOADING, not refused).
+    fn answers_ping(&self) -> bool {
+        let Ok(mut con) = self
+            .client()
+            .get_connection_with_timeout(Duration::from_millis(500))
+        else {
+            return false;
+        };
+        let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
+        matches!(
+            redis::cmd("PING").query::<String>(&mut con).as_deref(),
+            Ok("PONG")
+        )
+    }
+}
+
+impl Default for RedisServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The bytes of `path` from `offset` on, as text.
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let mut bytes = Vec::new();
+            let _ = file.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    text
+}
