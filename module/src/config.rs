@@ -27,7 +27,9 @@ impl Channel {
     /// Replaces the channel name; an empty name is refused.
     pub fn set_bytes(&self, name: &[u8]) -> Result<(), RedisError> {
         if name.is_empty() {
-            return Err(RedisError::Str("the invalidation channel name cannot be empty"));
+            return Err(RedisError::Str(
+                "the invalidation channel name cannot be empty",
+            ));
         }
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = name.to_vec();
         Ok(())

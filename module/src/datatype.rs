@@ -8,7 +8,7 @@ use crate::entry::Entry;
 use crate::publisher::publish;
 use crate::state::{is_quiet, with_state};
 use hybridcache_protocol::{Change, Name, Op};
-use redis_module::{raw, native_types::RedisType, RedisString};
+use redis_module::{native_types::RedisType, raw, RedisString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
 
@@ -76,7 +76,9 @@ fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
     }
     let mut tags = Vec::with_capacity(count.min(64) as usize);
     for _ in 0..count {
-        tags.push(Box::<[u8]>::from(raw::load_string_buffer(rdb).ok()?.as_ref()));
+        tags.push(Box::<[u8]>::from(
+            raw::load_string_buffer(rdb).ok()?.as_ref(),
+        ));
     }
     Some(Entry::new(value.as_ref(), tags))
 }
@@ -157,7 +159,10 @@ unsafe extern "C" fn free(value: *mut c_void) {
     }
 }
 
-unsafe extern "C" fn copy2(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) -> *mut c_void {
+unsafe extern "C" fn copy2(
+    _ctx: *mut raw::RedisModuleKeyOptCtx,
+    value: *const c_void,
+) -> *mut c_void {
     match entry_ref(value) {
         Some(entry) => Box::into_raw(Box::new(entry.clone())).cast(),
         None => ptr::null_mut(),

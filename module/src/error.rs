@@ -8,7 +8,9 @@ use redis_module::RedisError;
 pub enum CommandError {
     #[error("wrong number of arguments for '{0}' command")]
     Arity(&'static str),
-    #[error("syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX or TAGS)")]
+    #[error(
+        "syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX or TAGS)"
+    )]
     UnknownOption(String),
     #[error("syntax error, {0} needs a value")]
     MissingValue(&'static str),

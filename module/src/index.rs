@@ -121,11 +121,13 @@ impl TagIndex {
 
     /// Totals over all databases.
     pub fn stats(&self) -> IndexStats {
-        self.dbs.values().fold(IndexStats::default(), |acc, db| IndexStats {
-            keys: acc.keys + db.keys,
-            tags: acc.tags + db.tags.len() as u64,
-            links: acc.links + db.links,
-        })
+        self.dbs
+            .values()
+            .fold(IndexStats::default(), |acc, db| IndexStats {
+                keys: acc.keys + db.keys,
+                tags: acc.tags + db.tags.len() as u64,
+                links: acc.links + db.links,
+            })
     }
 
     fn tag_keys(&self, db: i32, tag: &[u8]) -> Option<&HashSet<Bytes>> {
@@ -147,7 +149,10 @@ mod tests {
         let mut index = TagIndex::default();
         index.insert(0, b"k1", &[b"a", b"b"]);
         index.insert(0, b"k2", &[b"a"]);
-        assert_eq!(sorted(index.keys(0, b"a")), vec![b"k1".to_vec(), b"k2".to_vec()]);
+        assert_eq!(
+            sorted(index.keys(0, b"a")),
+            vec![b"k1".to_vec(), b"k2".to_vec()]
+        );
         assert_eq!(index.keys(0, b"b"), vec![b"k1".to_vec()]);
         assert_eq!(index.card(0, b"a"), 2);
         assert_eq!(

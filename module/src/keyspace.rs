@@ -11,9 +11,9 @@ use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::os::raw::c_void;
 
 /// The database a context is working on.
-pub fn selected_db(ctx: *mut raw::RedisModuleCtx) -> i32 {
-    // SAFETY: ctx is a live context given by Redis.
-    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx)) }
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: the context is live for the current callback.
+    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.get_raw())) }
 }
 
 /// Generic keyspace events: a key that just entered the keyspace under a new name or in a
@@ -23,7 +23,7 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         return;
     }
     let raw_ctx = ctx.get_raw();
-    let db = selected_db(raw_ctx);
+    let db = selected_db(ctx);
     let name = RedisString::create_from_slice(raw_ctx, key);
     let Some(handle) = KeyHandle::open(raw_ctx, name.inner, false) else {
         return;
@@ -137,12 +137,18 @@ fn rebuild_index(ctx: *mut raw::RedisModuleCtx) {
         ) else {
             return;
         };
-        let original = selected_db(ctx);
+        let original = selected_db(&Context::new(ctx));
         let mut db = 0;
         while select(ctx, db) == raw::REDISMODULE_OK as i32 {
             let cursor = create();
             let mut db_id = db;
-            while scan(ctx, cursor, Some(index_scanned_key), (&raw mut db_id).cast()) != 0 {}
+            while scan(
+                ctx,
+                cursor,
+                Some(index_scanned_key),
+                (&raw mut db_id).cast(),
+            ) != 0
+            {}
             destroy(cursor);
             db += 1;
         }

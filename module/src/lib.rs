@@ -37,7 +37,7 @@ mod registration {
             ctx.log_warning(&format!("hybridcache: {e}"));
             return Status::Err;
         }
-        publisher::init(ctx.get_raw());
+        publisher::init(ctx);
         if let Err(e) = keyspace::subscribe_server_events(ctx) {
             ctx.log_warning(&format!("hybridcache: {e}"));
             return Status::Err;

@@ -3,7 +3,7 @@
 use crate::config::CHANNEL;
 use crate::state::{is_loading, with_state};
 use hybridcache_protocol::{Change, Op};
-use redis_module::raw;
+use redis_module::{raw, Context};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// A context that outlives any command, for publishing from type callbacks (which get
@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 static PUBLISH_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Creates the publishing context; called once at load.
-pub fn init(ctx: *mut raw::RedisModuleCtx) {
+pub fn init(ctx: &Context) {
     // SAFETY: ctx is the module's load context.
     let detached = unsafe {
-        raw::RedisModule_GetDetachedThreadSafeContext.map_or(std::ptr::null_mut(), |f| f(ctx))
+        raw::RedisModule_GetDetachedThreadSafeContext
+            .map_or(std::ptr::null_mut(), |f| f(ctx.get_raw()))
     };
     PUBLISH_CTX.store(detached, Ordering::Relaxed);
 }

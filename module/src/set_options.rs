@@ -190,13 +190,20 @@ mod tests {
             );
         }
         for bad in ["abc", "1.5", "+3", " 3", "", "99999999999999999999"] {
-            assert_eq!(parse(&["PX", bad]).unwrap_err(), CommandError::NotAnInteger, "{bad}");
+            assert_eq!(
+                parse(&["PX", bad]).unwrap_err(),
+                CommandError::NotAnInteger,
+                "{bad}"
+            );
         }
         assert_eq!(
             parse(&["EX", "9223372036854775807"]).unwrap_err(),
             CommandError::InvalidExpire("hc.set")
         );
-        assert_eq!(parse(&["EX"]).unwrap_err(), CommandError::MissingValue("EX"));
+        assert_eq!(
+            parse(&["EX"]).unwrap_err(),
+            CommandError::MissingValue("EX")
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
 
 /// Runs `f` with the state. `f` must not call Redis.
 pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    let mut guard = STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     f(&mut guard)
 }
 
@@ -35,7 +37,7 @@ static LOADING: AtomicBool = AtomicBool::new(false);
 pub struct Quiet(());
 
 impl Quiet {
-    pub fn new() -> Self {
+    pub fn enter() -> Self {
         QUIET.fetch_add(1, Ordering::Relaxed);
         Quiet(())
     }

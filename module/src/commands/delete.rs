@@ -17,7 +17,7 @@ fn delete_entry(ctx: &Context, name: &RedisString) -> bool {
         return false;
     }
     let deleted = {
-        let _quiet = Quiet::new();
+        let _quiet = Quiet::enter();
         key.delete()
     };
     drop(key);
@@ -42,7 +42,7 @@ pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if !removed.is_empty() {
         let count = removed.len();
         publish(
-            Some(selected_db(ctx.get_raw())),
+            Some(selected_db(ctx)),
             Op::Del,
             Change::Keys { keys: removed },
         );
@@ -59,7 +59,7 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if tags.is_empty() {
         return Err(RedisError::WrongArity);
     }
-    let db = selected_db(ctx.get_raw());
+    let db = selected_db(ctx);
     let mut tags: Vec<&[u8]> = tags.iter().map(RedisString::as_slice).collect();
     tags.sort_unstable();
     tags.dedup();

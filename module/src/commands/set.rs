@@ -25,20 +25,18 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         .ok_or(RedisError::Str("ERR cannot open the key for writing"))?;
     let exists = !key.is_empty();
     match (options.condition, exists) {
-        (Condition::IfAbsent, true) | (Condition::IfPresent, false) => {
-            return Ok(RedisValue::Null)
-        }
+        (Condition::IfAbsent, true) | (Condition::IfPresent, false) => return Ok(RedisValue::Null),
         _ => {}
     }
     if options.expiry == Expiry::Keep {
         deadline = key.expire_at();
     }
-    let db = selected_db(raw_ctx);
+    let db = selected_db(ctx);
 
     if deadline.is_some_and(|at| at <= now) {
         // Written already expired (EXAT/PXAT in the past): like SET, the key is deleted.
         if exists {
-            let _quiet = Quiet::new();
+            let _quiet = Quiet::enter();
             key.delete();
         }
         drop(key);
@@ -50,7 +48,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let entry = Entry::new(value.as_slice(), options.tags.iter().map(|t| Box::from(*t)));
     {
         // The old entry's unlink callback unindexes it without an event of its own.
-        let _quiet = Quiet::new();
+        let _quiet = Quiet::enter();
         if !key.set_entry(entry) {
             return Err(RedisError::Str("ERR cannot store the entry"));
         }

@@ -13,7 +13,7 @@ pub fn hc_tagkeys(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     };
     let raw_ctx = ctx.get_raw();
-    let keys = with_state(|s| s.index.keys(selected_db(raw_ctx), tag.as_slice()));
+    let keys = with_state(|s| s.index.keys(selected_db(ctx), tag.as_slice()));
     let live: Vec<Vec<u8>> = keys
         .into_iter()
         .filter(|key| {
@@ -34,7 +34,7 @@ pub fn hc_tagcard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let [_, tag] = args.as_slice() else {
         return Err(RedisError::WrongArity);
     };
-    let db = selected_db(ctx.get_raw());
+    let db = selected_db(ctx);
     let count = with_state(|s| s.index.card(db, tag.as_slice()));
     Ok(RedisValue::Integer(count as i64))
 }

@@ -1,0 +1,37 @@
+# The front door: make build | run | test | lint | clean
+CARGO       ?= cargo
+PORT        ?= 6379
+RELEASE_SO  := target/release/libhybridcache_module.so
+DEBUG_SO    := target/debug/libhybridcache_module.so
+
+.PHONY: all deps build run test lint clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+## build: the release module, target/release/libhybridcache_module.so
+build: deps
+	$(CARGO) build --release -p hybridcache-module
+	@echo "module: $(abspath $(RELEASE_SO))"
+
+## run: redis-server on $(PORT) with the module loaded (Ctrl-C stops it)
+run: build
+	@if redis-cli -p $(PORT) ping >/dev/null 2>&1; then \
+	  echo "port $(PORT) is taken by a running Redis; stop it or use: make run PORT=6380" >&2; exit 1; fi
+	redis-server --port $(PORT) --loadmodule $(abspath $(RELEASE_SO)) \
+	  --save "" --appendonly no --enable-debug-command local
+
+## test: unit tests and end-to-end tests against real redis-server processes
+test: deps
+	$(CARGO) build -p hybridcache-module
+	HYBRIDCACHE_MODULE=$(abspath $(DEBUG_SO)) $(CARGO) test --workspace
+
+## lint: formatting and clippy, warnings are errors
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
