@@ -90,7 +90,9 @@ pub enum DecodeError {
     #[error("not an invalidation event: {0}")]
     Malformed(#[source] serde_json::Error),
     /// The event is of another format version: the reader must treat everything as changed.
-    #[error("unsupported invalidation event format version {0} (this reader knows {FORMAT_VERSION})")]
+    #[error(
+        "unsupported invalidation event format version {0} (this reader knows {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u32),
     /// The version is right but the body does not match it.
     #[error("invalid version {FORMAT_VERSION} invalidation event: {0}")]
@@ -210,8 +212,10 @@ mod tests {
 
     #[test]
     fn right_version_with_bad_body_is_invalid() {
-        let err = InvalidationEvent::decode(br#"{"v":1,"origin":"x","seq":1,"db":0,"op":"set","kind":"nope"}"#)
-            .unwrap_err();
+        let err = InvalidationEvent::decode(
+            br#"{"v":1,"origin":"x","seq":1,"db":0,"op":"set","kind":"nope"}"#,
+        )
+        .unwrap_err();
         assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
     }
 

@@ -81,7 +81,10 @@ mod tests {
     fn utf8_name_is_a_plain_json_string() {
         let json = serde_json::to_string(&Name::from("tag:é")).unwrap();
         assert_eq!(json, r#""tag:é""#);
-        assert_eq!(serde_json::from_str::<Name>(&json).unwrap(), Name::from("tag:é"));
+        assert_eq!(
+            serde_json::from_str::<Name>(&json).unwrap(),
+            Name::from("tag:é")
+        );
     }
 
     #[test]
