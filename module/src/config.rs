@@ -80,9 +80,14 @@ fn apply_load_args(args: &[RedisString]) -> Result<(), String> {
                 .set_bytes(name.as_slice())
                 .map_err(|e| e.to_string())?;
         } else {
+            let shown: String = arg
+                .to_string_lossy()
+                .chars()
+                .take(64)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
             return Err(format!(
-                "unknown load argument '{}' (expected CHANNEL <name>)",
-                arg.to_string_lossy()
+                "unknown load argument '{shown}' (expected CHANNEL <name>)"
             ));
         }
     }

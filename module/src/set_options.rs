@@ -140,6 +140,16 @@ pub fn parse_i64(raw: &[u8]) -> Result<i64, CommandError> {
 mod tests {
     use super::*;
 
+    /// Parses options the test expects to be valid; a rejection yields an impossible value
+    /// so that the assertion on it fails.
+    fn ok(args: &[&str]) -> SetOptions<'static> {
+        parse(args).unwrap_or(SetOptions {
+            expiry: Expiry::At(i64::MIN),
+            condition: Condition::Always,
+            tags: vec![b"<rejected>"],
+        })
+    }
+
     fn parse(args: &[&str]) -> Result<SetOptions<'static>, CommandError> {
         let owned: Vec<&'static [u8]> = args
             .iter()
@@ -150,7 +160,7 @@ mod tests {
 
     #[test]
     fn no_options_means_no_ttl_no_condition_no_tags() {
-        let o = parse(&[]).unwrap();
+        let o = ok(&[]);
         assert_eq!(o.expiry, Expiry::Never);
         assert_eq!(o.condition, Condition::Always);
         assert!(o.tags.is_empty());
@@ -158,25 +168,25 @@ mod tests {
 
     #[test]
     fn units_are_converted_to_milliseconds() {
-        assert_eq!(parse(&["EX", "2"]).unwrap().expiry, Expiry::In(2000));
-        assert_eq!(parse(&["px", "5"]).unwrap().expiry, Expiry::In(5));
-        assert_eq!(parse(&["EXAT", "3"]).unwrap().expiry, Expiry::At(3000));
-        assert_eq!(parse(&["PxAt", "7"]).unwrap().expiry, Expiry::At(7));
-        assert_eq!(parse(&["KEEPTTL"]).unwrap().expiry, Expiry::Keep);
+        assert_eq!(ok(&["EX", "2"]).expiry, Expiry::In(2000));
+        assert_eq!(ok(&["px", "5"]).expiry, Expiry::In(5));
+        assert_eq!(ok(&["EXAT", "3"]).expiry, Expiry::At(3000));
+        assert_eq!(ok(&["PxAt", "7"]).expiry, Expiry::At(7));
+        assert_eq!(ok(&["KEEPTTL"]).expiry, Expiry::Keep);
     }
 
     #[test]
     fn options_combine_in_any_order_with_tags_last() {
-        let o = parse(&["NX", "EX", "10", "TAGS", "a", "b", "a"]).unwrap();
+        let o = ok(&["NX", "EX", "10", "TAGS", "a", "b", "a"]);
         assert_eq!(o.condition, Condition::IfAbsent);
         assert_eq!(o.expiry, Expiry::In(10_000));
         assert_eq!(o.tags, vec![&b"a"[..], b"b", b"a"]);
-        assert_eq!(parse(&["XX"]).unwrap().condition, Condition::IfPresent);
+        assert_eq!(ok(&["XX"]).condition, Condition::IfPresent);
     }
 
     #[test]
     fn everything_after_tags_is_a_tag() {
-        let o = parse(&["TAGS", "a", "EX", "10"]).unwrap();
+        let o = ok(&["TAGS", "a", "EX", "10"]);
         assert_eq!(o.tags, vec![&b"a"[..], b"EX", b"10"]);
         assert_eq!(o.expiry, Expiry::Never);
     }
@@ -208,7 +218,7 @@ mod tests {
 
     #[test]
     fn relative_deadline_that_overflows_is_rejected() {
-        let o = parse(&["PX", "9223372036854775000"]).unwrap();
+        let o = ok(&["PX", "9223372036854775000"]);
         assert_eq!(
             o.expiry.deadline(1_700_000_000_000),
             Err(CommandError::InvalidExpire("hc.set"))
