@@ -38,7 +38,7 @@ impl Channel {
 
 impl ConfigurationValue<RedisString> for Channel {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create(None, Channel::get(self))
+        RedisString::create_from_slice(std::ptr::null_mut(), &Channel::get(self))
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {

@@ -39,8 +39,7 @@ pub fn query<T: redis::FromRedisValue>(con: &mut Connection, cmd: &redis::Cmd) -
     cmd.query(con).unwrap_or_else(|e| {
         panic!(
             "{} failed: {e}",
-            String::from_utf8_lossy(&cmd.get_packed_command())
-                .replace("\r\n", " ")
+            String::from_utf8_lossy(&cmd.get_packed_command()).replace("\r\n", " ")
         )
     })
 }
@@ -142,10 +141,8 @@ pub fn all_keys(con: &mut Connection) -> Vec<String> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) = query(
-            con,
-            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000),
-        );
+        let (next, batch): (u64, Vec<Vec<u8>>) =
+            query(con, redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000));
         keys.extend(batch);
         if next == 0 {
             break;

@@ -11,10 +11,7 @@ pub const MODULE_FILE: &str = "libhybridcache_module.so";
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_dir() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .unwrap_or(manifest)
-        .to_path_buf()
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// The module library to load: `$HYBRIDCACHE_MODULE` if set, else the debug build output,

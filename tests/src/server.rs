@@ -339,7 +339,9 @@ impl RedisServer {
                 _ => {
                     let log = self.log_tail();
                     self.kill();
-                    panic!("redis-server did not exit within {SHUTDOWN_TIMEOUT:?} of SHUTDOWN\n{log}");
+                    panic!(
+                        "redis-server did not exit within {SHUTDOWN_TIMEOUT:?} of SHUTDOWN\n{log}"
+                    );
                 }
             }
         }
@@ -405,11 +407,19 @@ impl RedisServer {
         };
         loop {
             let text = replication(&mut replica_con);
-            if parse_info(&text).get("master_link_status").map(String::as_str) == Some("up") {
+            if parse_info(&text)
+                .get("master_link_status")
+                .map(String::as_str)
+                == Some("up")
+            {
                 break;
             }
             if Instant::now() >= deadline {
-                fail("did not report master_link_status:up", &text, &replication(&mut primary_con));
+                fail(
+                    "did not report master_link_status:up",
+                    &text,
+                    &replication(&mut primary_con),
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -436,19 +446,23 @@ impl RedisServer {
         }
     }
 
-    /// The last lines of the server log, and of its stderr, for failure messages.
+    /// The end of the server log, its crash report if any, and its stderr (where a panic
+    /// in the module is printed), for failure messages.
     pub fn log_tail(&self) -> String {
-        let tail = |text: String| -> String {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-        };
+        let log = self.log();
         let stderr = std::fs::read_to_string(self.dir().join("redis.stderr")).unwrap_or_default();
-        format!(
-            "--- redis log ({}), last lines:\n{}\n--- redis stderr:\n{}",
+        let mut out = format!(
+            "--- redis log ({}), last lines:\n{}",
             self.log_path().display(),
-            tail(self.log()),
-            tail(stderr)
-        )
+            excerpt(&log, 0, LOG_TAIL_LINES)
+        );
+        if let Some(at) = log.rfind("=== REDIS BUG REPORT START") {
+            out.push_str("\n--- crash report, first lines:\n");
+            out.push_str(&excerpt(&log[at..], LOG_TAIL_LINES, 0));
+        }
+        out.push_str("\n--- redis stderr:\n");
+        out.push_str(&excerpt(&stderr, 40, 20));
+        out
     }
 
     /// Spawns the process on `self.port` and waits for PING.
@@ -518,8 +532,10 @@ impl RedisServer {
         }
     }
 
-    /// Whether the server answers PING with PONG (not LOADING, not refused).
+    /// Whether our process answers PING with PONG (not LOADING, not refused, and not
+    /// another server that took the port first: INFO's process_id must be our child's).
     fn answers_ping(&self) -> bool {
+        let Some(pid) = self.pid() else { return false };
         let Ok(mut con) = self
             .client()
             .get_connection_with_timeout(Duration::from_millis(500))
@@ -527,10 +543,16 @@ impl RedisServer {
             return false;
         };
         let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
-        matches!(
+        if !matches!(
             redis::cmd("PING").query::<String>(&mut con).as_deref(),
             Ok("PONG")
-        )
+        ) {
+            return false;
+        }
+        let Ok(text) = redis::cmd("INFO").arg("server").query::<String>(&mut con) else {
+            return false;
+        };
+        parse_info(&text).get("process_id") == Some(&pid.to_string())
     }
 }
 
@@ -542,8 +564,33 @@ impl Default for RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A server that died on its own (a crash in the module, typically) explains the
+        // test failure that follows better than the client error does: show its log.
+        if let Some(child) = &mut self.child {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!(
+                    "redis-server on port {} exited unexpectedly ({status})\n{}",
+                    self.port,
+                    self.log_tail()
+                );
+            }
+        }
         self.kill();
     }
+}
+
+/// The first `head` and last `tail` lines of `text` (all of it when that is shorter).
+fn excerpt(text: &str, head: usize, tail: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= head + tail {
+        return lines.join("\n");
+    }
+    let mut out = lines[..head].join("\n");
+    if head > 0 {
+        out.push_str("\n[...]\n");
+    }
+    out.push_str(&lines[lines.len() - tail..].join("\n"));
+    out
 }
 
 /// The bytes of `path` from `offset` on, as text.

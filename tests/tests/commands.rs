@@ -142,7 +142,10 @@ fn tags_are_case_sensitive() {
 #[test]
 fn options_are_case_insensitive() {
     let (_server, mut con) = server();
-    let reply = call(&mut con, &[command::SET, "k", "v", "ex", "100", "nx", "tags", "t"]);
+    let reply = call(
+        &mut con,
+        &[command::SET, "k", "v", "ex", "100", "nx", "tags", "t"],
+    );
     assert_eq!(reply, Ok(Value::Okay));
     assert_eq!(tags(&mut con, "k"), ["t"]);
     let ttl = pttl(&mut con, "k");
@@ -159,7 +162,10 @@ fn nx_writes_only_when_the_key_is_missing() {
         hc_set_with(&mut con, "k", "v1", &["NX"], &["a"]),
         Value::Okay
     );
-    assert_eq!(hc_set_with(&mut con, "k", "v2", &["NX"], &["b"]), Value::Nil);
+    assert_eq!(
+        hc_set_with(&mut con, "k", "v2", &["NX"], &["b"]),
+        Value::Nil
+    );
     assert_eq!(hc_get_str(&mut con, "k").as_deref(), Some("v1"));
     assert_eq!(tags(&mut con, "k"), ["a"]);
     assert_eq!(tagcard(&mut con, "b"), 0);
@@ -182,7 +188,10 @@ fn xx_writes_only_when_the_key_exists() {
     assert!(!exists(&mut con, "k"));
     assert_eq!(tagcard(&mut con, "a"), 0);
     hc_set(&mut con, "k", "v1", &["a"]);
-    assert_eq!(hc_set_with(&mut con, "k", "v2", &["XX"], &["b"]), Value::Okay);
+    assert_eq!(
+        hc_set_with(&mut con, "k", "v2", &["XX"], &["b"]),
+        Value::Okay
+    );
     assert_eq!(hc_get_str(&mut con, "k").as_deref(), Some("v2"));
     assert_eq!(tags(&mut con, "k"), ["b"]);
     assert_eq!(tagcard(&mut con, "a"), 0);
@@ -254,7 +263,10 @@ fn keepttl_on_a_new_key_sets_no_ttl() {
 #[test]
 fn set_overwrites_a_plain_string_key() {
     let (_server, mut con) = server();
-    let _: () = query(&mut con, redis::cmd("SET").arg("k").arg("plain").arg("EX").arg(100));
+    let _: () = query(
+        &mut con,
+        redis::cmd("SET").arg("k").arg("plain").arg("EX").arg(100),
+    );
     hc_set(&mut con, "k", "v", &["a"]);
     assert_eq!(hc_get_str(&mut con, "k").as_deref(), Some("v"));
     assert_ne!(key_type(&mut con, "k"), "string");
@@ -278,7 +290,11 @@ fn type_of_a_module_key_is_the_module_type() {
     let kind = key_type(&mut con, "k");
     assert_ne!(kind, "string");
     assert_ne!(kind, "none");
-    assert_eq!(kind.len(), 9, "module type names are 9 characters: {kind:?}");
+    assert_eq!(
+        kind.len(),
+        9,
+        "module type names are 9 characters: {kind:?}"
+    );
 }
 
 #[test]
@@ -394,21 +410,33 @@ fn repeated_tag_in_deltag_counts_keys_once() {
 #[test]
 fn tags_of_a_missing_key_is_an_empty_array() {
     let (_server, mut con) = server();
-    assert_eq!(call(&mut con, &[command::TAGS, "missing"]), Ok(Value::Array(vec![])));
+    assert_eq!(
+        call(&mut con, &[command::TAGS, "missing"]),
+        Ok(Value::Array(vec![]))
+    );
 }
 
 #[test]
 fn tags_of_an_untagged_key_is_an_empty_array() {
     let (_server, mut con) = server();
     hc_set(&mut con, "k", "v", &[]);
-    assert_eq!(call(&mut con, &[command::TAGS, "k"]), Ok(Value::Array(vec![])));
+    assert_eq!(
+        call(&mut con, &[command::TAGS, "k"]),
+        Ok(Value::Array(vec![]))
+    );
 }
 
 #[test]
 fn tagkeys_and_tagcard_of_an_unknown_tag_are_empty_and_zero() {
     let (_server, mut con) = server();
-    assert_eq!(call(&mut con, &[command::TAGKEYS, "nope"]), Ok(Value::Array(vec![])));
-    assert_eq!(call(&mut con, &[command::TAGCARD, "nope"]), Ok(Value::Int(0)));
+    assert_eq!(
+        call(&mut con, &[command::TAGKEYS, "nope"]),
+        Ok(Value::Array(vec![]))
+    );
+    assert_eq!(
+        call(&mut con, &[command::TAGCARD, "nope"]),
+        Ok(Value::Int(0))
+    );
 }
 
 #[test]
@@ -424,32 +452,105 @@ fn tagkeys_lists_every_key_of_the_tag_and_tagcard_counts_them() {
 }
 
 #[test]
-fn keys_values_and_tags_are_binary_safe() {
+fn binary_value_round_trips() {
+    let (_server, mut con) = server();
+    let value: &[u8] = b"\x00\xff\xfe value \r\n\x00";
+    hc_set(&mut con, "k", value, &[]);
+    assert_eq!(hc_get(&mut con, "k"), Some(value.to_vec()));
+    let values: Vec<Option<Vec<u8>>> = query(&mut con, redis::cmd(command::MGET).arg("k"));
+    assert_eq!(values, [Some(value.to_vec())]);
+}
+
+#[test]
+fn binary_key_round_trips_through_get_del_and_tagkeys() {
     let (_server, mut con) = server();
     let key: &[u8] = b"k\x00\xff\r\n";
-    let value: &[u8] = b"\x00\xff\xfe value \r\n\x00";
+    hc_set(&mut con, key, "v", &["t"]);
+    assert_eq!(hc_get(&mut con, key), Some(b"v".to_vec()));
+    // A key that differs only after the NUL byte is another key.
+    assert_eq!(hc_get(&mut con, b"k".as_slice()), None);
+    let keys: Vec<Vec<u8>> = query(&mut con, redis::cmd(command::TAGKEYS).arg("t"));
+    assert_eq!(keys, [key.to_vec()]);
+    let removed: i64 = query(&mut con, redis::cmd(command::DEL).arg(key));
+    assert_eq!(removed, 1);
+    assert_eq!(HcInfo::read(&mut con).counts(), (0, 0, 0));
+}
+
+#[test]
+fn binary_tag_round_trips_through_tags_tagkeys_and_deltag() {
+    let (_server, mut con) = server();
     let tag: &[u8] = b"t\x00\xff";
     let reply: Value = query(
         &mut con,
         redis::cmd(command::SET)
-            .arg(key)
-            .arg(value)
+            .arg("k")
+            .arg("v")
             .arg(command::option::TAGS)
             .arg(tag)
             .arg(b"t\x00".as_slice()),
     );
     assert_eq!(reply, Value::Okay);
-    assert_eq!(hc_get(&mut con, key), Some(value.to_vec()));
-    let keys: Vec<Vec<u8>> = query(&mut con, redis::cmd(command::TAGKEYS).arg(tag));
-    assert_eq!(keys, [key.to_vec()]);
-    let mut key_tags: Vec<Vec<u8>> = query(&mut con, redis::cmd(command::TAGS).arg(key));
+    let mut key_tags: Vec<Vec<u8>> = query(&mut con, redis::cmd(command::TAGS).arg("k"));
     key_tags.sort();
     assert_eq!(key_tags, [b"t\x00".to_vec(), tag.to_vec()]);
+    assert_eq!(tagkeys(&mut con, tag), ["k"]);
     // A tag that differs only after the NUL byte is another tag.
     assert_eq!(tagcard(&mut con, b"t".as_slice()), 0);
     let removed: i64 = query(&mut con, redis::cmd(command::DELTAG).arg(tag));
     assert_eq!(removed, 1);
     assert_eq!(HcInfo::read(&mut con).counts(), (0, 0, 0));
+}
+
+#[test]
+fn a_key_with_a_thousand_tags_is_listed_under_each() {
+    let (_server, mut con) = server();
+    let names: Vec<String> = (0..1000).map(|i| format!("tag:{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    hc_set(&mut con, "k", "v", &refs);
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(tags(&mut con, "k"), expected);
+    assert_eq!(tagkeys(&mut con, "tag:999"), ["k"]);
+    assert_eq!(HcInfo::read(&mut con).counts(), (1, 1000, 1000));
+    assert_eq!(hc_deltag(&mut con, &["tag:500"]), 1);
+    assert_eq!(HcInfo::read(&mut con).counts(), (0, 0, 0));
+}
+
+#[test]
+fn options_may_come_in_any_order_before_tags() {
+    let (_server, mut con) = server();
+    let reply = call(
+        &mut con,
+        &[command::SET, "k", "v", "NX", "PX", "100000", "TAGS", "t"],
+    );
+    assert_eq!(reply, Ok(Value::Okay));
+    assert!(pttl(&mut con, "k") > 0);
+    let reply = call(
+        &mut con,
+        &[command::SET, "k", "v2", "KEEPTTL", "XX", "TAGS", "u"],
+    );
+    assert_eq!(reply, Ok(Value::Okay));
+    assert!(pttl(&mut con, "k") > 0);
+    assert_eq!(tags(&mut con, "k"), ["u"]);
+}
+
+#[test]
+fn nx_treats_a_logically_expired_key_as_missing() {
+    let (_server, mut con) = server();
+    let _: () = query(
+        &mut con,
+        redis::cmd("DEBUG").arg("SET-ACTIVE-EXPIRE").arg(0),
+    );
+    hc_set_with(&mut con, "k", "old", &["PX", "20"], &["old"]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        hc_set_with(&mut con, "k", "new", &["NX"], &["new"]),
+        Value::Okay
+    );
+    assert_eq!(hc_get_str(&mut con, "k").as_deref(), Some("new"));
+    assert_eq!(tagcard(&mut con, "old"), 0);
+    assert_eq!(tagkeys(&mut con, "new"), ["k"]);
+    assert_eq!(pttl(&mut con, "k"), -1);
 }
 
 #[test]

@@ -43,8 +43,7 @@ fn builder_args_override_the_defaults() {
         .args(["--appendonly", "yes"])
         .start();
     let mut con = server.connection();
-    let maxmemory: Vec<String> =
-        query(&mut con, redis::cmd("CONFIG").arg("GET").arg("maxmemory"));
+    let maxmemory: Vec<String> = query(&mut con, redis::cmd("CONFIG").arg("GET").arg("maxmemory"));
     assert_eq!(maxmemory[1], "10485760");
     let aof: Vec<String> = query(&mut con, redis::cmd("CONFIG").arg("GET").arg("appendonly"));
     assert_eq!(aof[1], "yes");
@@ -70,7 +69,10 @@ fn save_then_kill_and_start_again_keeps_port_dir_and_data() {
 #[test]
 fn shutdown_save_writes_an_rdb_that_the_next_start_loads() {
     let mut server = plain();
-    let _: () = query(&mut server.connection(), redis::cmd("SET").arg("k").arg("v"));
+    let _: () = query(
+        &mut server.connection(),
+        redis::cmd("SET").arg("k").arg("v"),
+    );
     server.shutdown(Shutdown::Save);
     assert!(server.dir().join("dump.rdb").is_file());
     server.start_again();
@@ -83,7 +85,10 @@ fn shutdown_save_writes_an_rdb_that_the_next_start_loads() {
 #[test]
 fn shutdown_nosave_loses_data_without_aof() {
     let mut server = plain();
-    let _: () = query(&mut server.connection(), redis::cmd("SET").arg("k").arg("v"));
+    let _: () = query(
+        &mut server.connection(),
+        redis::cmd("SET").arg("k").arg("v"),
+    );
     server.shutdown(Shutdown::NoSave);
     server.start_again();
     assert_eq!(
@@ -98,7 +103,10 @@ fn restart_with_aof_keeps_data() {
         .without_module()
         .args(["--appendonly", "yes"])
         .start();
-    let _: () = query(&mut server.connection(), redis::cmd("SET").arg("k").arg("v"));
+    let _: () = query(
+        &mut server.connection(),
+        redis::cmd("SET").arg("k").arg("v"),
+    );
     server.restart();
     assert_eq!(
         query::<Option<String>>(&mut server.connection(), redis::cmd("GET").arg("k")),
@@ -109,16 +117,23 @@ fn restart_with_aof_keeps_data() {
 #[test]
 fn replica_syncs_data_written_before_and_after_it_attached() {
     let primary = plain();
-    let _: () = query(&mut primary.connection(), redis::cmd("SET").arg("before").arg("1"));
+    let _: () = query(
+        &mut primary.connection(),
+        redis::cmd("SET").arg("before").arg("1"),
+    );
     let replica = RedisServer::builder()
         .without_module()
         .replica_of(&primary)
         .start();
     replica.wait_in_sync_with(&primary);
-    let _: () = query(&mut primary.connection(), redis::cmd("SET").arg("after").arg("2"));
+    let _: () = query(
+        &mut primary.connection(),
+        redis::cmd("SET").arg("after").arg("2"),
+    );
     replica.wait_in_sync_with(&primary);
     let mut con = replica.connection();
-    let values: Vec<Option<String>> = query(&mut con, redis::cmd("MGET").arg("before").arg("after"));
+    let values: Vec<Option<String>> =
+        query(&mut con, redis::cmd("MGET").arg("before").arg("after"));
     assert_eq!(values, [Some("1".to_string()), Some("2".to_string())]);
 }
 
@@ -169,10 +184,10 @@ fn a_module_that_fails_to_load_panics_with_the_server_log() {
         RedisServer::builder().module_path(&missing).start();
     });
     let panic = result.expect_err("starting with a missing module must fail");
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("redis-server exited"), "{message}");
-    assert!(message.contains("hybridcache-no-such-module.so"), "{message}");
+    assert!(
+        message.contains("hybridcache-no-such-module.so"),
+        "{message}"
+    );
 }

@@ -66,7 +66,7 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let keys = with_state(|s| s.index.keys_of_any(db, &tags));
     let removed = keys
         .iter()
-        .filter(|key| delete_entry(ctx, &ctx.create_string(key.as_slice())))
+        .filter(|key| delete_entry(ctx, &RedisString::create_from_slice(ctx.get_raw(), key)))
         .count();
     if removed > 0 {
         publish(

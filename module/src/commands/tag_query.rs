@@ -17,7 +17,7 @@ pub fn hc_tagkeys(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let live: Vec<Vec<u8>> = keys
         .into_iter()
         .filter(|key| {
-            let name = ctx.create_string(key.as_slice());
+            let name = RedisString::create_from_slice(raw_ctx, key);
             KeyHandle::peek(raw_ctx, name.inner).is_some_and(|k| matches!(k.entry(), Ok(Some(_))))
         })
         .collect();
