@@ -1,8 +1,8 @@
 //! The module's data type: how an [`Entry`] is saved, loaded, rewritten into the AOF, copied,
 //! measured and freed, and how the tag index learns that an entry left the keyspace.
 //!
-//! RDB encoding (version 1): value as a string buffer, the tag count as an unsigned, then
-//! each tag as a string buffer.
+//! RDB encoding (version 1): value as a string buffer, the version as an unsigned, the tag
+//! count as an unsigned, then each tag as a string buffer.
 
 use crate::entry::Entry;
 use crate::publisher::publish;
@@ -70,6 +70,7 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
 
 fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
     let value = raw::load_string_buffer(rdb).ok()?;
+    let version = raw::load_unsigned(rdb).ok()?;
     let count = raw::load_unsigned(rdb).ok()?;
     if count > MAX_TAGS_IN_PAYLOAD {
         return None;
@@ -80,7 +81,7 @@ fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
             raw::load_string_buffer(rdb).ok()?.as_ref(),
         ));
     }
-    Some(Entry::new(value.as_ref(), tags))
+    Some(Entry::new(value.as_ref(), tags, version))
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -88,6 +89,7 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
         return;
     };
     raw::save_slice(rdb, &entry.value);
+    raw::save_unsigned(rdb, entry.version);
     raw::save_unsigned(rdb, entry.tags.len() as u64);
     for tag in entry.tags.iter() {
         raw::save_slice(rdb, tag);

@@ -9,7 +9,7 @@ pub enum CommandError {
     #[error("wrong number of arguments for '{0}' command")]
     Arity(&'static str),
     #[error(
-        "syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX or TAGS)"
+        "syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, GETVERSION or TAGS)"
     )]
     UnknownOption(String),
     #[error("syntax error, {0} needs a value")]

@@ -31,7 +31,11 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
     let Ok(Some(entry)) = handle.entry() else {
         return;
     };
-    with_state(|s| s.index.insert(db, key, &entry.tags));
+    let version = entry.version;
+    with_state(|s| {
+        s.index.insert(db, key, &entry.tags);
+        s.sequencer.advance_past(version);
+    });
     drop(handle);
     if !is_quiet() {
         publish(
@@ -170,6 +174,9 @@ unsafe extern "C" fn index_scanned_key(
     }
     if let Ok(Some(entry)) = entry_of_raw_key(key) {
         let name = RedisString::string_as_slice(name);
-        with_state(|s| s.index.insert(db, name, &entry.tags));
+        with_state(|s| {
+            s.index.insert(db, name, &entry.tags);
+            s.sequencer.advance_past(entry.version);
+        });
     }
 }

@@ -56,6 +56,7 @@ mod registration {
             [command::SET, set::hc_set, "write deny-oom", 1, 1, 1, ""],
             [command::GET, read::hc_get, "readonly fast", 1, 1, 1, ""],
             [command::MGET, read::hc_mget, "readonly fast", 1, -1, 1, ""],
+            [command::FETCH, read::hc_fetch, "readonly fast", 1, 1, 1, ""],
             [command::DEL, delete::hc_del, "write", 1, -1, 1, ""],
             [command::DELTAG, delete::hc_deltag, "write", 0, 0, 0, ""],
             [command::TAGS, read::hc_tags, "readonly fast", 1, 1, 1, ""],

@@ -26,8 +26,17 @@ pub fn publish(db: Option<i32>, op: Op, change: Change) {
     if is_loading() {
         return;
     }
+    let seq = with_state(|s| s.sequencer.allocate());
+    publish_numbered(seq, db, op, change);
+}
+
+/// Publishes an event under a number taken earlier with `Sequencer::allocate`.
+pub fn publish_numbered(seq: u64, db: Option<i32>, op: Op, change: Change) {
+    if is_loading() {
+        return;
+    }
     let db = db.and_then(|d| u32::try_from(d).ok());
-    let payload = with_state(|s| s.sequencer.next(db, op, change)).encode();
+    let payload = with_state(|s| s.sequencer.event(seq, db, op, change)).encode();
     let channel = CHANNEL.get();
     let ctx = PUBLISH_CTX.load(Ordering::Relaxed);
     // SAFETY: strings are created without automatic memory management and freed here;

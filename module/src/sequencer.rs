@@ -15,10 +15,28 @@ impl Sequencer {
         Self { origin, last: 0 }
     }
 
+    /// Takes the next sequence number, for an event published later with [`Self::event`]
+    /// (a write stores it as its version before announcing itself).
+    pub fn allocate(&mut self) -> u64 {
+        self.last += 1;
+        self.last
+    }
+
+    /// The event numbered `seq`.
+    pub fn event(&self, seq: u64, db: Option<u32>, op: Op, change: Change) -> InvalidationEvent {
+        InvalidationEvent::new(self.origin.clone(), seq, db, op, change)
+    }
+
     /// The next event.
     pub fn next(&mut self, db: Option<u32>, op: Op, change: Change) -> InvalidationEvent {
-        self.last += 1;
-        InvalidationEvent::new(self.origin.clone(), self.last, db, op, change)
+        let seq = self.allocate();
+        self.event(seq, db, op, change)
+    }
+
+    /// Makes later numbers greater than `version`, a version found in loaded data, so that
+    /// versions stay comparable with the numbers of later events.
+    pub fn advance_past(&mut self, version: u64) {
+        self.last = self.last.max(version);
     }
 
     /// The id every event of this process carries.
@@ -66,6 +84,17 @@ mod tests {
         assert_eq!((first.seq, second.seq), (1, 2));
         assert_eq!(second.origin, "abc");
         assert_eq!(seq.last(), 2);
+    }
+
+    #[test]
+    fn allocated_numbers_are_not_reused_and_loaded_versions_push_numbers_up() {
+        let mut seq = Sequencer::new("o".into());
+        assert_eq!(seq.allocate(), 1);
+        assert_eq!(seq.next(None, Op::Flushall, Change::Flush).seq, 2);
+        seq.advance_past(100);
+        assert_eq!(seq.allocate(), 101);
+        seq.advance_past(5);
+        assert_eq!(seq.allocate(), 102);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct SetOptions<'a> {
     pub condition: Condition,
     /// As given, possibly repeated; the entry removes repeats.
     pub tags: Vec<&'a [u8]>,
+    /// GETVERSION: reply `[origin, version]` instead of `OK`.
+    pub get_version: bool,
 }
 
 impl<'a> SetOptions<'a> {
@@ -57,6 +59,7 @@ impl<'a> SetOptions<'a> {
     pub fn parse(args: &[&'a [u8]]) -> Result<Self, CommandError> {
         let mut expiry: Option<Expiry> = None;
         let mut condition: Option<Condition> = None;
+        let mut get_version = false;
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             let name = arg.to_ascii_uppercase();
@@ -90,6 +93,10 @@ impl<'a> SetOptions<'a> {
                 }
                 continue;
             }
+            if name.as_slice() == b"GETVERSION" {
+                get_version = true;
+                continue;
+            }
             let new_condition = match name.as_slice() {
                 b"NX" => Condition::IfAbsent,
                 b"XX" => Condition::IfPresent,
@@ -102,6 +109,7 @@ impl<'a> SetOptions<'a> {
                         expiry: expiry.unwrap_or(Expiry::Never),
                         condition: condition.unwrap_or(Condition::Always),
                         tags,
+                        get_version,
                     });
                 }
                 _ => return Err(CommandError::unknown_option(arg)),
@@ -114,6 +122,7 @@ impl<'a> SetOptions<'a> {
             expiry: expiry.unwrap_or(Expiry::Never),
             condition: condition.unwrap_or(Condition::Always),
             tags: Vec::new(),
+            get_version,
         })
     }
 }
@@ -147,6 +156,7 @@ mod tests {
             expiry: Expiry::At(i64::MIN),
             condition: Condition::Always,
             tags: vec![b"<rejected>"],
+            get_version: false,
         })
     }
 
@@ -182,6 +192,13 @@ mod tests {
         assert_eq!(o.expiry, Expiry::In(10_000));
         assert_eq!(o.tags, vec![&b"a"[..], b"b", b"a"]);
         assert_eq!(ok(&["XX"]).condition, Condition::IfPresent);
+    }
+
+    #[test]
+    fn getversion_is_a_flag_before_tags() {
+        assert!(ok(&["GETVERSION", "EX", "1", "TAGS", "a"]).get_version);
+        assert!(!ok(&["EX", "1"]).get_version);
+        assert_eq!(ok(&["TAGS", "GETVERSION"]).tags, vec![&b"GETVERSION"[..]]);
     }
 
     #[test]

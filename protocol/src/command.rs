@@ -2,21 +2,31 @@
 //!
 //! | command | reply |
 //! |---|---|
-//! | `HC.SET key value [EX s \| PX ms \| EXAT unix-s \| PXAT unix-ms \| KEEPTTL] [NX \| XX] [TAGS tag ...]` | `OK`, or nil when NX/XX prevented the write |
+//! | `HC.SET key value [EX s \| PX ms \| EXAT unix-s \| PXAT unix-ms \| KEEPTTL] [NX \| XX] [GETVERSION] [TAGS tag ...]` | `OK`, or nil when NX/XX prevented the write; with GETVERSION `[origin, version]` instead of `OK` |
 //! | `HC.GET key` | value or nil; `WRONGTYPE` for a key the module does not own |
 //! | `HC.MGET key [key ...]` | array of values/nils |
+//! | `HC.FETCH key` | nil, or `[value, [tag ...], pttl, origin, version]` (pttl -1: no expiry) |
 //! | `HC.DEL key [key ...]` | number of keys removed |
 //! | `HC.DELTAG tag [tag ...]` | number of keys removed |
 //! | `HC.TAGS key` | the key's tags |
 //! | `HC.TAGKEYS tag` | keys carrying the tag |
 //! | `HC.TAGCARD tag` | number of keys carrying the tag |
 
-/// `HC.SET key value [EX|PX|EXAT|PXAT|KEEPTTL] [NX|XX] [TAGS tag ...]`
+/// `HC.SET key value [EX|PX|EXAT|PXAT|KEEPTTL] [NX|XX] [GETVERSION] [TAGS tag ...]`
 pub const SET: &str = "HC.SET";
 /// `HC.GET key`
 pub const GET: &str = "HC.GET";
 /// `HC.MGET key [key ...]`
 pub const MGET: &str = "HC.MGET";
+/// `HC.FETCH key`: everything a client cache needs in one round trip.
+///
+/// Reply: nil when the key is missing, else an array `[value, [tag ...], pttl, origin,
+/// version]`: `pttl` is the remaining time to live in milliseconds (-1 without expiry),
+/// `origin` the id of the server (as in events), `version` the `seq` of the event that
+/// announced the write of this value (0 for values loaded from an AOF rewrite). An
+/// invalidation event with the same origin and a `seq` greater than `version` names a
+/// later change. `WRONGTYPE` for a key of another type.
+pub const FETCH: &str = "HC.FETCH";
 /// `HC.DEL key [key ...]`
 pub const DEL: &str = "HC.DEL";
 /// `HC.DELTAG tag [tag ...]`
@@ -29,7 +39,7 @@ pub const TAGKEYS: &str = "HC.TAGKEYS";
 pub const TAGCARD: &str = "HC.TAGCARD";
 
 /// Every command the module registers.
-pub const ALL: [&str; 8] = [SET, GET, MGET, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD];
+pub const ALL: [&str; 9] = [SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD];
 
 /// Option keywords of `HC.SET` (matched case-insensitively by the module).
 pub mod option {
@@ -47,6 +57,9 @@ pub mod option {
     pub const NX: &str = "NX";
     /// Only write when the key exists.
     pub const XX: &str = "XX";
+    /// Reply `[origin, version]` instead of `OK`: the version of the written value, equal
+    /// to the `seq` of the `set` event the write publishes (see [`super::FETCH`]).
+    pub const GETVERSION: &str = "GETVERSION";
     /// Everything after this keyword is a tag; it comes last.
     pub const TAGS: &str = "TAGS";
 }

@@ -1,7 +1,9 @@
-//! `HC.GET key`, `HC.MGET key [key ...]`, `HC.TAGS key`
+//! `HC.GET key`, `HC.MGET key [key ...]`, `HC.FETCH key`, `HC.TAGS key`
 
-use super::{reply_array_header, reply_bytes, reply_null, REPLIED};
+use super::{now_ms, reply_array_header, reply_bytes, reply_null, REPLIED};
 use crate::key_handle::KeyHandle;
+use crate::state::with_state;
+use redis_module::raw;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 pub fn hc_get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -33,6 +35,37 @@ pub fn hc_mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             _ => reply_null(ctx),
         }
     }
+    Ok(REPLIED)
+}
+
+/// `[value, [tag ...], pttl, origin, version]` or nil: what a client cache needs to keep
+/// the value, drop it on the right events, and never outlive the Redis entry.
+pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let [_, name] = args.as_slice() else {
+        return Err(RedisError::WrongArity);
+    };
+    let Some(key) = KeyHandle::open(ctx.get_raw(), name.inner, false) else {
+        return Ok(RedisValue::Null);
+    };
+    let Some(entry) = key.entry()? else {
+        return Ok(RedisValue::Null);
+    };
+    let pttl = key
+        .expire_at()
+        .map_or(-1, |at| at.saturating_sub(now_ms()).max(0));
+    let origin = with_state(|s| s.sequencer.origin().to_string());
+    reply_array_header(ctx, 5);
+    reply_bytes(ctx, &entry.value);
+    reply_array_header(ctx, entry.tags.len());
+    for tag in entry.tags.iter() {
+        reply_bytes(ctx, tag);
+    }
+    raw::reply_with_long_long(ctx.get_raw(), pttl);
+    reply_bytes(ctx, origin.as_bytes());
+    raw::reply_with_long_long(
+        ctx.get_raw(),
+        i64::try_from(entry.version).unwrap_or(i64::MAX),
+    );
     Ok(REPLIED)
 }
 

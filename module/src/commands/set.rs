@@ -1,10 +1,11 @@
-//! `HC.SET key value [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [TAGS tag ...]`
+//! `HC.SET key value [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [GETVERSION]
+//! [TAGS tag ...]`
 
 use super::now_ms;
 use crate::entry::Entry;
 use crate::key_handle::KeyHandle;
 use crate::keyspace::selected_db;
-use crate::publisher::publish;
+use crate::publisher::publish_numbered;
 use crate::set_options::{Condition, Expiry, SetOptions};
 use crate::state::{with_state, Quiet};
 use hybridcache_protocol::command::option;
@@ -40,12 +41,18 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             key.delete();
         }
         drop(key);
-        announce(ctx, db, name);
+        let version = announce(ctx, db, name, None);
         ctx.replicate("DEL", &[name]);
-        return Ok(RedisValue::SimpleStringStatic("OK"));
+        return Ok(success(&options, version));
     }
 
-    let entry = Entry::new(value.as_slice(), options.tags.iter().map(|t| Box::from(*t)));
+    // The value's version is the number of the event announcing it.
+    let version = with_state(|s| s.sequencer.allocate());
+    let entry = Entry::new(
+        value.as_slice(),
+        options.tags.iter().map(|t| Box::from(*t)),
+        version,
+    );
     {
         // The old entry's unlink callback unindexes it without an event of its own.
         let _quiet = Quiet::enter();
@@ -60,26 +67,44 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         with_state(|s| s.index.insert(db, name.as_slice(), &stored.tags));
     }
     drop(key);
-    announce(ctx, db, name);
+    announce(ctx, db, name, Some(version));
     replicate(ctx, &args, &options, deadline);
-    Ok(RedisValue::SimpleStringStatic("OK"))
+    Ok(success(&options, version))
 }
 
-fn announce(ctx: &Context, db: i32, name: &RedisString) {
+/// `OK`, or `[origin, version]` with GETVERSION.
+fn success(options: &SetOptions, version: u64) -> RedisValue {
+    if !options.get_version {
+        return RedisValue::SimpleStringStatic("OK");
+    }
+    let origin = with_state(|s| s.sequencer.origin().as_bytes().to_vec());
+    RedisValue::Array(vec![
+        RedisValue::StringBuffer(origin),
+        RedisValue::Integer(i64::try_from(version).unwrap_or(i64::MAX)),
+    ])
+}
+
+/// Sends the keyspace notification and the `set` event (numbered `version` when the write
+/// took one); returns the event's number.
+fn announce(ctx: &Context, db: i32, name: &RedisString, version: Option<u64>) -> u64 {
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "hc.set", name);
-    publish(
+    let seq = version.unwrap_or_else(|| with_state(|s| s.sequencer.allocate()));
+    publish_numbered(
+        seq,
         Some(db),
         Op::Set,
         Change::Keys {
             keys: vec![Name::from(name.as_slice())],
         },
     );
+    seq
 }
 
 /// Replicas and the AOF get the write with an absolute expiry and without NX/XX, so that
 /// replaying it later gives the same entry.
 fn replicate(ctx: &Context, args: &[RedisString], options: &SetOptions, deadline: Option<i64>) {
     let verbatim = options.condition == Condition::Always
+        && !options.get_version
         && matches!(options.expiry, Expiry::Never | Expiry::At(_));
     if verbatim {
         ctx.replicate_verbatim();
