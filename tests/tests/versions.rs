@@ -98,7 +98,7 @@ fn versions_survive_a_reload_and_later_writes_get_greater_versions() {
     let server = RedisServer::new();
     let mut con = server.connection();
     for i in 0..5 {
-        hc_set(&mut con, &format!("k{i}"), "v", &[]);
+        hc_set(&mut con, format!("k{i}"), "v", &[]);
     }
     let (_, before) = set_getversion(&mut con, "k", "v", &[]);
     let _: () = query(&mut con, redis::cmd("DEBUG").arg("RELOAD"));
