@@ -1,0 +1,170 @@
+//! Building a [`HybridCache`].
+
+use crate::cache::{HybridCache, Inner};
+use crate::coalesce::Coalescer;
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::l1::{Capacity, L1};
+use crate::options::EntryOptions;
+use crate::shared::Shared;
+use crate::subscription::{Subscription, Timing};
+use hybridcache_protocol::DEFAULT_CHANNEL;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::ProtocolVersion;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Configures a [`HybridCache`]; see [`HybridCache::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is awaited"]
+pub struct HybridCacheBuilder {
+    target: Result<redis::Client>,
+    capacity: Capacity,
+    defaults: EntryOptions,
+    namespace: String,
+    channel: String,
+    format: Format,
+    timing: Timing,
+    subscribe_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl HybridCacheBuilder {
+    pub(crate) fn new(target: Result<redis::Client>) -> Self {
+        Self {
+            target,
+            capacity: Capacity::Entries(10_000),
+            defaults: EntryOptions::new().ttl(Duration::from_secs(300)),
+            namespace: String::new(),
+            channel: DEFAULT_CHANNEL.to_string(),
+            format: Format::Json,
+            timing: Timing {
+                ping_interval: Duration::from_secs(1),
+                ping_timeout: Duration::from_secs(2),
+                backoff_min: Duration::from_millis(50),
+                backoff_max: Duration::from_secs(5),
+            },
+            subscribe_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Most entries L1 holds (default 10 000).
+    pub fn l1_max_entries(mut self, entries: u64) -> Self {
+        self.capacity = Capacity::Entries(entries);
+        self
+    }
+
+    /// Bound L1 by the encoded size of its values (plus key length) instead of their number.
+    pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
+        self.capacity = Capacity::Bytes(bytes);
+        self
+    }
+
+    /// Options of entries that do not set them (default: a 5 minute TTL).
+    pub fn default_options(mut self, options: EntryOptions) -> Self {
+        self.defaults = options;
+        self
+    }
+
+    /// A prefix put before every key and tag in Redis (e.g. `"orders:"`), so that several
+    /// applications or caches share one Redis without colliding.
+    pub fn namespace(mut self, prefix: impl Into<String>) -> Self {
+        self.namespace = prefix.into();
+        self
+    }
+
+    /// The module's invalidation channel (default `hc:invalidations`; must match the module's
+    /// `hybridcache.channel`).
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// How values are serialized in Redis (default JSON).
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How often the subscription is checked with PING (default 1 s); a PING unanswered
+    /// within the timeout (default 2 s) drops the subscription and L1 with it.
+    pub fn health_check(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.timing.ping_interval = interval;
+        self.timing.ping_timeout = timeout;
+        self
+    }
+
+    /// Longest wait between two reconnection attempts of the subscription (default 5 s).
+    pub fn max_reconnect_backoff(mut self, max: Duration) -> Self {
+        self.timing.backoff_max = max;
+        self
+    }
+
+    /// How long [`build`](Self::build) waits for the subscription (default 5 s).
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.subscribe_timeout = timeout;
+        self
+    }
+
+    /// Timeout of each Redis command and connection attempt (default 2 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Connects, subscribes, and returns the cache once the subscription is confirmed, so
+    /// that no invalidation can be missed by what L1 will serve. Must run inside a Tokio
+    /// runtime (the subscription runs as a task of it).
+    pub async fn build(self) -> Result<HybridCache> {
+        let client = self.target?;
+        if self.channel.is_empty() {
+            return Err(Error::Config("the channel name is empty".into()));
+        }
+        let info = client.get_connection_info().clone();
+        let db = u32::try_from(info.redis_settings().db())
+            .map_err(|_| Error::Config("negative database number".into()))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.command_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        let redis = ConnectionManager::new_with_config(client, manager_config).await?;
+
+        let resp3 = info.clone().set_redis_settings(
+            info.redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3),
+        );
+        let subscriber = redis::Client::open(resp3)?;
+        let shared = Arc::new(Shared::new(L1::new(self.capacity), self.namespace, db));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        tokio::spawn(
+            Subscription {
+                client: subscriber,
+                channel: self.channel,
+                timing: self.timing,
+                shared: shared.clone(),
+                shutdown: shutdown_rx,
+            }
+            .run(),
+        );
+        let deadline = tokio::time::Instant::now() + self.subscribe_timeout;
+        while !shared.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                let _ = shutdown_tx.send(true);
+                return Err(Error::SubscriptionTimeout(self.subscribe_timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(HybridCache {
+            inner: Arc::new(Inner {
+                shared,
+                redis,
+                format: self.format,
+                defaults: self.defaults,
+                in_flight: Coalescer::default(),
+                shutdown: shutdown_tx,
+            }),
+        })
+    }
+}

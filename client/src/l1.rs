@@ -1,0 +1,189 @@
+//! The in-process tier: a moka cache of decoded values with what is needed to know whether
+//! each one may still be served.
+
+use crate::invalidation_log::tag_event_hits;
+use moka::future::Cache;
+use moka::Expiry;
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Tag removals remembered; beyond this the marks are dropped and L1 is cleared instead.
+const MAX_TAG_MARKS: usize = 100_000;
+
+/// A decoded value, shared by every reader.
+pub(crate) type Value = Arc<dyn Any + Send + Sync>;
+
+/// One L1 entry.
+pub(crate) struct L1Entry {
+    pub value: Value,
+    /// The server the value came from; `None` for entries kept out of Redis.
+    pub origin: Option<Arc<str>>,
+    /// Its version on that server (the `seq` of the event that announced it).
+    pub version: u64,
+    pub tags: Box<[String]>,
+    /// Served until then (`None`: until evicted or invalidated).
+    pub fresh_until: Option<Instant>,
+    /// Kept until then, for fail-safe (at least `fresh_until`).
+    pub keep_until: Option<Instant>,
+    /// Served only while the cache's epoch is still this one.
+    pub epoch: u64,
+    pub fail_safe: bool,
+    pub weight: u32,
+}
+
+impl L1Entry {
+    fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+}
+
+struct KeepUntil;
+
+impl KeepUntil {
+    fn remaining(entry: &L1Entry, now: Instant) -> Option<Duration> {
+        entry.keep_until.map(|t| t.saturating_duration_since(now))
+    }
+}
+
+impl Expiry<String, Arc<L1Entry>> for KeepUntil {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<L1Entry>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Self::remaining(value, created_at)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<L1Entry>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::remaining(value, updated_at)
+    }
+}
+
+/// L1 capacity.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Capacity {
+    Entries(u64),
+    Bytes(u64),
+}
+
+pub(crate) struct L1 {
+    cache: Cache<String, Arc<L1Entry>>,
+    epoch: AtomicU64,
+    /// Tag → (origin, seq) of its last removal: entries with the tag and an older version
+    /// are no longer served.
+    tag_marks: RwLock<HashMap<String, (Arc<str>, u64)>>,
+}
+
+impl L1 {
+    pub fn new(capacity: Capacity) -> Self {
+        let builder = Cache::builder().expire_after(KeepUntil);
+        let cache = match capacity {
+            Capacity::Entries(n) => builder.max_capacity(n).build(),
+            Capacity::Bytes(n) => builder
+                .max_capacity(n)
+                .weigher(|_key: &String, entry: &Arc<L1Entry>| entry.weight)
+                .build(),
+        };
+        Self {
+            cache,
+            epoch: AtomicU64::new(0),
+            tag_marks: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The entry under `key`, whatever its state.
+    pub async fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
+        self.cache.get(key).await
+    }
+
+    /// Whether `entry` may be served now: same epoch, not expired, none of its tags removed
+    /// after it was written.
+    pub fn is_fresh(&self, entry: &L1Entry, now: Instant) -> bool {
+        entry.epoch == self.epoch()
+            && entry.fresh_until.is_none_or(|t| t > now)
+            && !self.tag_removed(entry)
+    }
+
+    /// Whether `entry` may be served as a fail-safe fallback: it opted in, is still kept,
+    /// and none of its tags was removed (a value known to be gone is never served).
+    pub fn is_fail_safe(&self, entry: &L1Entry, now: Instant) -> bool {
+        entry.fail_safe && entry.keep_until.is_none_or(|t| t > now) && !self.tag_removed(entry)
+    }
+
+    fn tag_removed(&self, entry: &L1Entry) -> bool {
+        if entry.tags.is_empty() {
+            return false;
+        }
+        let marks = self.tag_marks.read().unwrap_or_else(|p| p.into_inner());
+        if marks.is_empty() {
+            return false;
+        }
+        entry.tags.iter().any(|tag| {
+            marks.get(tag).is_some_and(|(origin, seq)| {
+                tag_event_hits(entry.origin(), entry.version, origin, *seq)
+            })
+        })
+    }
+
+    pub async fn insert(&self, key: String, entry: L1Entry) {
+        self.cache.insert(key, Arc::new(entry)).await;
+    }
+
+    pub async fn invalidate(&self, key: &str) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Records that every key carrying `tag` up to event `seq` of `origin` is gone.
+    pub fn mark_tag_removed(&self, tag: String, origin: Arc<str>, seq: u64) {
+        let mut marks = self.tag_marks.write().unwrap_or_else(|p| p.into_inner());
+        if marks.len() >= MAX_TAG_MARKS && !marks.contains_key(&tag) {
+            marks.clear();
+            drop(marks);
+            self.clear();
+            return;
+        }
+        marks.insert(tag, (origin, seq));
+    }
+
+    /// Entries with any of `tags`, as of now, are removed (the writer's own tag removal).
+    pub async fn remove_tagged(&self, tags: &[String]) {
+        let doomed: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(_, entry)| entry.tags.iter().any(|t| tags.contains(t)))
+            .map(|(key, _)| key)
+            .collect();
+        for key in doomed {
+            self.cache.invalidate(key.as_str()).await;
+        }
+    }
+
+    /// Nothing in L1 is served any more (its values may still serve fail-safe).
+    pub fn mark_all_stale(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.mark_all_stale();
+        self.cache.invalidate_all();
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}

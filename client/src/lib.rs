@@ -1,0 +1,56 @@
+//! # hybridcache
+//!
+//! A two-tier cache for async Rust services: decoded values in process memory (L1, [moka])
+//! in front of Redis (L2), with the [hybridcache Redis module] keeping server-side tags and
+//! publishing an invalidation event in the same atomic step as every write. Every
+//! [`HybridCache`] subscribes to those events and drops exactly the L1 entries they name, so
+//! no instance keeps serving a value another instance changed.
+//!
+//! ```no_run
+//! use hybridcache::{EntryOptions, HybridCache};
+//! use std::time::Duration;
+//!
+//! # async fn example() -> Result<(), hybridcache::Error> {
+//! let cache = HybridCache::builder("redis://127.0.0.1:6379/")
+//!     .namespace("app:")
+//!     .default_options(EntryOptions::new().ttl(Duration::from_secs(600)))
+//!     .build()
+//!     .await?;
+//! cache.set("greeting", "hello".to_string(), EntryOptions::new().tags(["greetings"])).await?;
+//! let greeting = cache.get::<String>("greeting").await?;
+//! assert_eq!(greeting.as_deref().map(String::as_str), Some("hello"));
+//! cache.remove_by_tag("greetings").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Consistency, in short:
+//! - the subscription is confirmed before L1 serves anything, and L1 serves nothing while
+//!   it is down (PING health checks find a silently dead link within a few seconds);
+//! - every L1 entry remembers the server `origin` and `version` it was read or written at,
+//!   so an event for an older version drops it and the writer's own event does not;
+//! - a value read from Redis before an invalidation arrived is never kept after it;
+//! - a gap in event sequence numbers, a new server origin, or an event of an unknown format
+//!   marks all of L1 stale.
+//!
+//! [moka]: https://docs.rs/moka
+//! [hybridcache Redis module]: https://github.com/hybridcache/hybridcache
+
+mod builder;
+mod cache;
+mod coalesce;
+mod error;
+mod format;
+mod invalidation_log;
+mod l1;
+mod l2;
+mod options;
+mod shared;
+mod stats;
+mod subscription;
+
+pub use builder::HybridCacheBuilder;
+pub use cache::HybridCache;
+pub use error::{Error, Result};
+pub use format::Format;
+pub use options::EntryOptions;
+pub use stats::Stats;

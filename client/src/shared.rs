@@ -1,0 +1,176 @@
+//! State shared by the cache handles and the subscription task, and how an invalidation
+//! event changes it.
+
+use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
+use crate::l1::L1;
+use crate::stats::{bump, Counters};
+use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub(crate) struct Shared {
+    pub l1: L1,
+    pub log: InvalidationLog,
+    pub counters: Counters,
+    /// The subscription is confirmed and healthy: only then is L1 read or filled.
+    connected: AtomicBool,
+    /// Prefix of every key and tag this cache writes.
+    pub namespace: String,
+    /// The Redis database this cache works in.
+    pub db: u32,
+    /// Last `seq` seen per origin since the subscription was (re)established.
+    last_seq: Mutex<HashMap<Arc<str>, u64>>,
+}
+
+impl Shared {
+    pub fn new(l1: L1, namespace: String, db: u32) -> Self {
+        Self {
+            l1,
+            log: InvalidationLog::default(),
+            counters: Counters::default(),
+            connected: AtomicBool::new(false),
+            namespace,
+            db,
+            last_seq: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The subscription is confirmed: what L1 held before may have missed events, so it is
+    /// marked stale, and serving from L1 starts.
+    pub fn subscription_up(&self) {
+        self.reset("subscription established");
+        self.last_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        bump(&self.counters.subscriptions);
+        self.connected.store(true, Ordering::Release);
+    }
+
+    /// The subscription is gone: stop serving from L1 at once.
+    pub fn subscription_down(&self) {
+        self.connected.store(false, Ordering::Release);
+        self.reset("subscription lost");
+    }
+
+    /// Everything in L1 may be wrong: stop serving it (fail-safe may still use it).
+    pub fn reset(&self, why: &str) {
+        tracing::debug!(why, "L1 marked stale");
+        self.log.push(Record::Reset);
+        self.l1.mark_all_stale();
+        bump(&self.counters.l1_flushes);
+    }
+
+    /// Applies one message from the invalidation channel.
+    pub async fn apply_message(&self, payload: &[u8]) {
+        bump(&self.counters.events_received);
+        let event = match InvalidationEvent::decode(payload) {
+            Ok(event) => event,
+            Err(e @ DecodeError::UnsupportedVersion(_)) => {
+                tracing::error!(error = %e, "invalidation event of an unknown format: L1 cleared");
+                self.clear_all();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable invalidation event: L1 cleared");
+                self.clear_all();
+                return;
+            }
+        };
+        self.apply(event).await;
+    }
+
+    fn clear_all(&self) {
+        self.log.push(Record::Reset);
+        self.l1.clear();
+        bump(&self.counters.l1_flushes);
+    }
+
+    /// Checks `seq` against the last one of its origin: a gap, or a new origin while another
+    /// one was seen (a restarted or failed-over server), means events were missed.
+    fn missed_events(&self, origin: &Arc<str>, seq: u64) -> bool {
+        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get_mut(origin) {
+            Some(prev) if seq == *prev + 1 => {
+                *prev = seq;
+                false
+            }
+            // A duplicate or a late event: applying it again is harmless.
+            Some(prev) if seq <= *prev => false,
+            Some(prev) => {
+                *prev = seq;
+                true
+            }
+            None => {
+                let other_origin_seen = !last.is_empty();
+                last.clear();
+                last.insert(origin.clone(), seq);
+                other_origin_seen
+            }
+        }
+    }
+
+    async fn apply(&self, event: InvalidationEvent) {
+        let origin: Arc<str> = event.origin.into();
+        if self.missed_events(&origin, event.seq) {
+            self.reset("missed invalidation events");
+        }
+        if event.db.is_some_and(|db| db != self.db) {
+            return;
+        }
+        match event.change {
+            Change::Keys { keys } => {
+                let keys = self.ours(keys);
+                if keys.is_empty() {
+                    return;
+                }
+                self.log.push(Record::Keys {
+                    origin: origin.clone(),
+                    seq: event.seq,
+                    keys: keys.clone(),
+                });
+                for key in keys {
+                    if let Some(entry) = self.l1.get(&key).await {
+                        if key_event_hits(
+                            entry.origin.as_deref(),
+                            entry.version,
+                            &origin,
+                            event.seq,
+                        ) {
+                            self.l1.invalidate(&key).await;
+                        }
+                    }
+                }
+            }
+            Change::Tags { tags } => {
+                let tags = self.ours(tags);
+                if tags.is_empty() {
+                    return;
+                }
+                self.log.push(Record::Tags {
+                    origin: origin.clone(),
+                    seq: event.seq,
+                    tags: tags.clone(),
+                });
+                for tag in tags {
+                    self.l1.mark_tag_removed(tag, origin.clone(), event.seq);
+                }
+            }
+            Change::Flush => self.clear_all(),
+        }
+    }
+
+    /// The names of this cache's namespace (names that are not UTF-8 cannot be ours).
+    fn ours(&self, names: Vec<Name>) -> Vec<String> {
+        names
+            .into_iter()
+            .filter_map(|name| String::from_utf8(name.0).ok())
+            .filter(|name| name.starts_with(&self.namespace))
+            .collect()
+    }
+}

@@ -1,0 +1,60 @@
+//! Counters readable from the cache handle.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the cache's counters since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Reads answered from L1.
+    pub l1_hits: u64,
+    /// Reads L1 could not answer.
+    pub l1_misses: u64,
+    /// Reads answered from Redis.
+    pub l2_hits: u64,
+    /// Reads Redis could not answer (missing key).
+    pub l2_misses: u64,
+    /// Factory runs of `get_or_set`.
+    pub factory_runs: u64,
+    /// Invalidation events received.
+    pub events_received: u64,
+    /// Times the whole L1 was cleared or marked stale (flush events, reconnects, missed events).
+    pub l1_flushes: u64,
+    /// Times the invalidation subscription was (re)established.
+    pub subscriptions: u64,
+    /// Stale values served because Redis could not be reached (fail-safe).
+    pub fail_safe_hits: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub l1_hits: AtomicU64,
+    pub l1_misses: AtomicU64,
+    pub l2_hits: AtomicU64,
+    pub l2_misses: AtomicU64,
+    pub factory_runs: AtomicU64,
+    pub events_received: AtomicU64,
+    pub l1_flushes: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub fail_safe_hits: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Stats {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            l1_hits: read(&self.l1_hits),
+            l1_misses: read(&self.l1_misses),
+            l2_hits: read(&self.l2_hits),
+            l2_misses: read(&self.l2_misses),
+            factory_runs: read(&self.factory_runs),
+            events_received: read(&self.events_received),
+            l1_flushes: read(&self.l1_flushes),
+            subscriptions: read(&self.subscriptions),
+            fail_safe_hits: read(&self.fail_safe_hits),
+        }
+    }
+}
