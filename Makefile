@@ -1,10 +1,10 @@
-# The front door: make build | run | test | lint | clean
+# The front door: make build | run | test | lint | example | clean
 CARGO       ?= cargo
 PORT        ?= 6379
 RELEASE_SO  := target/release/libhybridcache_module.so
 DEBUG_SO    := target/debug/libhybridcache_module.so
 
-.PHONY: all deps build run test lint clean
+.PHONY: all deps build run test lint clean example
 
 all: build
 
@@ -32,6 +32,11 @@ test: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## example: two client instances against a throwaway Redis (client/examples/two_instances.rs)
+example: build
+	$(CARGO) build --release -p hybridcache --example two_instances
+	./scripts/with-redis.sh $(abspath $(RELEASE_SO)) target/release/examples/two_instances
 
 clean:
 	$(CARGO) clean

@@ -1,22 +1,33 @@
 //! The module's configuration: `hybridcache.channel` (CONFIG GET/SET, redis.conf) or the
 //! load argument `CHANNEL <name>`.
+//!
+//! Registered through the raw API: the getter hands Redis a string the module keeps
+//! owning (one per value, freed when the value changes), so CONFIG GET allocates nothing.
 
+use crate::text::printable;
 use hybridcache_protocol::DEFAULT_CHANNEL;
-use redis_module::configuration::{
-    register_string_configuration, ConfigurationContext, ConfigurationFlags, ConfigurationValue,
-};
-use redis_module::{raw, Context, RedisError, RedisString};
+use redis_module::{raw, Context, RedisString};
+use std::os::raw::{c_char, c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
 
 /// The invalidation channel name (binary-safe, never empty).
-pub struct Channel(Mutex<Vec<u8>>);
+pub struct Channel {
+    bytes: Mutex<Vec<u8>>,
+    /// The same name as a Redis string, for CONFIG GET.
+    string: AtomicPtr<raw::RedisModuleString>,
+}
 
-pub static CHANNEL: Channel = Channel(Mutex::new(Vec::new()));
+pub static CHANNEL: Channel = Channel {
+    bytes: Mutex::new(Vec::new()),
+    string: AtomicPtr::new(ptr::null_mut()),
+};
 
 impl Channel {
     /// The current channel name.
     pub fn get(&self) -> Vec<u8> {
-        let name = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let name = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
         if name.is_empty() {
             DEFAULT_CHANNEL.as_bytes().to_vec()
         } else {
@@ -25,44 +36,87 @@ impl Channel {
     }
 
     /// Replaces the channel name; an empty name is refused.
-    pub fn set_bytes(&self, name: &[u8]) -> Result<(), RedisError> {
+    pub fn set(&self, name: &[u8]) -> Result<(), &'static str> {
         if name.is_empty() {
-            return Err(RedisError::Str(
-                "the invalidation channel name cannot be empty",
-            ));
+            return Err("the invalidation channel name cannot be empty");
         }
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = name.to_vec();
+        *self.bytes.lock().unwrap_or_else(|p| p.into_inner()) = name.to_vec();
+        let string = new_string(name);
+        let old = self.string.swap(string, Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: created above by an earlier set, no longer handed out.
+            unsafe {
+                if let Some(free) = raw::RedisModule_FreeString {
+                    free(ptr::null_mut(), old);
+                }
+            }
+        }
         Ok(())
     }
 }
 
-impl ConfigurationValue<RedisString> for Channel {
-    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create_from_slice(std::ptr::null_mut(), &Channel::get(self))
+/// A Redis string the caller owns.
+fn new_string(bytes: &[u8]) -> *mut raw::RedisModuleString {
+    // SAFETY: a copy of `bytes` without a context (no automatic memory management).
+    unsafe {
+        raw::RedisModule_CreateString.map_or(ptr::null_mut(), |create| {
+            create(ptr::null_mut(), bytes.as_ptr().cast(), bytes.len())
+        })
     }
+}
 
-    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
-        self.set_bytes(val.as_slice())
+extern "C" fn get_channel(
+    _name: *const c_char,
+    _privdata: *mut c_void,
+) -> *mut raw::RedisModuleString {
+    CHANNEL.string.load(Ordering::Acquire)
+}
+
+unsafe extern "C" fn set_channel(
+    _name: *const c_char,
+    value: *mut raw::RedisModuleString,
+    _privdata: *mut c_void,
+    err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    match CHANNEL.set(RedisString::string_as_slice(value)) {
+        Ok(()) => raw::REDISMODULE_OK as c_int,
+        Err(message) => {
+            if !err.is_null() {
+                // Redis frees the error string.
+                *err = new_string(message.as_bytes());
+            }
+            raw::REDISMODULE_ERR as c_int
+        }
     }
 }
 
 /// Registers `hybridcache.channel`, loads its value from the server's configuration, then
 /// applies the load arguments, which win.
 pub fn register(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
-    register_string_configuration(
-        ctx,
-        "channel",
-        &CHANNEL,
-        DEFAULT_CHANNEL,
-        ConfigurationFlags::DEFAULT,
-        None,
-    );
-    // SAFETY: called from OnLoad, after every configuration is registered.
+    CHANNEL.set(DEFAULT_CHANNEL.as_bytes())?;
+    // SAFETY: called from OnLoad with its context; the strings are NUL-terminated literals.
     unsafe {
-        if let Some(load) = raw::RedisModule_LoadConfigs {
-            if load(ctx.get_raw()) != raw::REDISMODULE_OK as i32 {
-                return Err("cannot load the module configuration".into());
-            }
+        let (Some(register), Some(load)) = (
+            raw::RedisModule_RegisterStringConfig,
+            raw::RedisModule_LoadConfigs,
+        ) else {
+            return Err("this Redis has no module configuration API (Redis 7.0+ needed)".into());
+        };
+        let status = register(
+            ctx.get_raw(),
+            c"channel".as_ptr(),
+            c"hc:invalidations".as_ptr(),
+            raw::REDISMODULE_CONFIG_DEFAULT,
+            Some(get_channel),
+            Some(set_channel),
+            None,
+            ptr::null_mut(),
+        );
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err("cannot register hybridcache.channel".into());
+        }
+        if load(ctx.get_raw()) != raw::REDISMODULE_OK as c_int {
+            return Err("cannot load the module configuration".into());
         }
     }
     apply_load_args(args)
@@ -76,20 +130,23 @@ fn apply_load_args(args: &[RedisString]) -> Result<(), String> {
             let name = rest
                 .next()
                 .ok_or_else(|| "CHANNEL needs a channel name".to_string())?;
-            CHANNEL
-                .set_bytes(name.as_slice())
-                .map_err(|e| e.to_string())?;
+            CHANNEL.set(name.as_slice())?;
         } else {
-            let shown: String = arg
-                .to_string_lossy()
-                .chars()
-                .take(64)
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect();
             return Err(format!(
-                "unknown load argument '{shown}' (expected CHANNEL <name>)"
+                "unknown load argument '{}' (expected CHANNEL <name>)",
+                printable(arg.as_slice(), 64)
             ));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_name_is_the_protocol_channel() {
+        assert_eq!(DEFAULT_CHANNEL, "hc:invalidations");
+    }
 }

@@ -6,7 +6,7 @@
 
 use crate::entry::Entry;
 use crate::publisher::publish;
-use crate::state::{is_quiet, with_state};
+use crate::state::{is_loading, is_quiet, with_state};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{native_types::RedisType, raw, RedisString};
 use std::os::raw::{c_int, c_void};
@@ -62,10 +62,34 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
     if encver != ENCODING_VERSION {
         return ptr::null_mut();
     }
-    match load_entry(rdb) {
-        Some(entry) => Box::into_raw(Box::new(entry)).cast(),
-        None => ptr::null_mut(),
+    let Some(entry) = load_entry(rdb) else {
+        return ptr::null_mut();
+    };
+    if is_loading() {
+        index_while_loading(rdb, &entry);
     }
+    Box::into_raw(Box::new(entry)).cast()
+}
+
+/// While a dataset loads, commands replayed from the AOF after its RDB preamble (such as
+/// HC.DELTAG) need the index. Entries are indexed as they load; the end of the load
+/// rebuilds the index from the keyspace, dropping any entry Redis chose not to keep.
+fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
+    // SAFETY: rdb is the IO of the current load.
+    let (name, db) = unsafe {
+        match (
+            raw::RedisModule_GetKeyNameFromIO,
+            raw::RedisModule_GetDbIdFromIO,
+        ) {
+            (Some(name), Some(db)) => (name(rdb), db(rdb)),
+            _ => return,
+        }
+    };
+    if name.is_null() || db < 0 {
+        return;
+    }
+    let key = RedisString::string_as_slice(name);
+    with_state(|s| s.index.insert(db, key, &entry.tags));
 }
 
 fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {

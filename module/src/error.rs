@@ -29,12 +29,7 @@ pub enum CommandError {
 impl CommandError {
     /// An option name as it may appear in an error reply: printable, short.
     pub fn unknown_option(raw: &[u8]) -> Self {
-        let text: String = String::from_utf8_lossy(raw)
-            .chars()
-            .take(32)
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect();
-        Self::UnknownOption(text)
+        Self::UnknownOption(crate::text::printable(raw, 32))
     }
 }
 

@@ -65,6 +65,9 @@ impl TagIndex {
             }
             if keys.is_empty() {
                 index.tags.remove(tag);
+                if index.tags.capacity() > 64 && index.tags.len() < index.tags.capacity() / 4 {
+                    index.tags.shrink_to_fit();
+                }
             } else if keys.capacity() > 64 && keys.len() < keys.capacity() / 4 {
                 keys.shrink_to_fit();
             }

@@ -1,7 +1,7 @@
 //! The `INFO hybridcache` section (Redis prefixes each field with `hybridcache_`).
 
 use crate::config::CHANNEL;
-use crate::state::with_state;
+use crate::state::{try_with_state, with_state};
 use redis_module::{raw, Context};
 
 /// Registers [`info`] as the module's INFO callback.
@@ -9,14 +9,23 @@ pub fn register(ctx: &Context) {
     raw::register_info_function(ctx.get_raw(), Some(info));
 }
 
-extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: i32) {
-    let (stats, origin, last_seq) = with_state(|s| {
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
+    let read = |s: &mut crate::state::State| {
         (
             s.index.stats(),
             s.sequencer.origin().to_string(),
             s.sequencer.last(),
         )
-    });
+    };
+    // A crash report may be printed while this thread holds the state: never wait for it.
+    let snapshot = if for_crash_report != 0 {
+        try_with_state(read)
+    } else {
+        Some(with_state(read))
+    };
+    let Some((stats, origin, last_seq)) = snapshot else {
+        return;
+    };
     let channel: String = String::from_utf8_lossy(&CHANNEL.get())
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })

@@ -73,14 +73,14 @@ impl KeyHandle {
     }
 
     /// Sets the absolute expiry (Unix milliseconds).
-    pub fn set_expire_at(&self, at: i64) -> bool {
+    pub fn set_expire_at(&mut self, at: i64) -> bool {
         // SAFETY: the key is open for writing and holds a value.
         let status = unsafe { raw::RedisModule_SetAbsExpire.map_or(1, |f| f(self.raw(), at)) };
         status == raw::REDISMODULE_OK as i32
     }
 
     /// Stores `entry`, replacing whatever the key held (and its time to live).
-    pub fn set_entry(&self, entry: Entry) -> bool {
+    pub fn set_entry(&mut self, entry: Entry) -> bool {
         let Some(set) = (unsafe { raw::RedisModule_ModuleTypeSetValue }) else {
             return false;
         };
@@ -97,7 +97,7 @@ impl KeyHandle {
     }
 
     /// Deletes the key.
-    pub fn delete(&self) -> bool {
+    pub fn delete(&mut self) -> bool {
         // SAFETY: the key is open for writing.
         let status = unsafe { raw::RedisModule_DeleteKey.map_or(1, |f| f(self.raw())) };
         status == raw::REDISMODULE_OK as i32

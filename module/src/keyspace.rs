@@ -25,7 +25,7 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
     let raw_ctx = ctx.get_raw();
     let db = selected_db(ctx);
     let name = RedisString::create_from_slice(raw_ctx, key);
-    let Some(handle) = KeyHandle::open(raw_ctx, name.inner, false) else {
+    let Some(handle) = KeyHandle::peek(raw_ctx, name.inner) else {
         return;
     };
     let Ok(Some(entry)) = handle.entry() else {

@@ -8,6 +8,7 @@
 //! ([`commands`]), configuration ([`config`]) and INFO ([`info`]).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod acl;
 pub mod commands;
 pub mod config;
 pub mod datatype;
@@ -21,6 +22,7 @@ pub mod publisher;
 pub mod sequencer;
 pub mod set_options;
 pub mod state;
+pub mod text;
 
 /// `MODULE LIST` version: major * 10000 + minor * 100 + patch of the crate version.
 pub const MODULE_VERSION: i32 = 100;
@@ -30,9 +32,13 @@ mod registration {
     use crate::commands::{delete, read, set, tag_query};
     use crate::{config, datatype::HC_TYPE, info, keyspace, publisher, MODULE_VERSION};
     use hybridcache_protocol::{command, MODULE_NAME};
+    use redis_module::raw::ModuleOptions;
     use redis_module::{redis_module, Context, RedisString, Status};
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
+        // rdb_load reports short or corrupt payloads (RESTORE, RDB files) as errors instead
+        // of Redis aborting on them.
+        ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
         if let Err(e) = config::register(ctx, args) {
             ctx.log_warning(&format!("hybridcache: {e}"));
             return Status::Err;

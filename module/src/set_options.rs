@@ -271,5 +271,9 @@ mod tests {
             parse(&["FOO\r\n"]).unwrap_err(),
             CommandError::UnknownOption("FOO??".into())
         );
+        assert_eq!(
+            parse(&["一Ā%"]).unwrap_err(),
+            CommandError::UnknownOption("???".into())
+        );
     }
 }

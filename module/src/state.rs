@@ -29,6 +29,15 @@ pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     f(&mut guard)
 }
 
+/// Like [`with_state`], but gives up instead of waiting when the state is held.
+pub fn try_with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    match STATE.try_lock() {
+        Ok(mut guard) => Some(f(&mut guard)),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(f(&mut poisoned.into_inner())),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 static QUIET: AtomicU32 = AtomicU32::new(0);
 static LOADING: AtomicBool = AtomicBool::new(false);
 

@@ -1,5 +1,6 @@
 //! `HC.DEL key [key ...]`, `HC.DELTAG tag [tag ...]`
 
+use crate::acl::KeyAcl;
 use crate::key_handle::KeyHandle;
 use crate::keyspace::selected_db;
 use crate::publisher::publish;
@@ -8,9 +9,17 @@ use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Deletes `name` when it holds an entry; true when it did. Keys of other types are left
-/// alone: the module only removes what it owns.
-fn delete_entry(ctx: &Context, name: &RedisString) -> bool {
-    let Some(key) = KeyHandle::open(ctx.get_raw(), name.inner, true) else {
+/// alone: the module only removes what it owns. Unless `known_entry`, the key is looked at
+/// before it is opened for writing, so that deleting nothing does not touch a WATCH.
+fn delete_entry(ctx: &Context, name: &RedisString, known_entry: bool) -> bool {
+    if !known_entry {
+        let holds_entry = KeyHandle::open(ctx.get_raw(), name.inner, false)
+            .is_some_and(|key| matches!(key.entry(), Ok(Some(_))));
+        if !holds_entry {
+            return false;
+        }
+    }
+    let Some(mut key) = KeyHandle::open(ctx.get_raw(), name.inner, true) else {
         return false;
     };
     if !matches!(key.entry(), Ok(Some(_))) {
@@ -36,7 +45,7 @@ pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let removed: Vec<Name> = names
         .iter()
-        .filter(|name| delete_entry(ctx, name))
+        .filter(|name| delete_entry(ctx, name, false))
         .map(|name| Name::from(name.as_slice()))
         .collect();
     if !removed.is_empty() {
@@ -63,10 +72,21 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut tags: Vec<&[u8]> = tags.iter().map(RedisString::as_slice).collect();
     tags.sort_unstable();
     tags.dedup();
-    let keys = with_state(|s| s.index.keys_of_any(db, &tags));
+    let keys: Vec<RedisString> = with_state(|s| s.index.keys_of_any(db, &tags))
+        .iter()
+        .map(|key| RedisString::create_from_slice(ctx.get_raw(), key))
+        .collect();
+    // All or nothing: a user whose key patterns forbid deleting one of the keys gets an
+    // error and nothing is removed (so replicas, which re-run the command, stay equal).
+    let acl = KeyAcl::of_caller(ctx);
+    if !keys.iter().all(|key| acl.may_delete(key.inner)) {
+        return Err(RedisError::Str(
+            "NOPERM this user has no permissions to delete some of the keys carrying these tags",
+        ));
+    }
     let removed = keys
         .iter()
-        .filter(|key| delete_entry(ctx, &RedisString::create_from_slice(ctx.get_raw(), key)))
+        .filter(|key| delete_entry(ctx, key, true))
         .count();
     if removed > 0 {
         publish(

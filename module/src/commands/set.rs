@@ -22,13 +22,17 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut deadline = options.expiry.deadline(now)?;
 
     let raw_ctx = ctx.get_raw();
-    let key = KeyHandle::open(raw_ctx, name.inner, true)
+    if options.condition != Condition::Always {
+        // Looked at before opening for writing, so that a refused write does not touch a
+        // WATCH on the key.
+        let exists = KeyHandle::open(raw_ctx, name.inner, false).is_some_and(|k| !k.is_empty());
+        if exists == (options.condition == Condition::IfAbsent) {
+            return Ok(RedisValue::Null);
+        }
+    }
+    let mut key = KeyHandle::open(raw_ctx, name.inner, true)
         .ok_or(RedisError::Str("ERR cannot open the key for writing"))?;
     let exists = !key.is_empty();
-    match (options.condition, exists) {
-        (Condition::IfAbsent, true) | (Condition::IfPresent, false) => return Ok(RedisValue::Null),
-        _ => {}
-    }
     if options.expiry == Expiry::Keep {
         deadline = key.expire_at();
     }
@@ -36,7 +40,10 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
     if deadline.is_some_and(|at| at <= now) {
         // Written already expired (EXAT/PXAT in the past): like SET, the key is deleted.
-        if exists {
+        if !exists {
+            return Ok(success(&options, 0));
+        }
+        {
             let _quiet = Quiet::enter();
             key.delete();
         }
