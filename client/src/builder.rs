@@ -5,6 +5,7 @@ use crate::coalesce::Coalescer;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::l1::{Capacity, L1};
+use crate::l2::L2;
 use crate::options::EntryOptions;
 use crate::shared::Shared;
 use crate::subscription::{Subscription, Timing};
@@ -125,16 +126,25 @@ impl HybridCacheBuilder {
         let info = client.get_connection_info().clone();
         let db = u32::try_from(info.redis_settings().db())
             .map_err(|_| Error::Config("negative database number".into()))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.command_timeout))
-            .set_response_timeout(Some(self.command_timeout));
-        let redis = ConnectionManager::new_with_config(client, manager_config).await?;
-
+        // RESP3 on both connections: redis-rs then notices a closed connection at once and
+        // reconnects, instead of on the next command.
         let resp3 = info.clone().set_redis_settings(
             info.redis_settings()
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3),
         );
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.command_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(self.command_timeout);
+        let redis =
+            ConnectionManager::new_with_config(redis::Client::open(resp3.clone())?, manager_config)
+                .await?;
+        let redis = L2 {
+            con: redis,
+            timeout: self.command_timeout,
+        };
         let subscriber = redis::Client::open(resp3)?;
         let shared = Arc::new(Shared::new(L1::new(self.capacity), self.namespace, db));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

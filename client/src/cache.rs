@@ -5,11 +5,10 @@ use crate::coalesce::Coalescer;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::l1::{L1Entry, Value};
-use crate::l2;
+use crate::l2::L2;
 use crate::options::EntryOptions;
 use crate::shared::Shared;
 use crate::stats::{bump, Stats};
-use redis::aio::ConnectionManager;
 use redis::IntoConnectionInfo;
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
@@ -53,7 +52,7 @@ pub struct HybridCache {
 
 pub(crate) struct Inner {
     pub shared: Arc<Shared>,
-    pub redis: ConnectionManager,
+    pub redis: L2,
     pub format: Format,
     pub defaults: EntryOptions,
     pub in_flight: Coalescer,
@@ -111,8 +110,8 @@ impl HybridCache {
         tags.iter().map(|t| format!("{ns}{t}")).collect()
     }
 
-    fn redis(&self) -> ConnectionManager {
-        self.inner.redis.clone()
+    fn redis(&self) -> &L2 {
+        &self.inner.redis
     }
 
     /// The value under `key`, from L1 or else Redis; `None` when Redis has none.
@@ -237,8 +236,7 @@ impl HybridCache {
         let (origin, version) = if options.skips_l2() {
             (None, 0)
         } else {
-            let (origin, version) =
-                l2::set(&mut self.redis(), key, &bytes, options.ttl, &tags).await?;
+            let (origin, version) = self.redis().set(key, &bytes, options.ttl, &tags).await?;
             (Some(origin), version)
         };
         if options.skips_l1() {
@@ -257,7 +255,7 @@ impl HybridCache {
     #[tracing::instrument(level = "debug", skip(self), fields(namespace = %self.inner.shared.namespace))]
     pub async fn remove(&self, key: &str) -> Result<bool> {
         let key = self.full_key(key);
-        let removed = l2::del(&mut self.redis(), &key).await;
+        let removed = self.redis().del(&key).await;
         self.inner.shared.l1.invalidate(&key).await;
         removed
     }
@@ -276,7 +274,7 @@ impl HybridCache {
         }
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         let tags = self.full_tags(&tags);
-        let removed = l2::deltag(&mut self.redis(), &tags).await;
+        let removed = self.redis().deltag(&tags).await;
         self.inner.shared.l1.remove_tagged(&tags).await;
         removed
     }
@@ -327,7 +325,7 @@ impl HybridCache {
     {
         let shared = &self.inner.shared;
         let mark = shared.log.mark();
-        let Some(found) = l2::fetch(&mut self.redis(), key).await? else {
+        let Some(found) = self.redis().fetch(key).await? else {
             bump(&shared.counters.l2_misses);
             return Ok(None);
         };

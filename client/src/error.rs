@@ -30,6 +30,9 @@ pub enum Error {
     /// The factory of [`get_or_set`](crate::HybridCache::get_or_set) failed.
     #[error("factory failed: {0}")]
     Factory(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// Redis did not answer within the command timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
     /// The invalidation subscription was not confirmed in time when building the cache.
     #[error("the invalidation subscription was not confirmed within {0:?}")]
     SubscriptionTimeout(Duration),

@@ -1,8 +1,10 @@
-//! The Redis tier: the module's commands, with replies parsed into Rust values.
+//! The Redis tier: the module's commands, with replies parsed into Rust values, each bounded
+//! by the command timeout and retried once when the connection turned out to be dead.
 
 use crate::error::{Error, Result};
 use hybridcache_protocol::command;
 use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,51 +20,77 @@ pub(crate) struct Fetched {
 
 type FetchReply = Option<(Vec<u8>, Vec<String>, i64, String, u64)>;
 
-pub(crate) async fn fetch(con: &mut ConnectionManager, key: &str) -> Result<Option<Fetched>> {
-    let reply: FetchReply = redis::cmd(command::FETCH).arg(key).query_async(con).await?;
-    Ok(reply.map(|(value, tags, pttl, origin, version)| Fetched {
-        value,
-        tags,
-        remaining: u64::try_from(pttl).ok().map(Duration::from_millis),
-        origin: origin.into(),
-        version,
-    }))
+/// The command connection.
+#[derive(Clone)]
+pub(crate) struct L2 {
+    pub con: ConnectionManager,
+    pub timeout: Duration,
 }
 
-/// Writes an entry; returns its (origin, version).
-pub(crate) async fn set(
-    con: &mut ConnectionManager,
-    key: &str,
-    value: &[u8],
-    ttl: Option<Duration>,
-    tags: &[String],
-) -> Result<(Arc<str>, u64)> {
-    let mut cmd = redis::cmd(command::SET);
-    cmd.arg(key).arg(value);
-    if let Some(ttl) = ttl {
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        cmd.arg(command::option::PX).arg(ms);
+impl L2 {
+    /// Runs `cmd`; a connection found dead (e.g. after a server restart) is reconnected and
+    /// the command sent once more, within the same deadline.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut retried = false;
+        loop {
+            let mut con = self.con.clone();
+            let attempt = tokio::time::timeout_at(deadline, cmd.query_async::<T>(&mut con)).await;
+            match attempt {
+                Err(_) => return Err(Error::Timeout(self.timeout)),
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !retried && (e.is_connection_dropped() || e.is_io_error()) => {
+                    tracing::debug!(error = %e, "command connection dropped; retrying once");
+                    retried = true;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
     }
-    cmd.arg(command::option::GETVERSION);
-    if !tags.is_empty() {
-        cmd.arg(command::option::TAGS).arg(tags);
+
+    pub async fn fetch(&self, key: &str) -> Result<Option<Fetched>> {
+        let reply: FetchReply = self.query(redis::cmd(command::FETCH).arg(key)).await?;
+        Ok(reply.map(|(value, tags, pttl, origin, version)| Fetched {
+            value,
+            tags,
+            remaining: u64::try_from(pttl).ok().map(Duration::from_millis),
+            origin: origin.into(),
+            version,
+        }))
     }
-    let reply: Option<(String, u64)> = cmd.query_async(con).await?;
-    let (origin, version) = reply.ok_or_else(|| Error::UnexpectedReply {
-        command: command::SET,
-        detail: "nil without NX/XX".into(),
-    })?;
-    Ok((origin.into(), version))
-}
 
-pub(crate) async fn del(con: &mut ConnectionManager, key: &str) -> Result<bool> {
-    let removed: u64 = redis::cmd(command::DEL).arg(key).query_async(con).await?;
-    Ok(removed > 0)
-}
+    /// Writes an entry; returns its (origin, version).
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[String],
+    ) -> Result<(Arc<str>, u64)> {
+        let mut cmd = redis::cmd(command::SET);
+        cmd.arg(key).arg(value);
+        if let Some(ttl) = ttl {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            cmd.arg(command::option::PX).arg(ms);
+        }
+        cmd.arg(command::option::GETVERSION);
+        if !tags.is_empty() {
+            cmd.arg(command::option::TAGS).arg(tags);
+        }
+        let reply: Option<(String, u64)> = self.query(&cmd).await?;
+        let (origin, version) = reply.ok_or_else(|| Error::UnexpectedReply {
+            command: command::SET,
+            detail: "nil without NX/XX".into(),
+        })?;
+        Ok((origin.into(), version))
+    }
 
-pub(crate) async fn deltag(con: &mut ConnectionManager, tags: &[String]) -> Result<u64> {
-    Ok(redis::cmd(command::DELTAG)
-        .arg(tags)
-        .query_async(con)
-        .await?)
+    pub async fn del(&self, key: &str) -> Result<bool> {
+        let removed: u64 = self.query(redis::cmd(command::DEL).arg(key)).await?;
+        Ok(removed > 0)
+    }
+
+    pub async fn deltag(&self, tags: &[String]) -> Result<u64> {
+        self.query(redis::cmd(command::DELTAG).arg(tags)).await
+    }
 }

@@ -10,6 +10,7 @@
 //!
 //! Nothing here uses a Redis on 6379 or any other server the harness did not start.
 
+pub mod client_support;
 pub mod hc;
 pub mod info;
 pub mod module_path;
