@@ -24,3 +24,14 @@ pub use module_path::module_path;
 pub use server::{RedisServer, ServerBuilder, Shutdown};
 pub use subscriber::{Subscriber, EVENT_TIMEOUT, QUIET_PERIOD};
 pub use wait::{wait_for, wait_until};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_module_path_names_the_module_library() {
+        let name = super::module_path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        assert_eq!(name.as_deref(), Some("libhybridcache_module.so"));
+    }
+}

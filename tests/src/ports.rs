@@ -16,3 +16,15 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot read the address of a loopback listener: {e}"))
         .port()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_free_port_can_be_bound_on_loopback_and_is_never_6379() {
+        let port = free_port();
+        assert_ne!(port, 6379);
+        assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
+    }
+}

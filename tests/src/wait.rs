@@ -29,3 +29,28 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     wait_for(timeout, what, || check().then_some(()));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_for_returns_the_first_value_found() {
+        let mut calls = 0;
+        let value = wait_for(Duration::from_secs(1), "the third call", || {
+            calls += 1;
+            (calls == 3).then_some(calls)
+        });
+        assert_eq!(value, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "timed out after")]
+    fn wait_until_panics_when_the_deadline_passes() {
+        wait_until(
+            Duration::from_millis(30),
+            "something that never happens",
+            || false,
+        );
+    }
+}
