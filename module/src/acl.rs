@@ -1,7 +1,7 @@
 //! ACL key permissions for the commands that reach keys through the tag index rather than
 //! through their arguments (so Redis cannot check them itself).
 
-use redis_module::{raw, Context};
+use redis_module::{raw, Context, RedisString, RedisValue};
 use std::os::raw::c_int;
 use std::ptr;
 
@@ -9,8 +9,8 @@ use std::ptr;
 pub enum KeyAcl {
     /// No user (the primary's replication stream, AOF loading): everything is allowed.
     Unrestricted,
-    /// A user whose key patterns apply.
-    User(*mut raw::RedisModuleUser),
+    /// A user whose key patterns apply (and its name).
+    User(*mut raw::RedisModuleUser, String),
     /// The user could not be found (deleted meanwhile): nothing is allowed.
     Nobody,
 }
@@ -40,11 +40,13 @@ impl KeyAcl {
                 return KeyAcl::Unrestricted;
             }
             let user = lookup(name);
+            let user_name =
+                String::from_utf8_lossy(RedisString::string_as_slice(name)).into_owned();
             free(ptr::null_mut(), name);
             if user.is_null() {
                 KeyAcl::Nobody
             } else {
-                KeyAcl::User(user)
+                KeyAcl::User(user, user_name)
             }
         }
     }
@@ -54,12 +56,34 @@ impl KeyAcl {
             KeyAcl::Unrestricted => true,
             KeyAcl::Nobody => false,
             // SAFETY: the user is alive until drop; key is a live string.
-            KeyAcl::User(user) => unsafe {
+            KeyAcl::User(user, _) => unsafe {
                 raw::RedisModule_ACLCheckKeyPermissions.is_some_and(|check| {
                     check(*user, key, flags as c_int) == raw::REDISMODULE_OK as c_int
                 })
             },
         }
+    }
+
+    /// Whether the user may touch every key (`~*` and no selectors), so that per-key checks
+    /// can be skipped; false when in doubt.
+    pub fn covers_all_keys(&self, ctx: &Context) -> bool {
+        let name = match self {
+            KeyAcl::Unrestricted => return true,
+            KeyAcl::Nobody => return false,
+            KeyAcl::User(_, name) => name,
+        };
+        let Ok(RedisValue::Array(fields)) = ctx.call("ACL", &["GETUSER", name.as_str()]) else {
+            return false;
+        };
+        let field = |wanted: &str| {
+            fields
+                .iter()
+                .position(|f| text(f).as_deref() == Some(wanted))
+                .and_then(|at| fields.get(at + 1))
+        };
+        let all_keys = field("keys").and_then(text).as_deref() == Some("~*");
+        let no_selectors = matches!(field("selectors"), Some(RedisValue::Array(s)) if s.is_empty());
+        all_keys && no_selectors
     }
 
     /// May the user read this key?
@@ -73,9 +97,19 @@ impl KeyAcl {
     }
 }
 
+fn text(value: &RedisValue) -> Option<String> {
+    match value {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
+        RedisValue::SimpleStringStatic(s) => Some((*s).to_string()),
+        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
+        _ => None,
+    }
+}
+
 impl Drop for KeyAcl {
     fn drop(&mut self) {
-        if let KeyAcl::User(user) = self {
+        if let KeyAcl::User(user, _) = self {
             // SAFETY: obtained from GetModuleUserFromUserName, freed once.
             unsafe {
                 if let Some(free) = raw::RedisModule_FreeModuleUser {

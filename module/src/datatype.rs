@@ -1,12 +1,13 @@
 //! The module's data type: how an [`Entry`] is saved, loaded, rewritten into the AOF, copied,
 //! measured and freed, and how the tag index learns that an entry left the keyspace.
 //!
-//! RDB encoding (version 1): value as a string buffer, the version as an unsigned, the tag
-//! count as an unsigned, then each tag as a string buffer.
+//! RDB encoding (version 1): value as a string buffer, the version as an unsigned, flags as
+//! an unsigned (bit 0: logically deleted), the tag count as an unsigned, then each tag as a
+//! string buffer.
 
 use crate::entry::Entry;
 use crate::publisher::publish;
-use crate::state::{is_loading, is_quiet, with_state};
+use crate::state::{is_gone, is_loading, is_quiet, with_state};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{native_types::RedisType, raw, RedisString};
 use std::os::raw::{c_int, c_void};
@@ -17,6 +18,20 @@ pub const TYPE_NAME: &str = "hc-entry0";
 const ENCODING_VERSION: i32 = 1;
 /// Tag counts above this in a payload are treated as corrupt rather than trusted.
 const MAX_TAGS_IN_PAYLOAD: u64 = 1 << 24;
+/// RDB flag: the entry is logically deleted.
+const FLAG_DEAD: u64 = 1;
+
+/// The database an RDB/AOF IO belongs to, when Redis says.
+fn io_db(io: *mut raw::RedisModuleIO) -> Option<i32> {
+    // SAFETY: io is the IO of the current save/load/rewrite.
+    let db = unsafe { raw::RedisModule_GetDbIdFromIO.map(|f| f(io)) }?;
+    (db >= 0).then_some(db)
+}
+
+/// Whether the entry being saved through `io` is logically deleted.
+fn gone_at(io: *mut raw::RedisModuleIO, entry: &Entry) -> bool {
+    entry.is_dead() || io_db(io).is_some_and(|db| is_gone(db, entry))
+}
 
 pub static HC_TYPE: RedisType = RedisType::new(
     TYPE_NAME,
@@ -95,6 +110,7 @@ fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
 fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
     let value = raw::load_string_buffer(rdb).ok()?;
     let version = raw::load_unsigned(rdb).ok()?;
+    let flags = raw::load_unsigned(rdb).ok()?;
     let count = raw::load_unsigned(rdb).ok()?;
     if count > MAX_TAGS_IN_PAYLOAD {
         return None;
@@ -105,7 +121,11 @@ fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
             raw::load_string_buffer(rdb).ok()?.as_ref(),
         ));
     }
-    Some(Entry::new(value.as_ref(), tags, version))
+    let entry = Entry::new(value.as_ref(), tags, version);
+    if flags & FLAG_DEAD != 0 {
+        entry.mark_dead();
+    }
+    Some(entry)
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -114,6 +134,7 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
     };
     raw::save_slice(rdb, &entry.value);
     raw::save_unsigned(rdb, entry.version);
+    raw::save_unsigned(rdb, if gone_at(rdb, entry) { FLAG_DEAD } else { 0 });
     raw::save_unsigned(rdb, entry.tags.len() as u64);
     for tag in entry.tags.iter() {
         raw::save_slice(rdb, tag);
@@ -129,6 +150,10 @@ unsafe extern "C" fn aof_rewrite(
     let (Some(entry), Some(emit)) = (entry_ref(value), raw::RedisModule_EmitAOF) else {
         return;
     };
+    if gone_at(aof, entry) {
+        // Logically deleted: the rewritten AOF does not bring it back.
+        return;
+    }
     let command = c"HC.SET";
     if entry.tags.is_empty() {
         emit(
@@ -186,13 +211,19 @@ unsafe extern "C" fn free(value: *mut c_void) {
 }
 
 unsafe extern "C" fn copy2(
-    _ctx: *mut raw::RedisModuleKeyOptCtx,
+    ctx: *mut raw::RedisModuleKeyOptCtx,
     value: *const c_void,
 ) -> *mut c_void {
-    match entry_ref(value) {
-        Some(entry) => Box::into_raw(Box::new(entry.clone())).cast(),
-        None => ptr::null_mut(),
+    let Some(entry) = entry_ref(value) else {
+        return ptr::null_mut();
+    };
+    let copy = entry.clone();
+    let from_db = raw::RedisModule_GetDbIdFromOptCtx.map_or(-1, |f| f(ctx));
+    if from_db >= 0 && is_gone(from_db, entry) {
+        // A copy of a logically deleted entry is just as gone.
+        copy.mark_dead();
     }
+    Box::into_raw(Box::new(copy)).cast()
 }
 
 /// Called whenever an entry leaves the keyspace but for flushes: DEL/UNLINK, expiry,
@@ -211,8 +242,15 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
     }
     let key = RedisString::string_as_slice(name);
     let db = db_id(ctx);
+    let gone = is_gone(db, entry);
+    if gone {
+        // RENAME and MOVE carry this very value elsewhere: it stays gone there.
+        entry.mark_dead();
+    }
     with_state(|s| s.index.remove(db, key, &entry.tags));
-    if !is_quiet() {
+    // A logically deleted entry was announced when it was invalidated: its physical removal
+    // (on a replica, the primary's DEL) changes nothing a reader could see.
+    if !is_quiet() && !gone {
         publish(
             Some(db),
             Op::Removed,

@@ -1,7 +1,9 @@
 //! A cached entry as the module stores it under a key: the value and its tags. Pure Rust.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// The value of a module-owned key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Entry {
     /// The cached bytes.
     pub value: Box<[u8]>,
@@ -9,7 +11,32 @@ pub struct Entry {
     pub tags: Box<[Box<[u8]>]>,
     /// The sequence number of the event that announced this value (0 when unknown).
     pub version: u64,
+    /// Logically deleted (by an HC.DELTAG) and carried somewhere else before its physical
+    /// removal (RENAME, MOVE, COPY, DUMP): still gone for every HC command.
+    dead: AtomicBool,
 }
+
+impl Clone for Entry {
+    fn clone(&self) -> Self {
+        Self {
+            value: self.value.clone(),
+            tags: self.tags.clone(),
+            version: self.version,
+            dead: AtomicBool::new(self.is_dead()),
+        }
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+            && self.tags == other.tags
+            && self.version == other.version
+            && self.is_dead() == other.is_dead()
+    }
+}
+
+impl Eq for Entry {}
 
 impl Entry {
     /// An entry; repeated tags count once.
@@ -21,7 +48,18 @@ impl Entry {
             value: value.into(),
             tags: tags.into_boxed_slice(),
             version,
+            dead: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the entry is logically deleted wherever it is.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Marks the entry logically deleted.
+    pub fn mark_dead(&self) {
+        self.dead.store(true, Ordering::Relaxed);
     }
 
     /// Bytes this entry holds on the heap, as `MEMORY USAGE` reports it (the index's
@@ -49,6 +87,15 @@ mod tests {
     fn repeated_tags_count_once_and_are_sorted() {
         let entry = Entry::new(b"v", tags(&["b", "a", "b"]), 1);
         assert_eq!(&*entry.tags, &tags(&["a", "b"])[..]);
+    }
+
+    #[test]
+    fn dead_marks_survive_cloning() {
+        let entry = Entry::new(b"v", tags(&["a"]), 3);
+        assert!(!entry.is_dead());
+        entry.mark_dead();
+        assert!(entry.clone().is_dead());
+        assert_ne!(entry, Entry::new(b"v", tags(&["a"]), 3));
     }
 
     #[test]

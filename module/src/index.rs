@@ -4,10 +4,12 @@
 //! stored under that name, with exactly that entry's tags. The Redis adapters call
 //! [`TagIndex::insert`] when an entry enters the keyspace and [`TagIndex::remove`] when it
 //! leaves, however that happens. A tag that loses its last key is dropped, so it takes no memory.
+//!
+//! `HC.DELTAG` moves a tag's keys out of the index at once ([`TagIndex::invalidate`]) into the
+//! database's [`PendingRemovals`]; those keys are logically gone until a timer removes them.
 
+use crate::pending::{Bytes, PendingRemovals};
 use std::collections::{HashMap, HashSet};
-
-type Bytes = Box<[u8]>;
 
 /// Totals reported by `INFO hybridcache`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,6 +20,10 @@ pub struct IndexStats {
     pub tags: u64,
     /// (key, tag) links.
     pub links: u64,
+    /// Keys logically deleted by HC.DELTAG, not yet physically removed.
+    pub pending_removals: u64,
+    /// Invalidated tags whose keys are still being removed.
+    pub tombstones: u64,
 }
 
 #[derive(Debug, Default)]
@@ -25,6 +31,7 @@ struct DbIndex {
     keys: u64,
     links: u64,
     tags: HashMap<Bytes, HashSet<Bytes>>,
+    pending: PendingRemovals,
 }
 
 /// Per-database map from tag to the keys that carry it.
@@ -55,6 +62,7 @@ impl TagIndex {
             return;
         };
         index.keys = index.keys.saturating_sub(1);
+        index.pending.forget(key);
         for tag in tags {
             let tag = tag.as_ref();
             let Some(keys) = index.tags.get_mut(tag) else {
@@ -72,9 +80,75 @@ impl TagIndex {
                 keys.shrink_to_fit();
             }
         }
-        if index.keys == 0 && index.tags.is_empty() {
+        if index.keys == 0 && index.tags.is_empty() && index.pending.is_empty() {
             self.dbs.remove(&db);
         }
+    }
+
+    /// HC.DELTAG: the keys carrying any of `tags` in `db` become logically deleted as of
+    /// `marker` (a sequence number greater than every existing version). Returns how many
+    /// keys that deleted, a key with several of the tags or already deleted counting once.
+    pub fn invalidate<T: AsRef<[u8]>>(&mut self, db: i32, tags: &[T], marker: u64) -> u64 {
+        let Some(index) = self.dbs.get_mut(&db) else {
+            return 0;
+        };
+        let mut count = 0;
+        for tag in tags {
+            let tag = tag.as_ref();
+            let Some(keys) = index.tags.remove(tag) else {
+                continue;
+            };
+            index.links = index.links.saturating_sub(keys.len() as u64);
+            count += index.pending.invalidate(tag, keys, marker);
+        }
+        count
+    }
+
+    /// Whether the entry (`tags`, `version`) stored in `db` is logically deleted.
+    pub fn dooms(&self, db: i32, tags: &[Bytes], version: u64) -> bool {
+        self.dbs
+            .get(&db)
+            .is_some_and(|index| index.pending.dooms(tags, version))
+    }
+
+    /// Whether any database has a tombstone (the fast path of every read checks this).
+    pub fn has_tombstones(&self) -> bool {
+        self.dbs
+            .values()
+            .any(|index| index.pending.tombstone_count() > 0)
+    }
+
+    /// Queues for removal a key whose entry is dead (invalidated, then copied or moved).
+    pub fn queue_dead(&mut self, db: i32, key: &[u8]) {
+        self.dbs.entry(db).or_default().pending.queue_dead(key);
+    }
+
+    /// Up to `max` logically deleted keys to remove now.
+    pub fn take_removals(&mut self, max: usize) -> Vec<(i32, Bytes)> {
+        let mut batch = Vec::new();
+        for (db, index) in &mut self.dbs {
+            if batch.len() >= max {
+                break;
+            }
+            let taken = index.pending.take(max - batch.len());
+            batch.extend(taken.into_iter().map(|key| (*db, key)));
+        }
+        batch
+    }
+
+    /// After a batch of removals: drops finished invalidations and their tombstones.
+    pub fn settle(&mut self) {
+        for index in self.dbs.values_mut() {
+            index.pending.settle();
+        }
+        self.dbs.retain(|_, index| {
+            index.keys > 0 || !index.tags.is_empty() || !index.pending.is_empty()
+        });
+    }
+
+    /// Keys waiting for physical removal, all databases.
+    pub fn pending_removals(&self) -> u64 {
+        self.dbs.values().map(|index| index.pending.len()).sum()
     }
 
     /// The keys carrying `tag` in `db`, in no particular order.
@@ -84,20 +158,14 @@ impl TagIndex {
             .unwrap_or_default()
     }
 
-    /// The keys carrying at least one of `tags` in `db`, each once.
-    pub fn keys_of_any<T: AsRef<[u8]>>(&self, db: i32, tags: &[T]) -> Vec<Vec<u8>> {
-        let mut seen: HashSet<&[u8]> = HashSet::new();
-        for tag in tags {
-            if let Some(keys) = self.tag_keys(db, tag.as_ref()) {
-                seen.extend(keys.iter().map(|k| &**k));
-            }
-        }
-        seen.into_iter().map(<[u8]>::to_vec).collect()
-    }
-
-    /// How many keys carry `tag` in `db`.
+    /// How many keys carry `tag` in `db` (logically deleted ones not counted).
     pub fn card(&self, db: i32, tag: &[u8]) -> usize {
-        self.tag_keys(db, tag).map_or(0, HashSet::len)
+        let Some(index) = self.dbs.get(&db) else {
+            return 0;
+        };
+        index.tags.get(tag).map_or(0, |keys| {
+            keys.len().saturating_sub(index.pending.overlap(keys))
+        })
     }
 
     /// Forgets everything about `db` (FLUSHDB).
@@ -130,6 +198,8 @@ impl TagIndex {
                 keys: acc.keys + db.keys,
                 tags: acc.tags + db.tags.len() as u64,
                 links: acc.links + db.links,
+                pending_removals: acc.pending_removals + db.pending.len(),
+                tombstones: acc.tombstones + db.pending.tombstone_count() as u64,
             })
     }
 
@@ -163,7 +233,8 @@ mod tests {
             IndexStats {
                 keys: 2,
                 tags: 2,
-                links: 3
+                links: 3,
+                ..IndexStats::default()
             }
         );
     }
@@ -204,15 +275,51 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_any_counts_a_key_with_two_of_the_tags_once() {
+    fn invalidate_counts_a_key_with_two_of_the_tags_once() {
         let mut index = TagIndex::default();
         index.insert(0, b"k1", &[b"a", b"b"]);
         index.insert(0, b"k2", &[b"b"]);
         index.insert(0, b"k3", &[b"c"]);
-        assert_eq!(
-            sorted(index.keys_of_any(0, &[&b"a"[..], b"b", b"zzz"])),
-            vec![b"k1".to_vec(), b"k2".to_vec()]
-        );
+        assert_eq!(index.invalidate(0, &[&b"a"[..], b"b", b"zzz"], 100), 2);
+        assert_eq!(index.card(0, b"a"), 0);
+        assert_eq!(index.card(0, b"c"), 1);
+        assert_eq!(index.pending_removals(), 2);
+    }
+
+    #[test]
+    fn keys_invalidated_through_one_tag_are_not_counted_under_their_other_tags() {
+        let mut index = TagIndex::default();
+        index.insert(0, b"k1", &[b"a", b"b"]);
+        index.insert(0, b"k2", &[b"b"]);
+        assert_eq!(index.invalidate(0, &[b"a"], 10), 1);
+        assert_eq!(index.card(0, b"b"), 1, "k1 is logically gone");
+        assert_eq!(index.invalidate(0, &[b"b"], 11), 1, "only k2 is new");
+        let doomed: Vec<Bytes> = vec![Box::from(&b"b"[..])];
+        assert!(index.dooms(0, &doomed, 5));
+        assert!(!index.dooms(1, &doomed, 5), "databases are isolated");
+    }
+
+    #[test]
+    fn removals_are_taken_in_batches_and_settle_the_tombstones() {
+        let mut index = TagIndex::default();
+        for i in 0..10 {
+            index.insert(0, format!("k{i}").as_bytes(), &[b"t"]);
+        }
+        assert_eq!(index.invalidate(0, &[b"t"], 50), 10);
+        assert!(index.has_tombstones());
+        let batch = index.take_removals(4);
+        assert_eq!(batch.len(), 4);
+        for (db, key) in &batch {
+            index.remove(*db, key, &[b"t"]);
+        }
+        index.settle();
+        assert!(index.has_tombstones());
+        for (db, key) in index.take_removals(100) {
+            index.remove(db, &key, &[b"t"]);
+        }
+        index.settle();
+        assert!(!index.has_tombstones());
+        assert_eq!(index.stats(), IndexStats::default());
     }
 
     #[test]

@@ -36,6 +36,8 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
         ("tags", stats.tags),
         ("tag_links", stats.links),
         ("events_published", last_seq),
+        ("pending_removals", stats.pending_removals),
+        ("tombstones", stats.tombstones),
     ] {
         raw::add_info_field_unsigned_long_long(ctx, name, value);
     }

@@ -65,6 +65,22 @@ impl KeyHandle {
         unsafe { entry_of_raw_key(self.raw()) }
     }
 
+    /// The entry stored here unless it is logically deleted (see [`crate::state::is_gone`]).
+    pub fn live_entry(&self, db: i32) -> Result<Option<&Entry>, WrongType> {
+        Ok(self
+            .entry()?
+            .filter(|entry| !crate::state::is_gone(db, entry)))
+    }
+
+    /// Whether the key exists, a logically deleted entry counting as missing.
+    pub fn holds_live(&self, db: i32) -> bool {
+        match self.entry() {
+            Ok(Some(entry)) => !crate::state::is_gone(db, entry),
+            Ok(None) => false,
+            Err(WrongType) => true,
+        }
+    }
+
     /// Absolute expiry in Unix milliseconds, if any.
     pub fn expire_at(&self) -> Option<i64> {
         // SAFETY: the key is open.

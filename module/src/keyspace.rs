@@ -3,9 +3,11 @@
 //! FLUSHALL, SWAPDB and dataset loads (server events). Keys leaving are seen by the data
 //! type's `unlink2` callback (see `datatype`).
 
+use crate::index::TagIndex;
 use crate::key_handle::{entry_of_raw_key, KeyHandle};
 use crate::publisher::publish;
-use crate::state::{is_quiet, set_loading, with_state};
+use crate::removal;
+use crate::state::{is_gone, is_quiet, note_tombstones, set_loading, with_state};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::os::raw::c_void;
@@ -32,11 +34,24 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         return;
     };
     let version = entry.version;
+    // A logically deleted entry carried here (RENAME, MOVE, COPY, RESTORE of a DUMP taken
+    // before its removal) stays gone: it is queued for removal here too.
+    let gone = is_gone(db, entry);
+    if gone {
+        entry.mark_dead();
+    }
     with_state(|s| {
         s.index.insert(db, key, &entry.tags);
         s.sequencer.advance_past(version);
+        if gone {
+            s.index.queue_dead(db, key);
+        }
     });
     drop(handle);
+    if gone {
+        removal::schedule(raw_ctx);
+        return;
+    }
     if !is_quiet() {
         publish(
             Some(db),
@@ -123,14 +138,18 @@ unsafe extern "C" fn on_loading(
             rebuild_index(ctx);
             set_loading(false);
             publish(None, Op::Loaded, Change::Flush);
+            removal::schedule(ctx);
         }
         _ => {}
     }
 }
 
-/// Rebuilds the index from the keyspace: every database, every key of our type.
+/// Rebuilds the index from the keyspace: every database, every key of our type. Entries
+/// logically deleted by tag invalidations replayed during the load (HC.DELTAG in the AOF),
+/// or saved as deleted, are queued for removal.
 fn rebuild_index(ctx: *mut raw::RedisModuleCtx) {
-    with_state(|s| s.index.clear());
+    let replayed = with_state(|s| std::mem::take(&mut s.index));
+    REPLAYED.with(|cell| *cell.borrow_mut() = Some(replayed));
     // SAFETY: ctx is the server event's context; the scan callback only reads keys.
     unsafe {
         let (Some(select), Some(create), Some(scan), Some(destroy)) = (
@@ -158,6 +177,13 @@ fn rebuild_index(ctx: *mut raw::RedisModuleCtx) {
         }
         select(ctx, original);
     }
+    REPLAYED.with(|cell| cell.borrow_mut().take());
+    with_state(|s| note_tombstones(s));
+}
+
+thread_local! {
+    /// The index as the load left it, consulted for tombstones while the new one is built.
+    static REPLAYED: std::cell::RefCell<Option<TagIndex>> = const { std::cell::RefCell::new(None) };
 }
 
 unsafe extern "C" fn index_scanned_key(
@@ -174,9 +200,25 @@ unsafe extern "C" fn index_scanned_key(
     }
     if let Ok(Some(entry)) = entry_of_raw_key(key) {
         let name = RedisString::string_as_slice(name);
+        let doomed = REPLAYED.with(|cell| {
+            cell.try_borrow()
+                .ok()
+                .and_then(|old| {
+                    old.as_ref()
+                        .map(|old| old.dooms(db, &entry.tags, entry.version))
+                })
+                .unwrap_or(false)
+        });
+        if doomed {
+            entry.mark_dead();
+        }
+        let dead = entry.is_dead();
         with_state(|s| {
             s.index.insert(db, name, &entry.tags);
             s.sequencer.advance_past(entry.version);
+            if dead {
+                s.index.queue_dead(db, name);
+            }
         });
     }
 }

@@ -4,6 +4,7 @@
 //! time; the mutex is never contended. Callers must not call into Redis while holding it
 //! (Redis may call back into the module), so access goes through short closures.
 
+use crate::entry::Entry;
 use crate::index::TagIndex;
 use crate::sequencer::{random_origin, Sequencer};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -36,6 +37,23 @@ pub fn try_with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
         Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(f(&mut poisoned.into_inner())),
         Err(std::sync::TryLockError::WouldBlock) => None,
     }
+}
+
+/// Whether any database has an invalidated tag whose keys are still being removed: reads
+/// look at the tombstones only then.
+static TOMBSTONES: AtomicBool = AtomicBool::new(false);
+
+/// Updates the tombstone flag after the index changed.
+pub fn note_tombstones(state: &State) {
+    TOMBSTONES.store(state.index.has_tombstones(), Ordering::Relaxed);
+}
+
+/// Whether `entry`, stored in `db`, is logically deleted: gone for every HC command even
+/// though its key still exists until the removal timer reaches it.
+pub fn is_gone(db: i32, entry: &Entry) -> bool {
+    entry.is_dead()
+        || (TOMBSTONES.load(Ordering::Relaxed)
+            && with_state(|s| s.index.dooms(db, &entry.tags, entry.version)))
 }
 
 static QUIET: AtomicU32 = AtomicU32::new(0);

@@ -167,3 +167,14 @@ pub fn sorted_strings(items: Vec<Vec<u8>>) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Waits until the module has physically removed every key that HC.DELTAG logically deleted
+/// (`pending_removals` in `INFO hybridcache` is 0). HC commands never see those keys; plain
+/// commands (DBSIZE, EXISTS, SCAN) and the key counts do until then.
+pub fn wait_removals_done(con: &mut Connection) {
+    crate::wait::wait_until(
+        std::time::Duration::from_secs(10),
+        "HC.DELTAG's removals to finish",
+        || crate::info::info_i64(con, "hybridcache", "hybridcache_pending_removals") == 0,
+    );
+}

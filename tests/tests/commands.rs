@@ -3,7 +3,7 @@
 use hybridcache_protocol::{command, MODULE_NAME};
 use hybridcache_tests::hc::{
     call, dbsize, exists, hc_del, hc_deltag, hc_get, hc_get_str, hc_set, hc_set_with, key_type,
-    pttl, query, server_time_ms, tagcard, tagkeys, tags,
+    pttl, query, server_time_ms, tagcard, tagkeys, tags, wait_removals_done,
 };
 use hybridcache_tests::{HcInfo, RedisServer};
 use redis::Value;
@@ -365,6 +365,9 @@ fn deltag_removes_every_key_of_the_tag() {
     }
     hc_set(&mut con, "other", "v", &["u"]);
     assert_eq!(hc_deltag(&mut con, &["t"]), 3);
+    assert_eq!(tagcard(&mut con, "t"), 0, "logically gone at once");
+    assert_eq!(hc_get(&mut con, "k1"), None, "logically gone at once");
+    wait_removals_done(&mut con);
     assert_eq!(dbsize(&mut con), 1);
     assert!(exists(&mut con, "other"));
     assert_eq!(tagcard(&mut con, "t"), 0);
@@ -378,6 +381,7 @@ fn deltag_counts_a_key_with_two_of_the_tags_once() {
     hc_set(&mut con, "only_a", "v", &["a"]);
     hc_set(&mut con, "only_b", "v", &["b"]);
     assert_eq!(hc_deltag(&mut con, &["a", "b"]), 3);
+    wait_removals_done(&mut con);
     assert_eq!(dbsize(&mut con), 0);
     assert_eq!(HcInfo::read(&mut con).counts(), (0, 0, 0));
 }
@@ -389,6 +393,8 @@ fn deltag_removes_the_keys_from_their_other_tags_too() {
     hc_set(&mut con, "other", "v", &["b"]);
     assert_eq!(hc_deltag(&mut con, &["a"]), 1);
     assert_eq!(tagkeys(&mut con, "b"), ["other"]);
+    assert_eq!(tagcard(&mut con, "b"), 1);
+    wait_removals_done(&mut con);
     assert_eq!(HcInfo::read(&mut con).counts(), (1, 1, 1));
 }
 
@@ -498,6 +504,7 @@ fn binary_tag_round_trips_through_tags_tagkeys_and_deltag() {
     assert_eq!(tagcard(&mut con, b"t".as_slice()), 0);
     let removed: i64 = query(&mut con, redis::cmd(command::DELTAG).arg(tag));
     assert_eq!(removed, 1);
+    wait_removals_done(&mut con);
     assert_eq!(HcInfo::read(&mut con).counts(), (0, 0, 0));
 }
 
@@ -513,6 +520,7 @@ fn a_key_with_a_thousand_tags_is_listed_under_each() {
     assert_eq!(tagkeys(&mut con, "tag:999"), ["k"]);
     assert_eq!(HcInfo::read(&mut con).counts(), (1, 1000, 1000));
     assert_eq!(hc_deltag(&mut con, &["tag:500"]), 1);
+    wait_removals_done(&mut con);
     assert_eq!(HcInfo::read(&mut con).counts(), (0, 0, 0));
 }
 

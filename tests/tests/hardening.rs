@@ -1,7 +1,7 @@
 //! Hostile input and edge cases that once crashed or misled the module.
 
 use hybridcache_protocol::command;
-use hybridcache_tests::hc::{call, hc_deltag, hc_set, query, tagkeys};
+use hybridcache_tests::hc::{call, hc_deltag, hc_get, hc_set, query, tagkeys, wait_removals_done};
 use hybridcache_tests::{module_path, wait_until, RedisServer, Subscriber, QUIET_PERIOD};
 use std::time::Duration;
 
@@ -121,6 +121,9 @@ fn deltag_replayed_from_the_aof_after_its_rdb_preamble_deletes_the_keys() {
     wait_for_rewrite(&mut con);
     assert_eq!(hc_deltag(&mut con, &["t"]), 2);
     let _: () = query(&mut con, redis::cmd("DEBUG").arg("LOADAOF"));
+    assert_eq!(hc_get(&mut con, "k1"), None, "gone at once after the load");
+    assert_eq!(tagkeys(&mut con, "u"), ["other"]);
+    wait_removals_done(&mut con);
     let keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*"));
     assert_eq!(keys, ["other"]);
     server.restart();

@@ -4,7 +4,7 @@
 
 use hybridcache_tests::hc::{
     all_keys, call, exists, hc_deltag, hc_get, hc_set, hc_set_with, query, select, tagcard,
-    tagkeys, tags,
+    tagkeys, tags, wait_removals_done,
 };
 use hybridcache_tests::info::info_i64;
 use hybridcache_tests::{wait_until, HcInfo, RedisServer};
@@ -382,6 +382,8 @@ fn swapdb_swaps_the_indexes() {
     assert_eq!(tagkeys(&mut con, "only0"), none());
     // Commands act on the swapped index.
     assert_eq!(hc_deltag(&mut con, &["t"]), 1);
+    assert_eq!(hc_get(&mut con, "one"), None);
+    wait_removals_done(&mut con);
     assert!(!exists(&mut con, "one"));
     select(&mut con, 1);
     assert!(exists(&mut con, "zero"));
@@ -427,6 +429,8 @@ fn deltag_in_db0_leaves_db1_alone() {
     hc_set(&mut con, "k", "v1", &["t"]);
     select(&mut con, 0);
     assert_eq!(hc_deltag(&mut con, &["t"]), 1);
+    assert_eq!(hc_get(&mut con, "k"), None);
+    wait_removals_done(&mut con);
     assert!(!exists(&mut con, "k"));
     select(&mut con, 1);
     assert_eq!(tagkeys(&mut con, "t"), ["k"]);
@@ -474,6 +478,8 @@ fn index_stays_consistent_through_a_mix_of_operations() {
         v
     };
     assert_eq!(tagkeys(&mut con, "all"), expected_all);
+    assert_eq!(tagcard(&mut con, "all") as usize, expected_all.len());
+    wait_removals_done(&mut con);
     assert_eq!(all_keys(&mut con).len(), expected_all.len() + 1);
     for key in all_keys(&mut con) {
         for tag in tags(&mut con, key.as_str()) {

@@ -2,7 +2,7 @@
 
 use hybridcache_tests::hc::{
     all_keys, hc_deltag, hc_get, hc_get_str, hc_set, hc_set_with, pttl, query, select, tagcard,
-    tagkeys, tags,
+    tagkeys, tags, wait_removals_done,
 };
 use hybridcache_tests::info::info_section;
 use hybridcache_tests::{wait_until, HcInfo, RedisServer, Shutdown};
@@ -64,6 +64,7 @@ fn debug_reload_keeps_values_tags_ttls_and_index() {
     let server = RedisServer::new();
     let mut con = server.connection();
     write_dataset(&mut con);
+    wait_removals_done(&mut con);
     let before = HcInfo::read(&mut con).counts();
     let _: () = query(&mut con, redis::cmd("DEBUG").arg("RELOAD"));
     check_dataset(&mut con);
@@ -75,6 +76,7 @@ fn save_and_restart_keeps_values_tags_ttls_and_index() {
     let mut server = RedisServer::new();
     let mut con = server.connection();
     write_dataset(&mut con);
+    wait_removals_done(&mut con);
     let before = HcInfo::read(&mut con).counts();
     let _: () = query(&mut con, &redis::cmd("SAVE"));
     server.kill();

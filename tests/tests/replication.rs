@@ -4,7 +4,7 @@
 use hybridcache_protocol::{command, Op};
 use hybridcache_tests::hc::{
     all_keys, call, hc_del, hc_deltag, hc_get_str, hc_set, hc_set_with, query, select, tagcard,
-    tagkeys, tags,
+    tagkeys, tags, wait_removals_done,
 };
 use hybridcache_tests::subscriber::event_keys;
 use hybridcache_tests::{HcInfo, RedisServer, Subscriber, QUIET_PERIOD};
@@ -204,6 +204,8 @@ fn promoted_replica_keeps_its_index_and_serves_deltag() {
     let _: () = query(&mut rcon, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
     assert_eq!(index_snapshot(&mut rcon, &TAGS), before);
     assert_eq!(hc_deltag(&mut rcon, &["users"]), 2);
+    assert_eq!(tagcard(&mut rcon, "users"), 0);
+    wait_removals_done(&mut rcon);
     assert_eq!(all_keys(&mut rcon), ["session", "untagged"]);
     hc_set(&mut rcon, "new", "v", &["team:7"]);
     assert_eq!(tagkeys(&mut rcon, "team:7"), ["new"]);

@@ -3,21 +3,22 @@
 use crate::acl::KeyAcl;
 use crate::key_handle::KeyHandle;
 use crate::keyspace::selected_db;
-use crate::publisher::publish;
-use crate::state::{with_state, Quiet};
+use crate::publisher::{publish, publish_numbered};
+use crate::removal;
+use crate::state::{note_tombstones, with_state, Quiet};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Deletes `name` when it holds an entry; true when it did. Keys of other types are left
-/// alone: the module only removes what it owns. Unless `known_entry`, the key is looked at
-/// before it is opened for writing, so that deleting nothing does not touch a WATCH.
-fn delete_entry(ctx: &Context, name: &RedisString, known_entry: bool) -> bool {
-    if !known_entry {
-        let holds_entry = KeyHandle::open(ctx.get_raw(), name.inner, false)
-            .is_some_and(|key| matches!(key.entry(), Ok(Some(_))));
-        if !holds_entry {
-            return false;
-        }
+/// alone: the module only removes what it owns, and a logically deleted entry is already
+/// gone. The key is looked at before it is opened for writing, so that deleting nothing does
+/// not touch a WATCH.
+fn delete_entry(ctx: &Context, name: &RedisString) -> bool {
+    let db = selected_db(ctx);
+    let holds_entry = KeyHandle::open(ctx.get_raw(), name.inner, false)
+        .is_some_and(|key| matches!(key.live_entry(db), Ok(Some(_))));
+    if !holds_entry {
+        return false;
     }
     let Some(mut key) = KeyHandle::open(ctx.get_raw(), name.inner, true) else {
         return false;
@@ -45,7 +46,7 @@ pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let removed: Vec<Name> = names
         .iter()
-        .filter(|name| delete_entry(ctx, name, false))
+        .filter(|name| delete_entry(ctx, name))
         .map(|name| Name::from(name.as_slice()))
         .collect();
     if !removed.is_empty() {
@@ -72,24 +73,36 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut tags: Vec<&[u8]> = tags.iter().map(RedisString::as_slice).collect();
     tags.sort_unstable();
     tags.dedup();
-    let keys: Vec<RedisString> = with_state(|s| s.index.keys_of_any(db, &tags))
-        .iter()
-        .map(|key| RedisString::create_from_slice(ctx.get_raw(), key))
-        .collect();
     // All or nothing: a user whose key patterns forbid deleting one of the keys gets an
     // error and nothing is removed (so replicas, which re-run the command, stay equal).
+    // Users with access to every key are not checked key by key.
     let acl = KeyAcl::of_caller(ctx);
-    if !keys.iter().all(|key| acl.may_delete(key.inner)) {
-        return Err(RedisError::Str(
-            "NOPERM this user has no permissions to delete some of the keys carrying these tags",
-        ));
+    if !acl.covers_all_keys(ctx) {
+        let keys: Vec<Vec<u8>> =
+            with_state(|s| tags.iter().flat_map(|tag| s.index.keys(db, tag)).collect());
+        let allowed = keys
+            .iter()
+            .all(|key| acl.may_delete(RedisString::create_from_slice(ctx.get_raw(), key).inner));
+        if !allowed {
+            return Err(RedisError::Str(
+                "NOPERM this user has no permissions to delete some of the keys carrying these tags",
+            ));
+        }
     }
-    let removed = keys
-        .iter()
-        .filter(|key| delete_entry(ctx, key, true))
-        .count();
+    // The keys become logically deleted at once (moved out of the index in O(1) per tag,
+    // behind a tombstone numbered like the event); the removal timer deletes them.
+    let (removed, marker) = with_state(|s| {
+        let marker = s.sequencer.last() + 1;
+        let removed = s.index.invalidate(db, &tags, marker);
+        if removed > 0 {
+            s.sequencer.allocate();
+        }
+        note_tombstones(s);
+        (removed, marker)
+    });
     if removed > 0 {
-        publish(
+        publish_numbered(
+            marker,
             Some(db),
             Op::Deltag,
             Change::Tags {
@@ -97,6 +110,9 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             },
         );
         ctx.replicate_verbatim();
+        removal::schedule(ctx.get_raw());
     }
-    Ok(RedisValue::Integer(removed as i64))
+    Ok(RedisValue::Integer(
+        i64::try_from(removed).unwrap_or(i64::MAX),
+    ))
 }

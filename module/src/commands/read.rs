@@ -2,6 +2,7 @@
 
 use super::{now_ms, reply_array_header, reply_bytes, reply_null, REPLIED};
 use crate::key_handle::KeyHandle;
+use crate::keyspace::selected_db;
 use crate::state::with_state;
 use redis_module::raw;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
@@ -13,7 +14,7 @@ pub fn hc_get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let Some(key) = KeyHandle::open(ctx.get_raw(), name.inner, false) else {
         return Ok(RedisValue::Null);
     };
-    match key.entry()? {
+    match key.live_entry(selected_db(ctx))? {
         Some(entry) => reply_bytes(ctx, &entry.value),
         None => reply_null(ctx),
     }
@@ -27,10 +28,11 @@ pub fn hc_mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if names.is_empty() {
         return Err(RedisError::WrongArity);
     }
+    let db = selected_db(ctx);
     reply_array_header(ctx, names.len());
     for name in names {
         let key = KeyHandle::open(ctx.get_raw(), name.inner, false);
-        match key.as_ref().map(KeyHandle::entry) {
+        match key.as_ref().map(|k| k.live_entry(db)) {
             Some(Ok(Some(entry))) => reply_bytes(ctx, &entry.value),
             _ => reply_null(ctx),
         }
@@ -47,7 +49,7 @@ pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let Some(key) = KeyHandle::open(ctx.get_raw(), name.inner, false) else {
         return Ok(RedisValue::Null);
     };
-    let Some(entry) = key.entry()? else {
+    let Some(entry) = key.live_entry(selected_db(ctx))? else {
         return Ok(RedisValue::Null);
     };
     let pttl = key
@@ -75,7 +77,7 @@ pub fn hc_tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     };
     let key = KeyHandle::open(ctx.get_raw(), name.inner, false);
     let entry = match &key {
-        Some(key) => key.entry()?,
+        Some(key) => key.live_entry(selected_db(ctx))?,
         None => None,
     };
     let tags = entry.map_or(&[][..], |e| &e.tags[..]);

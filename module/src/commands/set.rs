@@ -22,21 +22,21 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut deadline = options.expiry.deadline(now)?;
 
     let raw_ctx = ctx.get_raw();
+    let db = selected_db(ctx);
     if options.condition != Condition::Always {
         // Looked at before opening for writing, so that a refused write does not touch a
         // WATCH on the key.
-        let exists = KeyHandle::open(raw_ctx, name.inner, false).is_some_and(|k| !k.is_empty());
+        let exists = KeyHandle::open(raw_ctx, name.inner, false).is_some_and(|k| k.holds_live(db));
         if exists == (options.condition == Condition::IfAbsent) {
             return Ok(RedisValue::Null);
         }
     }
     let mut key = KeyHandle::open(raw_ctx, name.inner, true)
         .ok_or(RedisError::Str("ERR cannot open the key for writing"))?;
-    let exists = !key.is_empty();
+    let exists = key.holds_live(db);
     if options.expiry == Expiry::Keep {
-        deadline = key.expire_at();
+        deadline = if exists { key.expire_at() } else { None };
     }
-    let db = selected_db(ctx);
 
     if deadline.is_some_and(|at| at <= now) {
         // Written already expired (EXAT/PXAT in the past): like SET, the key is deleted.

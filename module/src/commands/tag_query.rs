@@ -23,7 +23,7 @@ pub fn hc_tagkeys(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             let name = RedisString::create_from_slice(raw_ctx, key);
             acl.may_read(name.inner)
                 && KeyHandle::peek(raw_ctx, name.inner)
-                    .is_some_and(|k| matches!(k.entry(), Ok(Some(_))))
+                    .is_some_and(|k| matches!(k.live_entry(db), Ok(Some(_))))
         })
         .collect();
     reply_array_header(ctx, live.len());

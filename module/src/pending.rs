@@ -1,0 +1,266 @@
+//! Tag invalidations that have answered but not yet physically removed their keys. Pure Rust.
+//!
+//! `HC.DELTAG` must answer at once however many keys a tag holds, and from that moment no
+//! HC command may return those keys. So it moves the tag's key set out of the index in O(1),
+//! records a tombstone (the tag and the sequence number of the invalidation: entries carrying
+//! the tag with an older version are logically gone), and queues the set; a timer deletes
+//! the keys a little at a time. Each queued key sits in exactly one queued set.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+pub type Bytes = Box<[u8]>;
+
+#[derive(Debug)]
+struct Queued {
+    /// The tombstone this set belongs to; `None` for entries found already dead (copied,
+    /// moved or restored after they were invalidated).
+    tag: Option<Bytes>,
+    keys: HashSet<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    marker: u64,
+    /// Queued sets still belonging to this tombstone.
+    sets: u32,
+}
+
+/// The logically deleted keys of one database, awaiting physical removal.
+#[derive(Debug, Default)]
+pub struct PendingRemovals {
+    queue: VecDeque<Queued>,
+    tombstones: HashMap<Bytes, Tombstone>,
+    keys: u64,
+}
+
+impl PendingRemovals {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty() && self.tombstones.is_empty()
+    }
+
+    /// Keys waiting for physical removal.
+    pub fn len(&self) -> u64 {
+        self.keys
+    }
+
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Whether an entry with `tags` and `version` is logically deleted.
+    pub fn dooms(&self, tags: &[Bytes], version: u64) -> bool {
+        !self.tombstones.is_empty()
+            && tags.iter().any(|t| {
+                self.tombstones
+                    .get(t)
+                    .is_some_and(|stone| stone.marker > version)
+            })
+    }
+
+    fn is_queued(&self, key: &[u8]) -> bool {
+        self.queue.iter().any(|q| q.keys.contains(key))
+    }
+
+    /// How many of `keys` are already queued (iterating the smaller side).
+    pub fn overlap(&self, keys: &HashSet<Bytes>) -> usize {
+        if self.keys == 0 || keys.is_empty() {
+            return 0;
+        }
+        if keys.len() as u64 <= self.keys {
+            keys.iter().filter(|k| self.is_queued(k)).count()
+        } else {
+            self.queue
+                .iter()
+                .map(|q| q.keys.iter().filter(|k| keys.contains(*k)).count())
+                .sum()
+        }
+    }
+
+    /// Invalidates `tag`, whose live keys are `keys`, at `marker`; returns how many of them
+    /// were not already logically deleted.
+    pub fn invalidate(&mut self, tag: &[u8], mut keys: HashSet<Bytes>, marker: u64) -> u64 {
+        if self.keys > 0 {
+            if keys.len() as u64 <= self.keys {
+                keys.retain(|k| !self.is_queued(k));
+            } else {
+                for queued in &self.queue {
+                    for k in &queued.keys {
+                        keys.remove(k);
+                    }
+                }
+            }
+        }
+        let count = keys.len() as u64;
+        if count == 0 {
+            return 0;
+        }
+        let stone = self
+            .tombstones
+            .entry(tag.into())
+            .or_insert(Tombstone { marker, sets: 0 });
+        stone.marker = stone.marker.max(marker);
+        stone.sets += 1;
+        self.keys += count;
+        self.queue.push_back(Queued {
+            tag: Some(tag.into()),
+            keys,
+        });
+        count
+    }
+
+    /// Queues a key whose entry is already dead.
+    pub fn queue_dead(&mut self, key: &[u8]) {
+        if self.is_queued(key) {
+            return;
+        }
+        match self.queue.back_mut() {
+            Some(last) if last.tag.is_none() => {
+                last.keys.insert(key.into());
+            }
+            _ => self.queue.push_back(Queued {
+                tag: None,
+                keys: HashSet::from([Bytes::from(key)]),
+            }),
+        }
+        self.keys += 1;
+    }
+
+    /// The key left the keyspace: it no longer needs removing.
+    pub fn forget(&mut self, key: &[u8]) {
+        if self.keys == 0 {
+            return;
+        }
+        for queued in &mut self.queue {
+            if queued.keys.remove(key) {
+                self.keys -= 1;
+                return;
+            }
+        }
+    }
+
+    /// Takes up to `max` keys to remove, oldest invalidation first. Tombstones stay until
+    /// [`Self::settle`], so the caller can still tell doomed entries from rewritten ones.
+    pub fn take(&mut self, max: usize) -> Vec<Bytes> {
+        let mut batch = Vec::new();
+        for queued in &mut self.queue {
+            while batch.len() < max {
+                let Some(key) = queued.keys.iter().next().cloned() else {
+                    break;
+                };
+                queued.keys.remove(&key);
+                batch.push(key);
+            }
+            if batch.len() >= max {
+                break;
+            }
+        }
+        self.keys -= batch.len() as u64;
+        batch
+    }
+
+    /// Drops emptied sets, and the tombstones no queued set needs any more.
+    pub fn settle(&mut self) {
+        while let Some(front) = self.queue.front() {
+            if !front.keys.is_empty() {
+                break;
+            }
+            if let Some(Queued { tag: Some(tag), .. }) = self.queue.pop_front() {
+                if let Some(stone) = self.tombstones.get_mut(&tag) {
+                    stone.sets = stone.sets.saturating_sub(1);
+                    if stone.sets == 0 {
+                        self.tombstones.remove(&tag);
+                    }
+                }
+            }
+        }
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(keys: &[&str]) -> HashSet<Bytes> {
+        keys.iter().map(|k| Bytes::from(k.as_bytes())).collect()
+    }
+
+    fn tags(names: &[&str]) -> Vec<Bytes> {
+        names.iter().map(|t| Bytes::from(t.as_bytes())).collect()
+    }
+
+    #[test]
+    fn invalidation_dooms_older_versions_of_tagged_entries_only() {
+        let mut p = PendingRemovals::default();
+        assert_eq!(p.invalidate(b"t", set(&["a", "b"]), 10), 2);
+        assert!(p.dooms(&tags(&["t"]), 9));
+        assert!(
+            !p.dooms(&tags(&["t"]), 11),
+            "written after the invalidation"
+        );
+        assert!(!p.dooms(&tags(&["u"]), 1));
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn keys_already_doomed_by_another_tag_are_not_counted_twice() {
+        let mut p = PendingRemovals::default();
+        assert_eq!(p.invalidate(b"t", set(&["a", "b"]), 10), 2);
+        assert_eq!(p.overlap(&set(&["b", "c"])), 1);
+        assert_eq!(p.invalidate(b"u", set(&["b", "c"]), 11), 1);
+        assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn tombstones_stay_until_their_keys_are_removed() {
+        let mut p = PendingRemovals::default();
+        p.invalidate(b"t", set(&["a", "b", "c"]), 10);
+        let first = p.take(2);
+        assert_eq!(first.len(), 2);
+        p.settle();
+        assert!(p.dooms(&tags(&["t"]), 5), "one key left");
+        let rest = p.take(10);
+        assert_eq!(rest.len(), 1);
+        assert!(p.dooms(&tags(&["t"]), 5), "not settled yet");
+        p.settle();
+        assert!(!p.dooms(&tags(&["t"]), 5));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn forgotten_keys_are_not_taken() {
+        let mut p = PendingRemovals::default();
+        p.invalidate(b"t", set(&["a", "b"]), 10);
+        p.forget(b"a");
+        assert_eq!(p.take(10), vec![Bytes::from(&b"b"[..])]);
+        p.settle();
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn dead_keys_are_queued_once() {
+        let mut p = PendingRemovals::default();
+        p.queue_dead(b"x");
+        p.queue_dead(b"x");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.take(10).len(), 1);
+        p.settle();
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_tag_invalidated_twice_keeps_its_tombstone_until_both_sets_are_done() {
+        let mut p = PendingRemovals::default();
+        p.invalidate(b"t", set(&["a"]), 10);
+        p.invalidate(b"t", set(&["b"]), 20);
+        assert!(p.dooms(&tags(&["t"]), 15));
+        p.take(1);
+        p.settle();
+        assert!(p.dooms(&tags(&["t"]), 15));
+        p.take(1);
+        p.settle();
+        assert!(p.is_empty());
+    }
+}
