@@ -113,6 +113,13 @@ fn deltag_on_the_primary_removes_the_keys_on_the_replica() {
     assert_eq!(hc_deltag(&mut pcon, &["users"]), 2);
     replica.wait_in_sync_with(&primary);
     let mut rcon = replica.connection();
+    // Logically gone on the replica as soon as it applied HC.DELTAG...
+    assert_eq!(hc_get_str(&mut rcon, "user:1"), None);
+    assert_eq!(tagcard(&mut rcon, "users"), 0);
+    // ...and physically once the primary's removals (replicated as DEL) reached it.
+    wait_removals_done(&mut pcon);
+    replica.wait_in_sync_with(&primary);
+    wait_removals_done(&mut rcon);
     assert_eq!(all_keys(&mut rcon), ["session", "untagged"]);
     assert_eq!(tagcard(&mut rcon, "team:7"), 0);
     assert_eq!(tagcard(&mut rcon, "users"), 0);
