@@ -65,6 +65,16 @@ impl KeyHandle {
         unsafe { entry_of_raw_key(self.raw()) }
     }
 
+    /// The entry stored here, for changing it in place.
+    pub fn entry_mut(&mut self) -> Option<&mut Entry> {
+        // SAFETY: the key is open and the value belongs to our type; `&mut self` keeps the
+        // reference unique for as long as the handle lives.
+        unsafe {
+            let entry = entry_of_raw_key(self.raw()).ok().flatten()?;
+            (entry as *const Entry).cast_mut().as_mut()
+        }
+    }
+
     /// The entry stored here unless it is logically deleted (see [`crate::state::is_gone`]).
     pub fn live_entry(&self, db: i32) -> Result<Option<&Entry>, WrongType> {
         Ok(self

@@ -5,7 +5,7 @@
 
 use crate::index::TagIndex;
 use crate::key_handle::{entry_of_raw_key, KeyHandle};
-use crate::publisher::publish;
+use crate::publisher::{publish, publish_numbered};
 use crate::removal;
 use crate::state::{is_gone, is_quiet, note_tombstones, set_loading, with_state};
 use hybridcache_protocol::{Change, Name, Op};
@@ -27,9 +27,23 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
     let raw_ctx = ctx.get_raw();
     let db = selected_db(ctx);
     let name = RedisString::create_from_slice(raw_ctx, key);
-    let Some(handle) = KeyHandle::peek(raw_ctx, name.inner) else {
+    let Some(mut handle) = KeyHandle::peek(raw_ctx, name.inner) else {
         return;
     };
+    let restored_live = event == "restore" && matches!(handle.entry(), Ok(Some(e)) if !e.is_dead());
+    let mut renumbered = None;
+    if restored_live {
+        // A restored value is written anew: it gets a version of its own, so that tag
+        // invalidations from before the RESTORE do not apply to it.
+        if let Some(entry) = handle.entry_mut() {
+            let seq = with_state(|s| {
+                s.sequencer.advance_past(entry.version);
+                s.sequencer.allocate()
+            });
+            entry.version = seq;
+            renumbered = Some(seq);
+        }
+    }
     let Ok(Some(entry)) = handle.entry() else {
         return;
     };
@@ -52,14 +66,15 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         removal::schedule(raw_ctx);
         return;
     }
-    if !is_quiet() {
-        publish(
-            Some(db),
-            Op::Added,
-            Change::Keys {
-                keys: vec![Name::from(key)],
-            },
-        );
+    if is_quiet() {
+        return;
+    }
+    let change = Change::Keys {
+        keys: vec![Name::from(key)],
+    };
+    match renumbered {
+        Some(seq) => publish_numbered(seq, Some(db), Op::Added, change),
+        None => publish(Some(db), Op::Added, change),
     }
 }
 
