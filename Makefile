@@ -4,7 +4,7 @@ PORT        ?= 6379
 RELEASE_SO  := target/release/libhybridcache_module.so
 DEBUG_SO    := target/debug/libhybridcache_module.so
 
-.PHONY: all deps build run test lint clean example
+.PHONY: all deps build run test lint clean example bench
 
 all: build
 
@@ -37,6 +37,11 @@ lint: deps
 example: build
 	$(CARGO) build --release -p hybridcache --example two_instances
 	./scripts/with-redis.sh $(abspath $(RELEASE_SO)) target/release/examples/two_instances
+
+## bench: benchmarks against their baselines (QUICK=1: short run); writes BENCHMARKS.md, docs/bench/
+bench: deps
+	$(CARGO) build --release -p hybridcache-module -p hybridcache-bench
+	HYBRIDCACHE_MODULE=$(abspath $(RELEASE_SO)) QUICK=$(QUICK) target/release/hybridcache-bench
 
 clean:
 	$(CARGO) clean
