@@ -104,7 +104,7 @@ fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
         return;
     }
     let key = RedisString::string_as_slice(name);
-    with_state(|s| s.index.insert(db, key, &entry.tags));
+    with_state(|s| s.index.insert(db, key, &entry.tag_list()));
 }
 
 fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
@@ -121,7 +121,7 @@ fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
             raw::load_string_buffer(rdb).ok()?.as_ref(),
         ));
     }
-    let entry = Entry::new(value.as_ref(), tags, version);
+    let entry = Entry::new(value.as_ref(), &tags, version)?;
     if flags & FLAG_DEAD != 0 {
         entry.mark_dead();
     }
@@ -132,11 +132,11 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
     let Some(entry) = entry_ref(value) else {
         return;
     };
-    raw::save_slice(rdb, &entry.value);
+    raw::save_slice(rdb, entry.value());
     raw::save_unsigned(rdb, entry.version);
     raw::save_unsigned(rdb, if gone_at(rdb, entry) { FLAG_DEAD } else { 0 });
-    raw::save_unsigned(rdb, entry.tags.len() as u64);
-    for tag in entry.tags.iter() {
+    raw::save_unsigned(rdb, entry.tags().count() as u64);
+    for tag in entry.tags() {
         raw::save_slice(rdb, tag);
     }
 }
@@ -155,20 +155,19 @@ unsafe extern "C" fn aof_rewrite(
         return;
     }
     let command = c"HC.SET";
-    if entry.tags.is_empty() {
+    if entry.tags().next().is_none() {
         emit(
             aof,
             command.as_ptr(),
             c"sb".as_ptr(),
             key,
-            entry.value.as_ptr(),
-            entry.value.len(),
+            entry.value().as_ptr(),
+            entry.value().len(),
         );
         return;
     }
     let tags: Vec<RedisString> = entry
-        .tags
-        .iter()
+        .tags()
         .map(|t| RedisString::create_from_slice(ptr::null_mut(), t))
         .collect();
     let mut argv: Vec<*mut raw::RedisModuleString> = tags.iter().map(|t| t.inner).collect();
@@ -177,8 +176,8 @@ unsafe extern "C" fn aof_rewrite(
         command.as_ptr(),
         c"sbcv".as_ptr(),
         key,
-        entry.value.as_ptr(),
-        entry.value.len(),
+        entry.value().as_ptr(),
+        entry.value().len(),
         c"TAGS".as_ptr(),
         argv.as_mut_ptr(),
         argv.len(),
@@ -197,8 +196,8 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     ) else {
         return;
     };
-    add(md, entry.value.as_ptr().cast(), entry.value.len());
-    for tag in entry.tags.iter() {
+    add(md, entry.value().as_ptr().cast(), entry.value().len());
+    for tag in entry.tags() {
         add(md, tag.as_ptr().cast(), tag.len());
     }
     end(md);
@@ -247,7 +246,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         // RENAME and MOVE carry this very value elsewhere: it stays gone there.
         entry.mark_dead();
     }
-    with_state(|s| s.index.remove(db, key, &entry.tags));
+    with_state(|s| s.index.remove(db, key, &entry.tag_list()));
     // A logically deleted entry was announced when it was invalidated: its physical removal
     // (on a replica, the primary's DEL) changes nothing a reader could see.
     if !is_quiet() && !gone {

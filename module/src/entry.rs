@@ -1,14 +1,17 @@
 //! A cached entry as the module stores it under a key: the value and its tags. Pure Rust.
+//!
+//! Value and tags share one allocation (`value ++ (varint length ++ tag)*`), so that an
+//! entry costs two allocations whatever its number of tags: memory per entry is what a
+//! cache of millions of small values pays for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The value of a module-owned key.
 #[derive(Debug)]
 pub struct Entry {
-    /// The cached bytes.
-    pub value: Box<[u8]>,
-    /// Distinct tags, sorted.
-    pub tags: Box<[Box<[u8]>]>,
+    /// The value, then each tag behind its varint length.
+    data: Box<[u8]>,
+    value_len: u32,
     /// The sequence number of the event that announced this value (0 when unknown).
     pub version: u64,
     /// Logically deleted (by an HC.DELTAG) and carried somewhere else before its physical
@@ -16,11 +19,14 @@ pub struct Entry {
     dead: AtomicBool,
 }
 
+/// Values larger than this are refused (Redis's own bulk limit is far below by default).
+pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
+
 impl Clone for Entry {
     fn clone(&self) -> Self {
         Self {
-            value: self.value.clone(),
-            tags: self.tags.clone(),
+            data: self.data.clone(),
+            value_len: self.value_len,
             version: self.version,
             dead: AtomicBool::new(self.is_dead()),
         }
@@ -29,8 +35,8 @@ impl Clone for Entry {
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        self.value == other.value
-            && self.tags == other.tags
+        self.data == other.data
+            && self.value_len == other.value_len
             && self.version == other.version
             && self.is_dead() == other.is_dead()
     }
@@ -38,18 +44,79 @@ impl PartialEq for Entry {
 
 impl Eq for Entry {}
 
+fn push_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut n: usize = 0;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        n |= usize::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        if byte & 0x80 == 0 {
+            return bytes.get(i + 1..).map(|rest| (n, rest));
+        }
+    }
+    None
+}
+
+/// The tags of an entry, in order.
+#[derive(Clone)]
+pub struct Tags<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = read_varint(self.rest)?;
+        let tag = rest.get(..len)?;
+        self.rest = rest.get(len..).unwrap_or_default();
+        Some(tag)
+    }
+}
+
 impl Entry {
-    /// An entry; repeated tags count once.
-    pub fn new(value: &[u8], tags: impl IntoIterator<Item = Box<[u8]>>, version: u64) -> Self {
-        let mut tags: Vec<Box<[u8]>> = tags.into_iter().collect();
-        tags.sort_unstable();
-        tags.dedup();
-        Self {
-            value: value.into(),
-            tags: tags.into_boxed_slice(),
+    /// An entry; repeated tags count once. `None` when the value exceeds [`MAX_VALUE_LEN`].
+    pub fn new<T: AsRef<[u8]>>(value: &[u8], tags: &[T], version: u64) -> Option<Self> {
+        let value_len = u32::try_from(value.len()).ok()?;
+        let mut sorted: Vec<&[u8]> = tags.iter().map(AsRef::as_ref).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let tag_bytes: usize = sorted.iter().map(|t| t.len() + 5).sum();
+        let mut data = Vec::with_capacity(value.len() + tag_bytes);
+        data.extend_from_slice(value);
+        for tag in sorted {
+            push_varint(&mut data, tag.len());
+            data.extend_from_slice(tag);
+        }
+        Some(Self {
+            data: data.into_boxed_slice(),
+            value_len,
             version,
             dead: AtomicBool::new(false),
+        })
+    }
+
+    /// The cached bytes.
+    pub fn value(&self) -> &[u8] {
+        self.data.get(..self.value_len as usize).unwrap_or_default()
+    }
+
+    /// The distinct tags, sorted.
+    pub fn tags(&self) -> Tags<'_> {
+        Tags {
+            rest: self.data.get(self.value_len as usize..).unwrap_or_default(),
         }
+    }
+
+    /// The tags collected, for the index's slice-taking functions.
+    pub fn tag_list(&self) -> Vec<&[u8]> {
+        self.tags().collect()
     }
 
     /// Whether the entry is logically deleted wherever it is.
@@ -65,13 +132,7 @@ impl Entry {
     /// Bytes this entry holds on the heap, as `MEMORY USAGE` reports it (the index's
     /// share is accounted by `INFO memory`).
     pub fn memory_usage(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.value.len()
-            + self
-                .tags
-                .iter()
-                .map(|t| t.len() + std::mem::size_of::<Box<[u8]>>())
-                .sum::<usize>()
+        std::mem::size_of::<Self>() + self.data.len()
     }
 }
 
@@ -79,29 +140,50 @@ impl Entry {
 mod tests {
     use super::*;
 
-    fn tags(names: &[&str]) -> Vec<Box<[u8]>> {
-        names.iter().map(|n| n.as_bytes().into()).collect()
+    fn entry(value: &[u8], tags: &[&str], version: u64) -> Entry {
+        let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_bytes()).collect();
+        Entry::new(value, &tags, version).unwrap()
     }
 
     #[test]
     fn repeated_tags_count_once_and_are_sorted() {
-        let entry = Entry::new(b"v", tags(&["b", "a", "b"]), 1);
-        assert_eq!(&*entry.tags, &tags(&["a", "b"])[..]);
+        let e = entry(b"v", &["b", "a", "b"], 1);
+        assert_eq!(e.tag_list(), vec![&b"a"[..], b"b"]);
+        assert_eq!(e.value(), b"v");
+    }
+
+    #[test]
+    fn binary_values_and_long_tags_round_trip() {
+        let long = "t".repeat(300);
+        let e = entry(b"\x00\xff", &[long.as_str(), "", "x\x00"], 2);
+        assert_eq!(e.value(), b"\x00\xff");
+        assert_eq!(e.tag_list(), vec![&b""[..], long.as_bytes(), b"x\x00"]);
+        assert_eq!(entry(b"", &[], 0).tag_list(), Vec::<&[u8]>::new());
     }
 
     #[test]
     fn dead_marks_survive_cloning() {
-        let entry = Entry::new(b"v", tags(&["a"]), 3);
-        assert!(!entry.is_dead());
-        entry.mark_dead();
-        assert!(entry.clone().is_dead());
-        assert_ne!(entry, Entry::new(b"v", tags(&["a"]), 3));
+        let e = entry(b"v", &["a"], 3);
+        assert!(!e.is_dead());
+        e.mark_dead();
+        assert!(e.clone().is_dead());
+        assert_ne!(e, entry(b"v", &["a"], 3));
     }
 
     #[test]
     fn memory_usage_grows_with_value_and_tags() {
-        let small = Entry::new(b"v", tags(&[]), 1);
-        let big = Entry::new(&[0u8; 1000], tags(&["tag"]), 1);
+        let small = entry(b"v", &[], 1);
+        let big = entry(&[0u8; 1000], &["tag"], 1);
         assert!(big.memory_usage() >= small.memory_usage() + 1000 + 3);
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for n in [0usize, 1, 127, 128, 300, 16_384, usize::MAX >> 1] {
+            let mut out = Vec::new();
+            push_varint(&mut out, n);
+            assert_eq!(read_varint(&out), Some((n, &[][..])));
+        }
+        assert_eq!(read_varint(&[0x80]), None);
     }
 }

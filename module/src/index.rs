@@ -8,7 +8,7 @@
 //! `HC.DELTAG` moves a tag's keys out of the index at once ([`TagIndex::invalidate`]) into the
 //! database's [`PendingRemovals`]; those keys are logically gone until a timer removes them.
 
-use crate::pending::{Bytes, PendingRemovals};
+use crate::pending::{Bytes, Key, PendingRemovals};
 use std::collections::{HashMap, HashSet};
 
 /// Totals reported by `INFO hybridcache`.
@@ -30,7 +30,7 @@ pub struct IndexStats {
 struct DbIndex {
     keys: u64,
     links: u64,
-    tags: HashMap<Bytes, HashSet<Bytes>>,
+    tags: HashMap<Bytes, HashSet<Key>>,
     pending: PendingRemovals,
 }
 
@@ -45,12 +45,13 @@ impl TagIndex {
     pub fn insert<T: AsRef<[u8]>>(&mut self, db: i32, key: &[u8], tags: &[T]) {
         let index = self.dbs.entry(db).or_default();
         index.keys += 1;
+        let key = Key::from(key);
         for tag in tags {
             let keys = match index.tags.get_mut(tag.as_ref()) {
                 Some(keys) => keys,
                 None => index.tags.entry(tag.as_ref().into()).or_default(),
             };
-            if keys.insert(key.into()) {
+            if keys.insert(key.clone()) {
                 index.links += 1;
             }
         }
@@ -105,7 +106,7 @@ impl TagIndex {
     }
 
     /// Whether the entry (`tags`, `version`) stored in `db` is logically deleted.
-    pub fn dooms(&self, db: i32, tags: &[Bytes], version: u64) -> bool {
+    pub fn dooms<T: AsRef<[u8]>>(&self, db: i32, tags: &[T], version: u64) -> bool {
         self.dbs
             .get(&db)
             .is_some_and(|index| index.pending.dooms(tags, version))
@@ -124,7 +125,7 @@ impl TagIndex {
     }
 
     /// Up to `max` logically deleted keys to remove now.
-    pub fn take_removals(&mut self, max: usize) -> Vec<(i32, Bytes)> {
+    pub fn take_removals(&mut self, max: usize) -> Vec<(i32, Key)> {
         let mut batch = Vec::new();
         for (db, index) in &mut self.dbs {
             if batch.len() >= max {
@@ -203,7 +204,7 @@ impl TagIndex {
             })
     }
 
-    fn tag_keys(&self, db: i32, tag: &[u8]) -> Option<&HashSet<Bytes>> {
+    fn tag_keys(&self, db: i32, tag: &[u8]) -> Option<&HashSet<Key>> {
         self.dbs.get(&db).and_then(|index| index.tags.get(tag))
     }
 }

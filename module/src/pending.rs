@@ -7,15 +7,19 @@
 //! the keys a little at a time. Each queued key sits in exactly one queued set.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
+/// A tag name.
 pub type Bytes = Box<[u8]>;
+/// A key name, shared by every tag set that lists the key.
+pub type Key = Arc<[u8]>;
 
 #[derive(Debug)]
 struct Queued {
     /// The tombstone this set belongs to; `None` for entries found already dead (copied,
     /// moved or restored after they were invalidated).
     tag: Option<Bytes>,
-    keys: HashSet<Bytes>,
+    keys: HashSet<Key>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,11 +52,11 @@ impl PendingRemovals {
     }
 
     /// Whether an entry with `tags` and `version` is logically deleted.
-    pub fn dooms(&self, tags: &[Bytes], version: u64) -> bool {
+    pub fn dooms<T: AsRef<[u8]>>(&self, tags: &[T], version: u64) -> bool {
         !self.tombstones.is_empty()
             && tags.iter().any(|t| {
                 self.tombstones
-                    .get(t)
+                    .get(t.as_ref())
                     .is_some_and(|stone| stone.marker > version)
             })
     }
@@ -62,7 +66,7 @@ impl PendingRemovals {
     }
 
     /// How many of `keys` are already queued (iterating the smaller side).
-    pub fn overlap(&self, keys: &HashSet<Bytes>) -> usize {
+    pub fn overlap(&self, keys: &HashSet<Key>) -> usize {
         if self.keys == 0 || keys.is_empty() {
             return 0;
         }
@@ -78,7 +82,7 @@ impl PendingRemovals {
 
     /// Invalidates `tag`, whose live keys are `keys`, at `marker`; returns how many of them
     /// were not already logically deleted.
-    pub fn invalidate(&mut self, tag: &[u8], mut keys: HashSet<Bytes>, marker: u64) -> u64 {
+    pub fn invalidate(&mut self, tag: &[u8], mut keys: HashSet<Key>, marker: u64) -> u64 {
         if self.keys > 0 {
             if keys.len() as u64 <= self.keys {
                 keys.retain(|k| !self.is_queued(k));
@@ -119,7 +123,7 @@ impl PendingRemovals {
             }
             _ => self.queue.push_back(Queued {
                 tag: None,
-                keys: HashSet::from([Bytes::from(key)]),
+                keys: HashSet::from([Key::from(key)]),
             }),
         }
         self.keys += 1;
@@ -140,7 +144,7 @@ impl PendingRemovals {
 
     /// Takes up to `max` keys to remove, oldest invalidation first. Tombstones stay until
     /// [`Self::settle`], so the caller can still tell doomed entries from rewritten ones.
-    pub fn take(&mut self, max: usize) -> Vec<Bytes> {
+    pub fn take(&mut self, max: usize) -> Vec<Key> {
         let mut batch = Vec::new();
         for queued in &mut self.queue {
             while batch.len() < max {
@@ -183,8 +187,8 @@ impl PendingRemovals {
 mod tests {
     use super::*;
 
-    fn set(keys: &[&str]) -> HashSet<Bytes> {
-        keys.iter().map(|k| Bytes::from(k.as_bytes())).collect()
+    fn set(keys: &[&str]) -> HashSet<Key> {
+        keys.iter().map(|k| Key::from(k.as_bytes())).collect()
     }
 
     fn tags(names: &[&str]) -> Vec<Bytes> {
@@ -234,7 +238,7 @@ mod tests {
         let mut p = PendingRemovals::default();
         p.invalidate(b"t", set(&["a", "b"]), 10);
         p.forget(b"a");
-        assert_eq!(p.take(10), vec![Bytes::from(&b"b"[..])]);
+        assert_eq!(p.take(10), vec![Key::from(&b"b"[..])]);
         p.settle();
         assert!(p.is_empty());
     }

@@ -15,7 +15,7 @@ pub fn hc_get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::Null);
     };
     match key.live_entry(selected_db(ctx))? {
-        Some(entry) => reply_bytes(ctx, &entry.value),
+        Some(entry) => reply_bytes(ctx, entry.value()),
         None => reply_null(ctx),
     }
     Ok(REPLIED)
@@ -33,7 +33,7 @@ pub fn hc_mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     for name in names {
         let key = KeyHandle::open(ctx.get_raw(), name.inner, false);
         match key.as_ref().map(|k| k.live_entry(db)) {
-            Some(Ok(Some(entry))) => reply_bytes(ctx, &entry.value),
+            Some(Ok(Some(entry))) => reply_bytes(ctx, entry.value()),
             _ => reply_null(ctx),
         }
     }
@@ -57,9 +57,10 @@ pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         .map_or(-1, |at| at.saturating_sub(now_ms()).max(0));
     let origin = with_state(|s| s.sequencer.origin().to_string());
     reply_array_header(ctx, 5);
-    reply_bytes(ctx, &entry.value);
-    reply_array_header(ctx, entry.tags.len());
-    for tag in entry.tags.iter() {
+    reply_bytes(ctx, entry.value());
+    let tags = entry.tag_list();
+    reply_array_header(ctx, tags.len());
+    for tag in tags {
         reply_bytes(ctx, tag);
     }
     raw::reply_with_long_long(ctx.get_raw(), pttl);
@@ -80,7 +81,7 @@ pub fn hc_tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Some(key) => key.live_entry(selected_db(ctx))?,
         None => None,
     };
-    let tags = entry.map_or(&[][..], |e| &e.tags[..]);
+    let tags = entry.map(|e| e.tag_list()).unwrap_or_default();
     reply_array_header(ctx, tags.len());
     for tag in tags {
         reply_bytes(ctx, tag);

@@ -53,13 +53,11 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Ok(success(&options, version));
     }
 
+    let mut entry = Entry::new(value.as_slice(), &options.tags, 0)
+        .ok_or(RedisError::Str("ERR the value is too large"))?;
     // The value's version is the number of the event announcing it.
     let version = with_state(|s| s.sequencer.allocate());
-    let entry = Entry::new(
-        value.as_slice(),
-        options.tags.iter().map(|t| Box::from(*t)),
-        version,
-    );
+    entry.version = version;
     {
         // The old entry's unlink callback unindexes it without an event of its own.
         let _quiet = Quiet::enter();
@@ -71,7 +69,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         key.set_expire_at(at);
     }
     if let Ok(Some(stored)) = key.entry() {
-        with_state(|s| s.index.insert(db, name.as_slice(), &stored.tags));
+        with_state(|s| s.index.insert(db, name.as_slice(), &stored.tag_list()));
     }
     drop(key);
     announce(ctx, db, name, Some(version));
