@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// How long an event may take to reach a subscriber after the command that caused it
 /// returned.
-pub const EVENT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a subscriber listens to conclude that no (further) event comes.
 pub const QUIET_PERIOD: Duration = Duration::from_millis(300);
