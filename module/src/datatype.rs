@@ -104,7 +104,7 @@ fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
         return;
     }
     let key = RedisString::string_as_slice(name);
-    with_state(|s| s.index.insert(db, key, &entry.tag_list()));
+    with_state(|s| s.index.insert(db, key, entry.tags()));
 }
 
 fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
@@ -246,7 +246,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         // RENAME and MOVE carry this very value elsewhere: it stays gone there.
         entry.mark_dead();
     }
-    with_state(|s| s.index.remove(db, key, &entry.tag_list()));
+    with_state(|s| s.index.remove(db, key, entry.tags()));
     // A logically deleted entry was announced when it was invalidated: its physical removal
     // (on a replica, the primary's DEL) changes nothing a reader could see.
     if !is_quiet() && !gone {

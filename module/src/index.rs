@@ -8,8 +8,7 @@
 //! `HC.DELTAG` moves a tag's keys out of the index at once ([`TagIndex::invalidate`]) into the
 //! database's [`PendingRemovals`]; those keys are logically gone until a timer removes them.
 
-use crate::pending::{Bytes, Key, PendingRemovals};
-use std::collections::{HashMap, HashSet};
+use crate::pending::{Bytes, HashMap, HashSet, Key, PendingRemovals};
 
 /// Totals reported by `INFO hybridcache`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,7 +41,11 @@ pub struct TagIndex {
 
 impl TagIndex {
     /// Records that `key` in `db` now holds an entry with `tags` (distinct).
-    pub fn insert<T: AsRef<[u8]>>(&mut self, db: i32, key: &[u8], tags: &[T]) {
+    pub fn insert<I>(&mut self, db: i32, key: &[u8], tags: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         let index = self.dbs.entry(db).or_default();
         index.keys += 1;
         let key = Key::from(key);
@@ -58,7 +61,11 @@ impl TagIndex {
     }
 
     /// Records that the entry with `tags` stored under `key` in `db` left the keyspace.
-    pub fn remove<T: AsRef<[u8]>>(&mut self, db: i32, key: &[u8], tags: &[T]) {
+    pub fn remove<I>(&mut self, db: i32, key: &[u8], tags: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         let Some(index) = self.dbs.get_mut(&db) else {
             return;
         };
@@ -106,7 +113,11 @@ impl TagIndex {
     }
 
     /// Whether the entry (`tags`, `version`) stored in `db` is logically deleted.
-    pub fn dooms<T: AsRef<[u8]>>(&self, db: i32, tags: &[T], version: u64) -> bool {
+    pub fn dooms<I>(&self, db: i32, tags: I, version: u64) -> bool
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         self.dbs
             .get(&db)
             .is_some_and(|index| index.pending.dooms(tags, version))
@@ -176,7 +187,7 @@ impl TagIndex {
 
     /// Forgets everything (FLUSHALL, before a load).
     pub fn clear(&mut self) {
-        self.dbs = HashMap::new();
+        self.dbs = HashMap::default();
     }
 
     /// Exchanges the contents of two databases (SWAPDB).

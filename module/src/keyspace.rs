@@ -55,7 +55,7 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         entry.mark_dead();
     }
     with_state(|s| {
-        s.index.insert(db, key, &entry.tag_list());
+        s.index.insert(db, key, entry.tags());
         s.sequencer.advance_past(version);
         if gone {
             s.index.queue_dead(db, key);
@@ -220,7 +220,7 @@ unsafe extern "C" fn index_scanned_key(
                 .ok()
                 .and_then(|old| {
                     old.as_ref()
-                        .map(|old| old.dooms(db, &entry.tag_list(), entry.version))
+                        .map(|old| old.dooms(db, entry.tags(), entry.version))
                 })
                 .unwrap_or(false)
         });
@@ -229,7 +229,7 @@ unsafe extern "C" fn index_scanned_key(
         }
         let dead = entry.is_dead();
         with_state(|s| {
-            s.index.insert(db, name, &entry.tag_list());
+            s.index.insert(db, name, entry.tags());
             s.sequencer.advance_past(entry.version);
             if dead {
                 s.index.queue_dead(db, name);

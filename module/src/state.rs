@@ -53,7 +53,7 @@ pub fn note_tombstones(state: &State) {
 pub fn is_gone(db: i32, entry: &Entry) -> bool {
     entry.is_dead()
         || (TOMBSTONES.load(Ordering::Relaxed)
-            && with_state(|s| s.index.dooms(db, &entry.tag_list(), entry.version)))
+            && with_state(|s| s.index.dooms(db, entry.tags(), entry.version)))
 }
 
 static QUIET: AtomicU32 = AtomicU32::new(0);

@@ -1,7 +1,7 @@
 //! `HC.SET key value [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [GETVERSION]
 //! [TAGS tag ...]`
 
-use super::now_ms;
+use super::{now_ms, REPLIED};
 use crate::entry::Entry;
 use crate::key_handle::KeyHandle;
 use crate::keyspace::selected_db;
@@ -10,6 +10,7 @@ use crate::set_options::{Condition, Expiry, SetOptions};
 use crate::state::{with_state, Quiet};
 use hybridcache_protocol::command::option;
 use hybridcache_protocol::{Change, Name, Op};
+use redis_module::raw;
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
 pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -41,7 +42,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if deadline.is_some_and(|at| at <= now) {
         // Written already expired (EXAT/PXAT in the past): like SET, the key is deleted.
         if !exists {
-            return Ok(success(&options, 0));
+            return Ok(success(ctx, &options, 0));
         }
         {
             let _quiet = Quiet::enter();
@@ -50,7 +51,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         drop(key);
         let version = announce(ctx, db, name, None);
         ctx.replicate("DEL", &[name]);
-        return Ok(success(&options, version));
+        return Ok(success(ctx, &options, version));
     }
 
     let mut entry = Entry::new(value.as_slice(), &options.tags, 0)
@@ -69,18 +70,20 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         key.set_expire_at(at);
     }
     if let Ok(Some(stored)) = key.entry() {
-        with_state(|s| s.index.insert(db, name.as_slice(), &stored.tag_list()));
+        with_state(|s| s.index.insert(db, name.as_slice(), stored.tags()));
     }
     drop(key);
     announce(ctx, db, name, Some(version));
     replicate(ctx, &args, &options, deadline);
-    Ok(success(&options, version))
+    Ok(success(ctx, &options, version))
 }
 
 /// `OK`, or `[origin, version]` with GETVERSION.
-fn success(options: &SetOptions, version: u64) -> RedisValue {
+fn success(ctx: &Context, options: &SetOptions, version: u64) -> RedisValue {
     if !options.get_version {
-        return RedisValue::SimpleStringStatic("OK");
+        // A static C string: the generic reply path allocates one for every "OK".
+        raw::reply_with_simple_string(ctx.get_raw(), c"OK".as_ptr());
+        return REPLIED;
     }
     let origin = with_state(|s| s.sequencer.origin().as_bytes().to_vec());
     RedisValue::Array(vec![
