@@ -156,13 +156,17 @@ impl PendingRemovals {
     pub fn take(&mut self, max: usize) -> Vec<Key> {
         let mut batch = Vec::new();
         for queued in &mut self.queue {
-            while batch.len() < max {
-                let Some(key) = queued.keys.iter().next().cloned() else {
-                    break;
-                };
-                queued.keys.remove(&key);
-                batch.push(key);
+            let room = max - batch.len();
+            // One pass of the set's iterator per batch: restarting it for every key would
+            // rescan the emptied front of the table each time.
+            let taken: Vec<Key> = queued.keys.iter().take(room).cloned().collect();
+            for key in &taken {
+                queued.keys.remove(key);
             }
+            if queued.keys.capacity() > 1024 && queued.keys.len() < queued.keys.capacity() / 8 {
+                queued.keys.shrink_to_fit();
+            }
+            batch.extend(taken);
             if batch.len() >= max {
                 break;
             }
