@@ -11,6 +11,7 @@ use crate::shared::Shared;
 use crate::stats::{bump, Stats};
 use redis::IntoConnectionInfo;
 use serde::{de::DeserializeOwned, Serialize};
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,8 +102,22 @@ impl HybridCache {
         self.inner.shared.l1.entry_count()
     }
 
-    fn full_key(&self, key: &str) -> String {
-        format!("{}{key}", self.inner.shared.namespace)
+    fn full_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
+        let ns = &self.inner.shared.namespace;
+        if ns.is_empty() {
+            Cow::Borrowed(key)
+        } else {
+            Cow::Owned(format!("{ns}{key}"))
+        }
+    }
+
+    /// Whether `options` (over the defaults) keep the entry out of L1, without merging the
+    /// rest: the L1 hit path allocates nothing it can avoid.
+    fn skips_l1(&self, options: &EntryOptions) -> bool {
+        options
+            .skip_l1
+            .or(self.inner.defaults.skip_l1)
+            .unwrap_or(false)
     }
 
     fn full_tags(&self, tags: &[String]) -> Vec<String> {
@@ -128,11 +143,11 @@ impl HybridCache {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let options = options.over(&self.inner.defaults);
         let key = self.full_key(key);
-        if let Some(hit) = self.l1_hit::<T>(&key, &options).await {
+        if let Some(hit) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
             return Ok(Some(hit));
         }
+        let options = options.over(&self.inner.defaults);
         if options.skips_l2() {
             return Ok(None);
         }
@@ -158,11 +173,11 @@ impl HybridCache {
         Fut: Future<Output = std::result::Result<T, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let options = options.over(&self.inner.defaults);
         let key = self.full_key(key);
-        if let Some(hit) = self.l1_hit::<T>(&key, &options).await {
+        if let Some(hit) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
             return Ok(hit);
         }
+        let options = options.over(&self.inner.defaults);
         let value = self
             .inner
             .in_flight
@@ -187,7 +202,7 @@ impl HybridCache {
         E: std::error::Error + Send + Sync + 'static,
     {
         // A concurrent load may have filled L1 while this one waited for its turn.
-        if let Some(hit) = self.l1_hit::<T>(key, options).await {
+        if let Some(hit) = self.l1_hit::<T>(key, options.skips_l1()).await {
             return Ok(hit);
         }
         if !options.skips_l2() {
@@ -280,13 +295,9 @@ impl HybridCache {
     }
 
     /// A fresh L1 value of type `T`, counting the hit or the miss.
-    async fn l1_hit<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-        options: &EntryOptions,
-    ) -> Option<Arc<T>> {
+    async fn l1_hit<T: Send + Sync + 'static>(&self, key: &str, skip_l1: bool) -> Option<Arc<T>> {
         let shared = &self.inner.shared;
-        if options.skips_l1() || !shared.is_connected() {
+        if skip_l1 || !shared.is_connected() {
             bump(&shared.counters.l1_misses);
             return None;
         }

@@ -77,7 +77,7 @@ pub(crate) enum Capacity {
 }
 
 pub(crate) struct L1 {
-    cache: Cache<String, Arc<L1Entry>>,
+    cache: Cache<String, Arc<L1Entry>, foldhash::fast::RandomState>,
     epoch: AtomicU64,
     /// Tag → (origin, seq) of its last removal: entries with the tag and an older version
     /// are no longer served.
@@ -87,12 +87,13 @@ pub(crate) struct L1 {
 impl L1 {
     pub fn new(capacity: Capacity) -> Self {
         let builder = Cache::builder().expire_after(KeepUntil);
+        let hasher = foldhash::fast::RandomState::default();
         let cache = match capacity {
-            Capacity::Entries(n) => builder.max_capacity(n).build(),
+            Capacity::Entries(n) => builder.max_capacity(n).build_with_hasher(hasher),
             Capacity::Bytes(n) => builder
                 .max_capacity(n)
                 .weigher(|_key: &String, entry: &Arc<L1Entry>| entry.weight)
-                .build(),
+                .build_with_hasher(hasher),
         };
         Self {
             cache,

@@ -104,6 +104,29 @@ struct VersionOnly {
     v: u32,
 }
 
+/// The flat wire form read in one pass (the public type's flattened, internally tagged
+/// layout would make serde buffer the whole object first).
+#[derive(Deserialize)]
+struct Wire {
+    v: u32,
+    origin: String,
+    seq: u64,
+    #[serde(default)]
+    db: Option<u32>,
+    op: Op,
+    kind: Kind,
+    keys: Option<Vec<Name>>,
+    tags: Option<Vec<Name>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Keys,
+    Tags,
+    Flush,
+}
+
 impl InvalidationEvent {
     /// An event of the current [`FORMAT_VERSION`].
     pub fn new(
@@ -132,11 +155,44 @@ impl InvalidationEvent {
     /// Reads an event; the version is checked before the body so that a newer format is
     /// reported as [`DecodeError::UnsupportedVersion`] rather than as garbage.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let VersionOnly { v } = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
-        if v != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion(v));
+        let wire: Wire = match serde_json::from_slice(bytes) {
+            Ok(wire) => wire,
+            Err(e) => {
+                // Only on failure: tell another version from a broken event.
+                let VersionOnly { v } =
+                    serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
+                return Err(if v == FORMAT_VERSION {
+                    DecodeError::Invalid(e)
+                } else {
+                    DecodeError::UnsupportedVersion(v)
+                });
+            }
+        };
+        if wire.v != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(wire.v));
         }
-        serde_json::from_slice(bytes).map_err(DecodeError::Invalid)
+        let missing = |field| {
+            DecodeError::Invalid(<serde_json::Error as serde::de::Error>::missing_field(
+                field,
+            ))
+        };
+        let change = match wire.kind {
+            Kind::Keys => Change::Keys {
+                keys: wire.keys.ok_or_else(|| missing("keys"))?,
+            },
+            Kind::Tags => Change::Tags {
+                tags: wire.tags.ok_or_else(|| missing("tags"))?,
+            },
+            Kind::Flush => Change::Flush,
+        };
+        Ok(Self {
+            v: wire.v,
+            origin: wire.origin,
+            seq: wire.seq,
+            db: wire.db,
+            op: wire.op,
+            change,
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Binary-safe names (keys and tags) in JSON.
 
 use base64::{engine::general_purpose::STANDARD, Engine};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// A key or tag name: any bytes.
@@ -42,34 +43,63 @@ impl From<Vec<u8>> for Name {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum Repr<'a> {
-    Text(std::borrow::Cow<'a, str>),
-    Bytes { b64: String },
+#[derive(Serialize)]
+struct Base64<'a> {
+    b64: &'a str,
 }
 
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(text) => serializer.serialize_str(text),
-            Err(_) => Repr::Bytes {
-                b64: STANDARD.encode(&self.0),
+            Err(_) => Base64 {
+                b64: &STANDARD.encode(&self.0),
             }
             .serialize(serializer),
         }
     }
 }
 
+/// Reads a string or a `{"b64": ...}` object in one pass (an untagged enum would buffer).
+struct NameVisitor;
+
+impl<'de> Visitor<'de> for NameVisitor {
+    type Value = Name;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"a string or {"b64": "<base64>"}"#)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Name, E> {
+        Ok(Name(text.as_bytes().to_vec()))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Name, E> {
+        Ok(Name(text.into_bytes()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Name, A::Error> {
+        let mut bytes = None;
+        while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if field == "b64" {
+                let b64: std::borrow::Cow<'de, str> = map.next_value()?;
+                let decoded = STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| de::Error::custom(format!("invalid base64 name: {e}")))?;
+                bytes = Some(decoded);
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        bytes
+            .map(Name)
+            .ok_or_else(|| de::Error::missing_field("b64"))
+    }
+}
+
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Repr::deserialize(deserializer)? {
-            Repr::Text(text) => Ok(Name(text.into_owned().into_bytes())),
-            Repr::Bytes { b64 } => STANDARD
-                .decode(b64.as_bytes())
-                .map(Name)
-                .map_err(|e| de::Error::custom(format!("invalid base64 name: {e}"))),
-        }
+        deserializer.deserialize_any(NameVisitor)
     }
 }
 
