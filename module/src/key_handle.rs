@@ -122,6 +122,39 @@ impl KeyHandle {
         true
     }
 
+    /// Replaces the entry stored here by `entry` in place (the key, its TTL and its place in
+    /// the keyspace stay; no unlink callback runs) and returns the old one, or gives `entry`
+    /// back when the key does not hold an entry of ours.
+    pub fn replace_entry(&mut self, entry: Entry) -> Result<Box<Entry>, Entry> {
+        if !matches!(self.entry(), Ok(Some(_))) {
+            return Err(entry);
+        }
+        let Some(replace) = (unsafe { raw::RedisModule_ModuleTypeReplaceValue }) else {
+            return Err(entry);
+        };
+        let new = Box::into_raw(Box::new(entry));
+        let mut old: *mut c_void = std::ptr::null_mut();
+        // SAFETY: the key is open for writing and holds our type; on success Redis owns `new`
+        // and hands us `old`, which it no longer references.
+        let status = unsafe { replace(self.raw(), entry_type(), new.cast(), &mut old) };
+        if status != raw::REDISMODULE_OK as i32 || old.is_null() {
+            // SAFETY: Redis did not take `new`.
+            return Err(*unsafe { Box::from_raw(new) });
+        }
+        // SAFETY: `old` was our boxed Entry, now ours again.
+        Ok(unsafe { Box::from_raw(old.cast::<Entry>()) })
+    }
+
+    /// Removes the key's time to live.
+    pub fn persist(&mut self) {
+        // SAFETY: the key is open for writing.
+        unsafe {
+            if let Some(set) = raw::RedisModule_SetExpire {
+                set(self.raw(), raw::REDISMODULE_NO_EXPIRE as i64);
+            }
+        }
+    }
+
     /// Deletes the key.
     pub fn delete(&mut self) -> bool {
         // SAFETY: the key is open for writing.

@@ -59,11 +59,21 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     // The value's version is the number of the event announcing it.
     let version = with_state(|s| s.sequencer.allocate());
     entry.version = version;
-    {
-        // The old entry's unlink callback unindexes it without an event of its own.
-        let _quiet = Quiet::enter();
-        if !key.set_entry(entry) {
-            return Err(RedisError::Str("ERR cannot store the entry"));
+    match key.replace_entry(entry) {
+        // Overwriting an entry of ours: in place, which spares Redis a delete and an insert.
+        Ok(old) => {
+            with_state(|s| s.index.remove(db, name.as_slice(), old.tags()));
+            if deadline.is_none() && key.expire_at().is_some() {
+                key.persist();
+            }
+        }
+        Err(entry) => {
+            // A new key, or one of another type: the old value's unlink callback (if ours)
+            // unindexes it without an event of its own.
+            let _quiet = Quiet::enter();
+            if !key.set_entry(entry) {
+                return Err(RedisError::Str("ERR cannot store the entry"));
+            }
         }
     }
     if let Some(at) = deadline {
