@@ -1,0 +1,658 @@
+//! Client side: the `hybridcache` crate against a server with the module. L1 hit latency,
+//! get_or_set throughput with and without L1, invalidation propagation between two handles,
+//! and how many events one handle absorbs per second.
+
+use crate::config::Config;
+use crate::fill::{self, Scheme};
+use crate::report::{
+    self, duration, ratio_spread, thousands, verdict, Goal, GoalCheck, Report, Section,
+};
+use crate::servers::{flushall, with_module};
+use crate::stats::{median, percentile, ratios, Spread};
+use hybridcache::{EntryOptions, HybridCache};
+use hybridcache_protocol::command;
+use hybridcache_tests::client_support::SplitMix64;
+use hybridcache_tests::RedisServer;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The typed value of the client benchmarks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Product {
+    id: u32,
+    name: String,
+    price_cents: u64,
+    in_stock: bool,
+}
+
+fn product(id: u32) -> Product {
+    Product {
+        id,
+        name: format!("product {id}"),
+        price_cents: 1999,
+        in_stock: true,
+    }
+}
+
+/// How long one propagation or flood may take before the run fails.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn handle(server: &RedisServer) -> HybridCache {
+    HybridCache::builder(server.url())
+        .l1_max_entries(1_000_000)
+        .default_options(EntryOptions::new().ttl(Duration::from_secs(3600)))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cannot build a cache handle: {e}"))
+}
+
+/// p50 and p99 of a sample, in seconds.
+fn p50_p99(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort_unstable();
+    (
+        percentile(&samples, 0.50).as_secs_f64(),
+        percentile(&samples, 0.99).as_secs_f64(),
+    )
+}
+
+/// Per-round p50 and p99 of one latency measure.
+#[derive(Debug, Default, Clone)]
+struct Latency {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+impl Latency {
+    fn push(&mut self, samples: Vec<Duration>) -> (f64, f64) {
+        let (p50, p99) = p50_p99(samples);
+        self.p50.push(p50);
+        self.p99.push(p99);
+        (p50, p99)
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "{} / {}",
+            report::seconds(median(&self.p50)),
+            report::seconds(median(&self.p99))
+        )
+    }
+}
+
+/// What an attempt to use the redis crate's client-side cache (RESP3 tracking) gave.
+enum RedisCache {
+    Works(Latency),
+    Failed(String),
+}
+
+/// The cost of timing one operation (two `Instant::now()`), median of many.
+fn timer_overhead() -> Duration {
+    let mut samples: Vec<Duration> = (0..100_000)
+        .map(|_| {
+            let t = Instant::now();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort_unstable();
+    percentile(&samples, 0.5)
+}
+
+async fn l1_hits(cache: &HybridCache, reads: usize) -> Vec<Duration> {
+    let key = "l1:product";
+    cache
+        .set(key, product(7), EntryOptions::new().tags(["products"]))
+        .await
+        .unwrap_or_else(|e| panic!("set failed: {e}"));
+    let before = cache.stats().l1_hits;
+    for _ in 0..reads / 10 {
+        let _ = cache.get::<Product>(key).await;
+    }
+    let mut samples = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        let t = Instant::now();
+        let hit = cache.get::<Product>(key).await;
+        samples.push(t.elapsed());
+        assert!(
+            matches!(hit, Ok(Some(_))),
+            "the L1 read found nothing: {hit:?}"
+        );
+    }
+    let hits = cache.stats().l1_hits - before;
+    assert_eq!(
+        hits as usize,
+        reads + reads / 10,
+        "some reads were not L1 hits"
+    );
+    samples
+}
+
+async fn round_trips(
+    server: &RedisServer,
+    command: &str,
+    key: &str,
+    reads: usize,
+) -> Vec<Duration> {
+    let mut con = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
+    let mut samples = Vec::with_capacity(reads);
+    for i in 0..reads + reads / 10 {
+        let t = Instant::now();
+        let value: Option<Vec<u8>> = redis::cmd(command)
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap_or_else(|e| panic!("{command} failed: {e}"));
+        let elapsed = t.elapsed();
+        assert!(value.is_some(), "{command} {key} found nothing");
+        if i >= reads / 10 {
+            samples.push(elapsed);
+        }
+    }
+    samples
+}
+
+/// Hits in the redis crate's own client-side cache (feature `cache-aio`, RESP3 tracking),
+/// decoded to the same struct as the L1 values.
+async fn redis_cache_hits(
+    server: &RedisServer,
+    key: &str,
+    reads: usize,
+) -> Result<Vec<Duration>, String> {
+    let client = redis::Client::open(format!("{}?protocol=resp3", server.url()))
+        .map_err(|e| e.to_string())?;
+    let config =
+        redis::AsyncConnectionConfig::new().set_cache_config(redis::caching::CacheConfig::new());
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| format!("connecting with a cache config failed: {e}"))?;
+    let first: Vec<u8> = con.get(key).await.map_err(|e| format!("GET failed: {e}"))?;
+    serde_json::from_slice::<Product>(&first).map_err(|e| e.to_string())?;
+    let before = con.get_cache_statistics().ok_or("no cache statistics")?;
+    let mut samples = Vec::with_capacity(reads);
+    for i in 0..reads + reads / 10 {
+        let t = Instant::now();
+        let bytes: Vec<u8> = con.get(key).await.map_err(|e| format!("GET failed: {e}"))?;
+        let value: Product = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let elapsed = t.elapsed();
+        std::hint::black_box(value);
+        if i >= reads / 10 {
+            samples.push(elapsed);
+        }
+    }
+    let after = con.get_cache_statistics().ok_or("no cache statistics")?;
+    let hits = after.hit - before.hit;
+    if hits < reads {
+        return Err(format!(
+            "only {hits} of {} reads were cache hits (misses {}): the cache does not serve on this server",
+            reads + reads / 10,
+            after.miss - before.miss
+        ));
+    }
+    Ok(samples)
+}
+
+/// ops/s of `tasks` concurrent get_or_set loops for `cfg.gos_duration`: hot keys (cached)
+/// except one call in `cfg.gos_fresh_every`, which asks for a key never seen.
+async fn get_or_set_rate(
+    cfg: &Config,
+    cache: &HybridCache,
+    skip_l1: bool,
+    round: usize,
+) -> (f64, f64) {
+    let hot: Arc<Vec<String>> = Arc::new(
+        (0..cfg.gos_hot_keys)
+            .map(|i| format!("gos:hot:{i}"))
+            .collect(),
+    );
+    let options = EntryOptions::new().tags(["gos"]).skip_l1(skip_l1);
+    let before = cache.stats();
+    let started = Instant::now();
+    let deadline = started + cfg.gos_duration;
+    let tasks: Vec<_> = (0..cfg.gos_tasks)
+        .map(|task| {
+            let (cache, hot, options) = (cache.clone(), hot.clone(), options.clone());
+            let fresh_every = cfg.gos_fresh_every;
+            tokio::spawn(async move {
+                let mut rng = SplitMix64::new((round * 1000 + task) as u64);
+                let mut ops: u64 = 0;
+                while Instant::now() < deadline {
+                    for _ in 0..32 {
+                        ops += 1;
+                        let fresh;
+                        let key: &str = if ops % fresh_every == 0 {
+                            fresh = format!("gos:fresh:{skip_l1}:{round}:{task}:{ops}");
+                            &fresh
+                        } else {
+                            &hot[rng.below(hot.len() as u64) as usize]
+                        };
+                        let id = ops as u32;
+                        let value = cache
+                            .get_or_set(
+                                key,
+                                || async move { Ok::<_, Infallible>(product(id)) },
+                                options.clone(),
+                            )
+                            .await
+                            .unwrap_or_else(|e| panic!("get_or_set failed: {e}"));
+                        std::hint::black_box(value);
+                    }
+                }
+                ops
+            })
+        })
+        .collect();
+    let mut ops = 0;
+    for task in tasks {
+        ops += task
+            .await
+            .unwrap_or_else(|e| panic!("a get_or_set task failed: {e}"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = cache.stats();
+    let hits = (after.l1_hits - before.l1_hits) as f64 / ops as f64;
+    (ops as f64 / elapsed, hits)
+}
+
+/// Waits a moment between two polls without taking a core away from the server and the
+/// handle's subscription task for long (this runs on the runtime's `block_on` thread, not a
+/// worker): spins for the first 20 µs of a wait, then sleeps 20 µs at a time.
+fn pause(waiting_since: Instant) {
+    if waiting_since.elapsed() < POLL_SPIN {
+        std::hint::spin_loop();
+    } else {
+        std::thread::sleep(POLL_SPIN);
+    }
+}
+
+/// See [`pause`].
+const POLL_SPIN: Duration = Duration::from_micros(20);
+
+/// Propagation samples: from the reply to A's write until B has received the event
+/// (`until_event`), or until B.get returns the new value.
+async fn propagation(
+    a: &HybridCache,
+    b: &HybridCache,
+    writes: usize,
+    until_event: bool,
+    round: usize,
+) -> Vec<Duration> {
+    let key = if until_event {
+        "prop:event"
+    } else {
+        "prop:value"
+    };
+    let mut samples = Vec::with_capacity(writes);
+    let base = (round * writes * 10) as u64;
+    for i in 0..writes {
+        let version = base + i as u64;
+        // B holds the key in L1 (read from Redis after the previous invalidation).
+        let held = b
+            .get::<u64>(key)
+            .await
+            .unwrap_or_else(|e| panic!("B.get failed: {e}"));
+        if i > 0 {
+            assert_eq!(
+                held.as_deref(),
+                Some(&(version - 1)),
+                "B read a stale value"
+            );
+        }
+        let events = b.stats().events_received;
+        a.set(key, version, EntryOptions::new())
+            .await
+            .unwrap_or_else(|e| panic!("A.set failed: {e}"));
+        let written = Instant::now();
+        let deadline = written + DELIVERY_TIMEOUT;
+        loop {
+            let done = if until_event {
+                b.stats().events_received > events
+            } else {
+                let seen = b
+                    .get::<u64>(key)
+                    .await
+                    .unwrap_or_else(|e| panic!("B.get failed: {e}"));
+                seen.as_deref() == Some(&version)
+            };
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no invalidation reached B within {DELIVERY_TIMEOUT:?}"
+            );
+            pause(written);
+        }
+        samples.push(written.elapsed());
+        // `events_received` counts an event before it is applied: before the next write,
+        // wait until B serves the new value.
+        while b
+            .get::<u64>(key)
+            .await
+            .unwrap_or_else(|e| panic!("B.get failed: {e}"))
+            .as_deref()
+            != Some(&version)
+        {
+            assert!(Instant::now() < deadline, "B kept serving a stale value");
+            pause(written);
+        }
+    }
+    samples
+}
+
+/// Floods the channel with `n` events (pipelined HC.SET of distinct keys from a plain
+/// connection on another thread); returns the handle's absorption rate, the producer's rate,
+/// and how long after the last write the handle had seen every event.
+async fn flood(
+    server: &RedisServer,
+    cache: &HybridCache,
+    n: u64,
+    round: u64,
+) -> (f64, f64, Duration) {
+    let mut con = server.connection();
+    flushall(&mut con);
+    // Let the flush event arrive before counting.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = cache.stats();
+    let started = Instant::now();
+    let producer = std::thread::spawn(move || {
+        let value = fill::value(16);
+        fill::fill(
+            &mut con,
+            Scheme::Module,
+            round * n..(round + 1) * n,
+            &value,
+            |_| Vec::new(),
+        );
+        Instant::now()
+    });
+    let deadline = started + DELIVERY_TIMEOUT;
+    while cache.stats().events_received < before.events_received + n {
+        assert!(
+            Instant::now() < deadline,
+            "the handle received {} of {n} events within {DELIVERY_TIMEOUT:?}",
+            cache.stats().events_received - before.events_received
+        );
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let absorbed = Instant::now();
+    let produced = producer
+        .join()
+        .unwrap_or_else(|_| panic!("the flood producer panicked"));
+    let after = cache.stats();
+    assert_eq!(
+        after.l1_flushes, before.l1_flushes,
+        "the handle missed events during the flood"
+    );
+    let secs = |t: Instant| t.duration_since(started).as_secs_f64();
+    (
+        n as f64 / secs(absorbed),
+        n as f64 / secs(produced),
+        absorbed.saturating_duration_since(produced),
+    )
+}
+
+/// Runs the client-side parts on a server of their own and adds their section.
+pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
+    let server = with_module(module);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start a Tokio runtime: {e}"));
+    let overhead = timer_overhead();
+    runtime.block_on(async {
+        // The handle of every part but propagation, which makes two of its own per round, so
+        // that only one handle is subscribed during the flood.
+        let c = handle(&server).await;
+        let mut con = server.connection();
+        let plain_key = "plain:product";
+        let json = serde_json::to_vec(&product(7)).unwrap_or_default();
+        let _: () = redis::cmd("SET").arg(plain_key).arg(&json).query(&mut con).unwrap_or_else(|e| panic!("SET failed: {e}"));
+        let hc_key = "hc:product";
+        let _: () = redis::cmd(command::SET).arg(hc_key).arg(&json).query(&mut con).unwrap_or_else(|e| panic!("HC.SET failed: {e}"));
+
+        let (mut l1, mut hc_get, mut get) = (Latency::default(), Latency::default(), Latency::default());
+        let mut redis_cache = RedisCache::Works(Latency::default());
+        let (mut gos_l1, mut gos_l2, mut gos_hits) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut prop_event, mut prop_value) = (Latency::default(), Latency::default());
+        let (mut absorbed, mut produced, mut lag) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..cfg.rounds {
+            let r = format!("client round {}/{}", round + 1, cfg.rounds);
+            let (p50, p99) = l1.push(l1_hits(&c, cfg.l1_reads).await);
+            say!("{r}: L1 hit p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
+            let (p50, p99) = hc_get.push(round_trips(&server, command::GET, hc_key, cfg.rtt_reads).await);
+            say!("{r}: HC.GET round trip p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
+            let (p50, p99) = get.push(round_trips(&server, "GET", plain_key, cfg.rtt_reads).await);
+            say!("{r}: GET round trip p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
+            if let RedisCache::Works(latency) = &mut redis_cache {
+                match redis_cache_hits(&server, plain_key, cfg.l1_reads).await {
+                    Ok(samples) => {
+                        let (p50, p99) = latency.push(samples);
+                        say!("{r}: redis cache-aio hit p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
+                    }
+                    Err(e) => {
+                        say!("{r}: redis cache-aio: {e}");
+                        redis_cache = RedisCache::Failed(e);
+                    }
+                }
+            }
+
+            // Every hot key in Redis and in L1.
+            let hot_options = EntryOptions::new().tags(["gos"]);
+            for i in 0..cfg.gos_hot_keys {
+                let key = format!("gos:hot:{i}");
+                let id = i as u32;
+                let _ = c.get_or_set(&key, || async move { Ok::<_, Infallible>(product(id)) }, hot_options.clone()).await;
+            }
+            let modes = if round % 2 == 0 { [false, true] } else { [true, false] };
+            for skip_l1 in modes {
+                let (rate, hits) = get_or_set_rate(cfg, &c, skip_l1, round).await;
+                say!(
+                    "{r}: get_or_set {} {} ops/s (L1 hits {:.1}%)",
+                    if skip_l1 { "without L1" } else { "with L1   " },
+                    thousands(rate),
+                    hits * 100.0
+                );
+                if skip_l1 {
+                    gos_l2.push(rate);
+                } else {
+                    gos_l1.push(rate);
+                    gos_hits.push(hits);
+                }
+            }
+
+            {
+                let a = handle(&server).await;
+                let b = handle(&server).await;
+                let (p50, p99) = prop_event.push(propagation(&a, &b, cfg.propagation_writes, true, round).await);
+                say!("{r}: propagation to B's event p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
+                let (p50, p99) = prop_value.push(propagation(&a, &b, cfg.propagation_writes, false, round).await);
+                say!("{r}: propagation to B's new value p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
+            }
+
+            let (rate, producer, behind) = flood(&server, &c, cfg.flood_events, round as u64).await;
+            say!(
+                "{r}: flood of {} events: handle absorbed {} /s (producer {} /s, done {} after it)",
+                thousands(cfg.flood_events as f64),
+                thousands(rate),
+                thousands(producer),
+                duration(behind)
+            );
+            absorbed.push(rate);
+            produced.push(producer);
+            lag.push(behind.as_secs_f64());
+            // The flood's keys out, the fixtures back for the next round.
+            let _: () = redis::cmd("SET").arg(plain_key).arg(&json).query(&mut con).unwrap_or_else(|e| panic!("SET failed: {e}"));
+            let _: () = redis::cmd(command::SET).arg(hc_key).arg(&json).query(&mut con).unwrap_or_else(|e| panic!("HC.SET failed: {e}"));
+        }
+
+        let l1_p50 = median(&l1.p50);
+        let l1_met = Goal::AtMost(1e-6).met(l1_p50);
+        report.goals.push(GoalCheck {
+            what: "L1 hit latency p50 (typed value)".into(),
+            value: report::seconds(l1_p50),
+            goal: "≤ 1 µs".into(),
+            met: l1_met,
+        });
+        let mut rows = Vec::new();
+        let latency_row = |name: &str, base: &Latency, goal: bool| {
+            vec![
+                "L1 hit latency p50 / p99 (`get::<Product>`)".to_string(),
+                l1.show(),
+                name.to_string(),
+                base.show(),
+                ratio_spread(Spread::of(&ratios(&l1.p50, &base.p50))),
+                if goal { "p50 ≤ 1 µs".into() } else { "—".into() },
+                if goal { verdict(l1_met) } else { "—".into() },
+            ]
+        };
+        rows.push(latency_row("HC.GET round trip", &hc_get, true));
+        rows.push(latency_row("GET round trip", &get, false));
+        match &redis_cache {
+            RedisCache::Works(latency) => rows.push(latency_row(
+                "hit in the redis crate's client-side cache (`cache-aio`, RESP3 tracking) + JSON decode",
+                latency,
+                false,
+            )),
+            RedisCache::Failed(why) => rows.push(vec![
+                "L1 hit latency p50 / p99".into(),
+                l1.show(),
+                "redis crate's client-side cache (`cache-aio`)".into(),
+                format!("failed: {why}"),
+                "n/a".into(),
+                "—".into(),
+                "—".into(),
+            ]),
+        }
+        let gos = Spread::of(&ratios(&gos_l1, &gos_l2));
+        let gos_met = Goal::AtLeast(25.0).met(gos.median);
+        report.goals.push(GoalCheck {
+            what: "get_or_set throughput with L1 ÷ without".into(),
+            value: report::ratio(gos.median),
+            goal: "≥ 25×".into(),
+            met: gos_met,
+        });
+        rows.push(vec![
+            format!(
+                "get_or_set ops/s, {} tasks, {:.0}% of calls on {} cached keys (L1 hits {:.1}%)",
+                cfg.gos_tasks,
+                100.0 - 100.0 / cfg.gos_fresh_every as f64,
+                thousands(cfg.gos_hot_keys as f64),
+                median(&gos_hits) * 100.0
+            ),
+            thousands(median(&gos_l1)),
+            "same workload, `EntryOptions::skip_l1(true)`".into(),
+            thousands(median(&gos_l2)),
+            ratio_spread(gos),
+            "≥ 25×".into(),
+            verdict(gos_met),
+        ]);
+        let prop_p99 = median(&prop_event.p99);
+        let prop_met = Goal::AtMost(2e-3).met(prop_p99);
+        report.goals.push(GoalCheck {
+            what: "invalidation propagation p99 (A's reply → B's event)".into(),
+            value: report::seconds(prop_p99),
+            goal: "≤ 2 ms".into(),
+            met: prop_met,
+        });
+        rows.push(vec![
+            "invalidation propagation p50 / p99: A's write reply → B has the event (`stats().events_received`)".into(),
+            prop_event.show(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+            "p99 ≤ 2 ms".into(),
+            verdict(prop_met),
+        ]);
+        rows.push(vec![
+            "invalidation propagation p50 / p99: A's write reply → B.get returns the new value (includes B's read from Redis)".into(),
+            prop_value.show(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ]);
+        let rate = median(&absorbed);
+        let rate_met = Goal::AtLeast(100_000.0).met(rate);
+        report.goals.push(GoalCheck {
+            what: "events absorbed per second by one handle".into(),
+            value: format!("{}/s", thousands(rate)),
+            goal: "≥ 100,000/s".into(),
+            met: rate_met,
+        });
+        rows.push(vec![
+            format!(
+                "events absorbed per second by one handle (flood of {} events)",
+                thousands(cfg.flood_events as f64)
+            ),
+            format!("{}/s", thousands(rate)),
+            "producer's rate (pipelined HC.SET)".into(),
+            format!("{}/s", thousands(median(&produced))),
+            ratio_spread(Spread::of(&ratios(&absorbed, &produced))),
+            "≥ 100,000/s".into(),
+            verdict(rate_met),
+        ]);
+        report.sections.push(Section {
+            title: "Client side (crate `hybridcache`)".into(),
+            intro: vec![
+                format!(
+                    "One server with the module, handles built with default settings (JSON, RESP3) and a \
+                     1M-entry L1, a Tokio runtime with 2 worker threads; {} rounds. The typed value is a \
+                     small struct (`{{id, name, price_cents, in_stock}}`, {} bytes as JSON).",
+                    cfg.rounds,
+                    json.len()
+                ),
+                format!(
+                    "- Latencies: {} timed L1 hits and {} timed round trips (sequential, one \
+                     multiplexed connection) per round after a warm-up; each sample includes the \
+                     timer's own cost ({}).",
+                    thousands(cfg.l1_reads as f64),
+                    thousands(cfg.rtt_reads as f64),
+                    duration(overhead)
+                ),
+                format!(
+                    "- get_or_set: {} tasks calling for {} per run; {} hot keys are in Redis and L1 \
+                     before the run; one call in {} asks for a fresh key (HC.FETCH miss, factory, \
+                     HC.SET with a tag). Baseline: the same calls with `skip_l1(true)`, so every call \
+                     reads Redis (HC.FETCH).",
+                    cfg.gos_tasks,
+                    duration(cfg.gos_duration),
+                    thousands(cfg.gos_hot_keys as f64),
+                    cfg.gos_fresh_every
+                ),
+                format!(
+                    "- Propagation: {} writes per round through handle A of a key handle B holds in \
+                     L1; timed from A's `set` returning, B polled in a loop (spinning for 20 µs, then \
+                     sleeping 20 µs between polls, so that the poller does not starve the server or B's \
+                     subscription task on this machine's cores).",
+                    cfg.propagation_writes
+                ),
+                format!(
+                    "- Events: pipelined HC.SET of distinct keys (pipelines of {}) from a plain \
+                     connection on another thread; rate = events ÷ time from the first write until the \
+                     handle's `events_received` counted them all (the handle was done {} after the \
+                     producer's last reply, median): when that is small the producer, not the handle, \
+                     set the pace and the figure is a lower bound.",
+                    fill::PIPELINE,
+                    report::seconds(median(&lag))
+                ),
+                "Ratio = measured ÷ baseline (for latencies, lower is better).".into(),
+            ],
+            header: ["measure", "measured", "baseline", "baseline value", "ratio", "goal", "met"]
+                .map(String::from)
+                .to_vec(),
+            rows,
+            charts: vec![],
+            notes: vec![],
+        });
+    });
+}

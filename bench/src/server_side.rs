@@ -1,0 +1,406 @@
+//! Server side: HC.SET / HC.GET throughput against SET, GET and the Lua tagging script
+//! (redis-benchmark, with and without pipelining), and memory per tagged entry.
+
+use crate::fill::{self, Scheme};
+use crate::redis_benchmark::{self, Load};
+use crate::report::{
+    self, bytes, ratio_spread, thousands, verdict, Chart, Goal, GoalCheck, Report, Section,
+};
+use crate::servers::{flushall, settled_memory, LUA_CHANNEL};
+use crate::stats::{median, ratios, Spread};
+use crate::{config::Config, svg};
+use hybridcache_protocol::command;
+use hybridcache_tests::{HcInfo, RedisServer};
+use std::collections::HashMap;
+
+/// The Lua scheme of tagged writes: the value, the key added to a set per tag, and an
+/// invalidation message, atomically. `KEYS = [key, tag...]`, `ARGV = [value, channel]`.
+pub const LUA_SET_WITH_TAGS: &str = "\
+redis.call('SET', KEYS[1], ARGV[1])
+for i = 2, #KEYS do redis.call('SADD', KEYS[i], KEYS[1]) end
+redis.call('PUBLISH', ARGV[2], KEYS[1])
+return redis.status_reply('OK')";
+
+/// The two servers of the server-side parts: one with the module, one plain (baselines).
+pub struct Pair<'a> {
+    pub module: &'a RedisServer,
+    pub plain: &'a RedisServer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Cmd {
+    HcSet,
+    Set,
+    Lua,
+    HcGet,
+    Get,
+}
+
+impl Cmd {
+    fn label(self) -> &'static str {
+        match self {
+            Cmd::HcSet => "HC.SET (3 tags)",
+            Cmd::Set => "SET",
+            Cmd::Lua => "Lua: SET + 3×SADD + PUBLISH (EVALSHA)",
+            Cmd::HcGet => "HC.GET",
+            Cmd::Get => "GET",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Cmd::HcSet => "HC.SET",
+            Cmd::Set => "SET",
+            Cmd::Lua => "Lua",
+            Cmd::HcGet => "HC.GET",
+            Cmd::Get => "GET",
+        }
+    }
+
+    fn on_module_server(self) -> bool {
+        matches!(self, Cmd::HcSet | Cmd::HcGet)
+    }
+
+    fn args(self, cfg: &Config, sha: &str) -> Vec<String> {
+        let key = "k:__rand_int__".to_string();
+        let value = String::from_utf8_lossy(&fill::value(cfg.value_size)).into_owned();
+        let mut args: Vec<String> = match self {
+            Cmd::HcSet => vec![
+                command::SET.into(),
+                key,
+                value,
+                command::option::TAGS.into(),
+            ],
+            Cmd::Set => vec!["SET".into(), key, value],
+            Cmd::Lua => vec![
+                "EVALSHA".into(),
+                sha.into(),
+                (1 + cfg.write_tags.len()).to_string(),
+                key,
+            ],
+            Cmd::HcGet => vec![command::GET.into(), key],
+            Cmd::Get => vec!["GET".into(), key],
+        };
+        match self {
+            Cmd::HcSet => args.extend(cfg.write_tags.iter().cloned()),
+            Cmd::Lua => {
+                args.extend(cfg.write_tags.iter().cloned());
+                args.push(String::from_utf8_lossy(&fill::value(cfg.value_size)).into_owned());
+                args.push(LUA_CHANNEL.into());
+            }
+            _ => {}
+        }
+        args
+    }
+}
+
+/// Per-round results of one command at one depth.
+#[derive(Debug, Default, Clone)]
+struct Runs {
+    rps: Vec<f64>,
+    p99_ms: Vec<f64>,
+}
+
+/// Loads the Lua script once; returns its SHA.
+pub fn load_script(plain: &RedisServer) -> String {
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(LUA_SET_WITH_TAGS)
+        .query(&mut plain.connection())
+        .unwrap_or_else(|e| panic!("SCRIPT LOAD failed: {e}"))
+}
+
+/// The rounds in a rotating order, so that drift in the machine's speed spreads evenly.
+fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let mut out = items.to_vec();
+    out.rotate_left(round % items.len());
+    out
+}
+
+/// Throughput of HC.SET/HC.GET and their baselines at every pipeline depth.
+pub fn throughput(cfg: &Config, pair: &Pair, report: &mut Report) {
+    let sha = load_script(pair.plain);
+    let mut results: HashMap<(u32, Cmd), Runs> = HashMap::new();
+    let mut module_con = pair.module.connection();
+    let mut plain_con = pair.plain.connection();
+    for &depth in &cfg.pipelines {
+        let load = Load {
+            clients: cfg.clients,
+            requests: cfg.requests,
+            keyspace: cfg.keyspace,
+            pipeline: depth,
+        };
+        for round in 0..cfg.rounds {
+            let run = |cmd: Cmd, results: &mut HashMap<(u32, Cmd), Runs>| {
+                let server = if cmd.on_module_server() {
+                    pair.module
+                } else {
+                    pair.plain
+                };
+                let row = redis_benchmark::run(server.port(), load, &cmd.args(cfg, &sha));
+                say!(
+                    "throughput P={depth} round {}/{}: {:<7} {:>10} ops/s  p99 {:.3} ms",
+                    round + 1,
+                    cfg.rounds,
+                    cmd.short(),
+                    thousands(row.rps),
+                    row.p99_ms
+                );
+                let runs = results.entry((depth, cmd)).or_default();
+                runs.rps.push(row.rps);
+                runs.p99_ms.push(row.p99_ms);
+            };
+            // Writes: each from an empty database.
+            for cmd in rotated(&[Cmd::HcSet, Cmd::Set, Cmd::Lua], round) {
+                let con = if cmd.on_module_server() {
+                    &mut module_con
+                } else {
+                    &mut plain_con
+                };
+                flushall(con);
+                settled_memory(con);
+                run(cmd, &mut results);
+            }
+            // Reads: every key of the key space present, written as the writes write it.
+            flushall(&mut module_con);
+            flushall(&mut plain_con);
+            let value = fill::value(cfg.value_size);
+            fill::fill(
+                &mut module_con,
+                Scheme::Module,
+                0..cfg.keyspace,
+                &value,
+                |_| cfg.write_tags.clone(),
+            );
+            fill::fill(
+                &mut plain_con,
+                Scheme::Plain,
+                0..cfg.keyspace,
+                &value,
+                |_| Vec::new(),
+            );
+            settled_memory(&mut module_con);
+            for cmd in rotated(&[Cmd::HcGet, Cmd::Get], round) {
+                run(cmd, &mut results);
+            }
+        }
+    }
+    flushall(&mut module_con);
+    flushall(&mut plain_con);
+
+    let comparisons = [
+        (Cmd::HcSet, Cmd::Set, 0.8),
+        (Cmd::HcSet, Cmd::Lua, 1.5),
+        (Cmd::HcGet, Cmd::Get, 0.9),
+    ];
+    let mut rows = Vec::new();
+    for &depth in &cfg.pipelines {
+        for (measured, baseline, goal) in comparisons {
+            let m = &results[&(depth, measured)];
+            let b = &results[&(depth, baseline)];
+            let spread = Spread::of(&ratios(&m.rps, &b.rps));
+            let met = Goal::AtLeast(goal).met(spread.median);
+            rows.push(vec![
+                depth.to_string(),
+                measured.label().to_string(),
+                thousands(median(&m.rps)),
+                baseline.label().to_string(),
+                thousands(median(&b.rps)),
+                ratio_spread(spread),
+                format!("≥ {goal}×"),
+                verdict(met),
+                format!("{:.3} / {:.3}", median(&m.p99_ms), median(&b.p99_ms)),
+            ]);
+            report.goals.push(GoalCheck {
+                what: format!(
+                    "{} ÷ {}, pipeline {depth}",
+                    measured.short(),
+                    baseline.short()
+                ),
+                value: report::ratio(spread.median),
+                goal: format!("≥ {goal}×"),
+                met,
+            });
+        }
+    }
+    let cmds = [Cmd::HcSet, Cmd::Set, Cmd::Lua, Cmd::HcGet, Cmd::Get];
+    let chart = svg::bar_chart(
+        "Throughput (median ops/s) by pipeline depth",
+        "ops/s",
+        &cfg.pipelines
+            .iter()
+            .map(|d| format!("pipeline {d}"))
+            .collect::<Vec<_>>(),
+        &cmds
+            .iter()
+            .map(|&cmd| {
+                (
+                    cmd.short().to_string(),
+                    cfg.pipelines
+                        .iter()
+                        .map(|&d| median(&results[&(d, cmd)].rps))
+                        .collect(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    report.sections.push(Section {
+        title: "Server side: throughput".into(),
+        intro: vec![
+            format!(
+                "redis-benchmark, the same for every row: {} clients, {} requests per run, key space \
+                 `-r {}` (keys `k:__rand_int__`), {}-byte values, pipeline depth 1 (no pipelining) \
+                 and 16; {} rounds, commands in rotating order. HC.SET writes the tags `{}`; the Lua \
+                 baseline is one script (loaded once, run with EVALSHA) doing SET, SADD of the key \
+                 to each tag's set and PUBLISH of the key. Writes start from an empty database; \
+                 reads find every key of the key space (filled with the same writes, pipelined).",
+                cfg.clients,
+                thousands(cfg.requests as f64),
+                thousands(cfg.keyspace as f64),
+                cfg.value_size,
+                cfg.rounds,
+                cfg.write_tags.join(" "),
+            ),
+            "HC commands run on a server with the module, baselines on a plain redis-server of \
+             the same version and settings; each server has two subscribers reading its \
+             invalidation channel during every run (`hc:invalidations`, and the Lua script's \
+             `lua:invalidations`). Ratio = HC ÷ baseline (higher is better)."
+                .into(),
+        ],
+        header: [
+            "pipeline",
+            "measure",
+            "ops/s",
+            "baseline",
+            "baseline ops/s",
+            "ratio",
+            "goal",
+            "met",
+            "p99 ms (HC / baseline)",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        charts: vec![Chart {
+            file: "throughput.svg".into(),
+            title: "Throughput by pipeline depth".into(),
+            svg: chart,
+        }],
+        notes: vec![],
+    });
+}
+
+/// used_memory per entry: the module's entries with 3 tags against the Lua scheme's string
+/// plus set members, and a plain string for reference.
+pub fn memory(cfg: &Config, pair: &Pair, report: &mut Report) {
+    let n = cfg.memory_entries;
+    let value = fill::value(cfg.value_size);
+    let pool = cfg.tag_pool;
+    let schemes = [Scheme::Module, Scheme::SetsPerTag, Scheme::Plain];
+    let mut per_entry: HashMap<Scheme, Vec<f64>> = HashMap::new();
+    let mut module_info = None;
+    for round in 0..cfg.rounds {
+        for scheme in rotated(&schemes, round) {
+            let server = if scheme == Scheme::Module {
+                pair.module
+            } else {
+                pair.plain
+            };
+            let mut con = server.connection();
+            flushall(&mut con);
+            let before = settled_memory(&mut con);
+            fill::fill(&mut con, scheme, 0..n, &value, |i| {
+                fill::pooled_tags(i, pool)
+            });
+            let after = settled_memory(&mut con);
+            let bytes_per_entry = (after - before) as f64 / n as f64;
+            if scheme == Scheme::Module {
+                module_info = Some(HcInfo::read(&mut con));
+            }
+            say!(
+                "memory round {}/{}: {scheme:?} {bytes_per_entry:.1} B/entry",
+                round + 1,
+                cfg.rounds
+            );
+            per_entry.entry(scheme).or_default().push(bytes_per_entry);
+            flushall(&mut con);
+        }
+    }
+    let hc = &per_entry[&Scheme::Module];
+    let lua = &per_entry[&Scheme::SetsPerTag];
+    let plain = &per_entry[&Scheme::Plain];
+    let spread = Spread::of(&ratios(hc, lua));
+    let met = Goal::AtMost(1.0).met(spread.median);
+    report.goals.push(GoalCheck {
+        what: "memory per entry with 3 tags ÷ Lua scheme".into(),
+        value: format!(
+            "{} ({} vs {})",
+            report::ratio(spread.median),
+            bytes(median(hc)),
+            bytes(median(lua))
+        ),
+        goal: "≤ 1×".into(),
+        met,
+    });
+    let info = module_info
+        .map(|i| {
+            format!(
+                "{} entries, {} tags, {} (key, tag) links",
+                i.keys, i.tags, i.tag_links
+            )
+        })
+        .unwrap_or_default();
+    report.sections.push(Section {
+        title: "Server side: memory per entry".into(),
+        intro: vec![format!(
+            "`used_memory` after writing {} entries minus before, divided by {}; {}-byte \
+             values, keys `k:<12 digits>`, 3 distinct tags per entry drawn from a pool of {} \
+             (about {} keys per tag), the same tags for both schemes; filled with pipelines \
+             of {} writes, memory read once the subscribers had caught up. The Lua scheme \
+             (string + the key in one set per tag) is measured on plain Redis. {} rounds. \
+             Ratio = HC ÷ baseline (lower is better).",
+            thousands(n as f64),
+            thousands(n as f64),
+            cfg.value_size,
+            thousands(pool as f64),
+            thousands((3 * n / pool) as f64),
+            fill::PIPELINE,
+            cfg.rounds,
+        )],
+        header: [
+            "measure",
+            "bytes/entry",
+            "baseline",
+            "baseline bytes/entry",
+            "ratio",
+            "goal",
+            "met",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![
+            vec![
+                "HC.SET, 3 tags".into(),
+                bytes(median(hc)),
+                "Lua scheme: SET + SADD ×3".into(),
+                bytes(median(lua)),
+                ratio_spread(spread),
+                "≤ 1×".into(),
+                verdict(met),
+            ],
+            vec![
+                "HC.SET, 3 tags".into(),
+                bytes(median(hc)),
+                "plain SET, no tags (reference)".into(),
+                bytes(median(plain)),
+                ratio_spread(Spread::of(&ratios(hc, plain))),
+                "—".into(),
+                "—".into(),
+            ],
+        ],
+        charts: vec![],
+        notes: vec![format!(
+            "Module index after the fill (INFO hybridcache): {info}."
+        )],
+    });
+}
