@@ -33,6 +33,15 @@ struct DbIndex {
     pending: PendingRemovals,
 }
 
+/// Largest table rehashed to give memory back: rehashing costs time in proportion to the
+/// entries left, and must stay well under a millisecond of event-loop time.
+const MAX_SHRINK_LEN: usize = 16_384;
+
+/// Whether a table with `len` entries and room for `capacity` should give memory back.
+fn should_shrink(len: usize, capacity: usize) -> bool {
+    capacity > 64 && len < capacity / 4 && len <= MAX_SHRINK_LEN
+}
+
 /// Per-database map from tag to the keys that carry it.
 #[derive(Debug, Default)]
 pub struct TagIndex {
@@ -81,10 +90,10 @@ impl TagIndex {
             }
             if keys.is_empty() {
                 index.tags.remove(tag);
-                if index.tags.capacity() > 64 && index.tags.len() < index.tags.capacity() / 4 {
+                if should_shrink(index.tags.len(), index.tags.capacity()) {
                     index.tags.shrink_to_fit();
                 }
-            } else if keys.capacity() > 64 && keys.len() < keys.capacity() / 4 {
+            } else if should_shrink(keys.len(), keys.capacity()) {
                 keys.shrink_to_fit();
             }
         }

@@ -163,9 +163,8 @@ impl PendingRemovals {
             for key in &taken {
                 queued.keys.remove(key);
             }
-            if queued.keys.capacity() > 1024 && queued.keys.len() < queued.keys.capacity() / 8 {
-                queued.keys.shrink_to_fit();
-            }
+            // No shrinking while it drains: rehashing a large remainder would stall the event
+            // loop; the emptied set is freed in one go by `settle`.
             batch.extend(taken);
             if batch.len() >= max {
                 break;
