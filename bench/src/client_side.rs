@@ -623,7 +623,7 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
                     "- get_or_set: {} tasks calling for {} per run; {} hot keys are in Redis and L1 \
                      before the run; one call in {} asks for a fresh key (HC.FETCH miss, factory, \
                      HC.SET with a tag). Baseline: the same calls with `skip_l1(true)`, so every call \
-                     reads Redis (HC.FETCH).",
+                     reads Redis (HC.FETCH, over the handle's one multiplexed connection).",
                     cfg.gos_tasks,
                     duration(cfg.gos_duration),
                     thousands(cfg.gos_hot_keys as f64),
@@ -633,7 +633,8 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
                     "- Propagation: {} writes per round through handle A of a key handle B holds in \
                      L1; timed from A's `set` returning, B polled in a loop (spinning for 20 µs, then \
                      sleeping 20 µs between polls, so that the poller does not starve the server or B's \
-                     subscription task on this machine's cores).",
+                     subscription task on this machine's cores). A p50 near zero means B usually had \
+                     the event before A had its reply: the module publishes before it replies.",
                     cfg.propagation_writes
                 ),
                 format!(

@@ -361,7 +361,18 @@ pub fn deltag(cfg: &Config, pair: &Pair, report: &mut Report) {
         Chart {
             file: file.into(),
             title: title.into(),
-            svg: svg::line_chart(title, "keys in the tag", "ms", &series),
+            svg: svg::line_chart(
+                title,
+                "keys in the tag",
+                "ms",
+                &series,
+                (metric == Metric::Stall)
+                    .then(|| svg::Reference {
+                        y: STALL_GOAL_MS,
+                        label: format!("goal for HC.DELTAG: {STALL_GOAL_MS} ms"),
+                    })
+                    .as_ref(),
+            ),
         }
     };
     let charts = vec![
@@ -398,7 +409,8 @@ pub fn deltag(cfg: &Config, pair: &Pair, report: &mut Report) {
             "- **HC.DELTAG big**: one command.".into(),
             format!(
                 "- **(a) Lua scheme, client side**: SMEMBERS big, then DEL of the members in batches of {} \
-                 keys, DEL big, PUBLISH of the tag.",
+                 keys, DEL big, PUBLISH of the tag. (SMEMBERS builds its whole reply, and DEL of the set \
+                 frees all its members, each in one command: Redis' default `lazyfree-lazy-user-del no`.)",
                 thousands(DEL_BATCH as f64)
             ),
             "- **(b) one UNLINK** of every key and the set (the client knows the keys; the command is \

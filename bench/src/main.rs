@@ -62,6 +62,14 @@ fn command_line(program: &str, args: &[&str], dir: &Path) -> Option<String> {
         .then(|| text.lines().next().unwrap_or("").trim().to_string())
 }
 
+/// The 1-minute load average: the machine is shared, so this says how busy it was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -94,6 +102,10 @@ fn main() {
     let started = *START.get_or_init(Instant::now);
     let quick = std::env::var("QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let cfg = Config::new(quick);
+    let load_at_start = load_average();
+    let date = report::utc_now();
+    // Read when the module is copied: others may edit module/ while the run goes on.
+    let revision = module_revision(&workspace_root());
     let root = workspace_root();
     let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
         .ok()
@@ -160,7 +172,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let wall = started.elapsed();
     report.meta = vec![
-        ("date".into(), report::utc_now()),
+        ("date (start of the run)".into(), date),
         (
             "mode".into(),
             format!(
@@ -175,6 +187,10 @@ fn main() {
             ),
         ),
         ("cores (nproc)".into(), cores.to_string()),
+        (
+            "load average (1 min) at start / end".into(),
+            format!("{load_at_start} / {}", load_average()),
+        ),
         ("CPU".into(), cpu_model()),
         ("Redis".into(), redis_version),
         (
@@ -182,7 +198,7 @@ fn main() {
             command_line("redis-benchmark", &["--version"], &root)
                 .unwrap_or_else(|| "unknown".into()),
         ),
-        ("module source".into(), module_revision(&root)),
+        ("module source (at the start)".into(), revision),
         ("wall time of the run".into(), report::duration(wall)),
     ];
 

@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-const WIDTH: f64 = 720.0;
+const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 420.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 200.0;
+const RIGHT: f64 = 240.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 6] = [
@@ -75,12 +75,20 @@ fn decades(lo: f64, hi: f64) -> (i32, i32) {
     (lo, hi)
 }
 
+/// A horizontal line across a chart, e.g. a goal.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub y: f64,
+    pub label: String,
+}
+
 /// A line chart with logarithmic axes; points that are not positive are left out.
 pub fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
+    reference: Option<&Reference>,
 ) -> String {
     let points = series
         .iter()
@@ -92,6 +100,10 @@ pub fn line_chart(
         x_hi = x_hi.max(x);
         y_lo = y_lo.min(y);
         y_hi = y_hi.max(y);
+    }
+    if let Some(r) = reference.filter(|r| r.y > 0.0) {
+        y_lo = y_lo.min(r.y);
+        y_hi = y_hi.max(r.y);
     }
     if x_lo > x_hi {
         (x_lo, x_hi, y_lo, y_hi) = (1.0, 10.0, 1.0, 10.0);
@@ -128,6 +140,19 @@ pub fn line_chart(
         );
     }
     axes(&mut out, x_label, y_label);
+    if let Some(r) = reference.filter(|r| r.y > 0.0) {
+        let y = py(r.y);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#555\" \
+             stroke-dasharray=\"6 4\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" \
+             fill=\"#555\">{}</text>",
+            LEFT + plot_w,
+            LEFT + plot_w - 4.0,
+            y - 5.0,
+            escape(&r.label)
+        );
+    }
     for (i, (_, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let coords: Vec<String> = pts
@@ -272,7 +297,12 @@ mod tests {
                 ("a".into(), vec![(1e3, 0.5), (1e6, 800.0)]),
                 ("b".into(), vec![(1e3, 0.0)]),
             ],
+            Some(&Reference {
+                y: 10.0,
+                label: "goal".into(),
+            }),
         );
+        assert!(line.contains("stroke-dasharray"));
         assert!(line.starts_with("<svg") && line.ends_with("</svg>\n"));
         assert!(line.contains("t &lt;1&gt;"));
         assert_eq!(line.matches("<polyline").count(), 2);
