@@ -142,7 +142,13 @@ mod tests {
 
     fn entry(value: &[u8], tags: &[&str], version: u64) -> Entry {
         let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_bytes()).collect();
-        Entry::new(value, &tags, version).unwrap()
+        // A refused entry becomes an impossible one, so that the assertions on it fail.
+        Entry::new(value, &tags, version).unwrap_or(Entry {
+            data: Box::default(),
+            value_len: u32::MAX,
+            version: u64::MAX,
+            dead: AtomicBool::new(true),
+        })
     }
 
     #[test]
