@@ -178,3 +178,49 @@ pub fn wait_removals_done(con: &mut Connection) {
         || crate::info::info_i64(con, "hybridcache", "hybridcache_pending_removals") == 0,
     );
 }
+
+/// Writes 4,000 entries of 1 KB (`key:0..4000`, tags `t` and `group:<i % 3>`) under a
+/// `maxmemory` 2 MB above the current use with `allkeys-lru`, so that Redis evicts some;
+/// then lifts the limit (any command may evict while memory is over it, SCAN pages included).
+/// Returns the keys written, in order.
+///
+/// # Panics
+/// When no key was evicted.
+pub fn fill_past_maxmemory(con: &mut Connection) -> Vec<String> {
+    let used = crate::info::info_i64(con, "memory", "used_memory");
+    let _: () = query(
+        con,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(used + 2 * 1024 * 1024)
+            .arg("maxmemory-policy")
+            .arg("allkeys-lru"),
+    );
+    let value = vec![b'x'; 1000];
+    let mut written = Vec::new();
+    for batch in 0..40 {
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            let key = format!("key:{}", batch * 100 + i);
+            pipe.cmd(command::SET)
+                .arg(&key)
+                .arg(value.as_slice())
+                .arg(command::option::TAGS)
+                .arg("t")
+                .arg(format!("group:{}", i % 3))
+                .ignore();
+            written.push(key);
+        }
+        let _: () = pipe
+            .query(con)
+            .unwrap_or_else(|e| panic!("HC.SET under maxmemory failed: {e}"));
+    }
+    let _: () = query(con, redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0));
+    let evicted = crate::info::info_i64(con, "stats", "evicted_keys");
+    assert!(
+        evicted > 0,
+        "no eviction after writing 4000 x 1 KB under a 2 MB limit"
+    );
+    written
+}

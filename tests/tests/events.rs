@@ -3,10 +3,9 @@
 
 use hybridcache_protocol::{command, Change, InvalidationEvent, Name, Op, CHANNEL_CONFIG};
 use hybridcache_tests::hc::{
-    all_keys, call, hc_del, hc_deltag, hc_get, hc_set, hc_set_with, query, select, tagcard,
-    tagkeys, tags,
+    all_keys, call, fill_past_maxmemory, hc_del, hc_deltag, hc_get, hc_set, hc_set_with, query,
+    select, tagcard, tagkeys, tags,
 };
-use hybridcache_tests::info::info_i64;
 use hybridcache_tests::subscriber::{assert_consecutive, event_keys, event_tags};
 use hybridcache_tests::{HcInfo, RedisServer, Subscriber, EVENT_TIMEOUT, QUIET_PERIOD};
 use std::time::Duration;
@@ -249,40 +248,7 @@ fn plain_commands_on_plain_keys_publish_nothing() {
 #[test]
 fn eviction_publishes_a_removed_event_for_each_evicted_key() {
     let (_server, mut con, sub) = setup();
-    let used = info_i64(&mut con, "memory", "used_memory");
-    let _: () = query(
-        &mut con,
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory")
-            .arg(used + 2 * 1024 * 1024)
-            .arg("maxmemory-policy")
-            .arg("allkeys-lru"),
-    );
-    let value = vec![b'x'; 1000];
-    let mut written = Vec::new();
-    for batch in 0..40 {
-        let mut pipe = redis::pipe();
-        for i in 0..100 {
-            let key = format!("key:{}", batch * 100 + i);
-            pipe.cmd(command::SET)
-                .arg(&key)
-                .arg(value.as_slice())
-                .arg("TAGS")
-                .arg("t")
-                .ignore();
-            written.push(key);
-        }
-        let _: () = pipe.query(&mut con).unwrap();
-    }
-    // Any command can evict while memory is over the limit (SCAN pages included): lift
-    // the limit before measuring.
-    let _: () = query(
-        &mut con,
-        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0),
-    );
-    let evicted = info_i64(&mut con, "stats", "evicted_keys");
-    assert!(evicted > 0, "no eviction happened");
+    let written = fill_past_maxmemory(&mut con);
     let surviving = all_keys(&mut con);
     let mut expected_removed: Vec<String> = written
         .iter()

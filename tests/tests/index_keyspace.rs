@@ -3,8 +3,8 @@
 //! overwrite by another command, and databases stay apart.
 
 use hybridcache_tests::hc::{
-    all_keys, call, exists, hc_deltag, hc_get, hc_set, hc_set_with, query, select, tagcard,
-    tagkeys, tags, wait_removals_done,
+    all_keys, call, exists, fill_past_maxmemory, hc_deltag, hc_get, hc_set, hc_set_with, query,
+    select, tagcard, tagkeys, tags, wait_removals_done,
 };
 use hybridcache_tests::info::info_i64;
 use hybridcache_tests::{wait_until, HcInfo, RedisServer};
@@ -97,46 +97,8 @@ fn expire_in_the_past_removes_the_key_from_its_tags_at_once() {
 #[test]
 fn eviction_keeps_the_index_equal_to_the_surviving_keys() {
     let (_server, mut con) = server();
-    let used = info_i64(&mut con, "memory", "used_memory");
-    let _: () = query(
-        &mut con,
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory")
-            .arg(used + 2 * 1024 * 1024)
-            .arg("maxmemory-policy")
-            .arg("allkeys-lru"),
-    );
-    let value = vec![b'x'; 1000];
-    let mut written = Vec::new();
-    for batch in 0..40 {
-        let mut pipe = redis::pipe();
-        for i in 0..100 {
-            let key = format!("key:{}", batch * 100 + i);
-            pipe.cmd(hybridcache_protocol::command::SET)
-                .arg(&key)
-                .arg(value.as_slice())
-                .arg("TAGS")
-                .arg("t")
-                .arg(format!("group:{}", i % 3))
-                .ignore();
-            written.push(key);
-        }
-        let _: () = pipe
-            .query(&mut con)
-            .unwrap_or_else(|e| panic!("HC.SET under maxmemory failed: {e}"));
-    }
-    // Any command can evict while memory is over the limit (SCAN pages included): lift
-    // the limit before measuring.
-    let _: () = query(
-        &mut con,
-        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0),
-    );
+    let written = fill_past_maxmemory(&mut con);
     let evicted = info_i64(&mut con, "stats", "evicted_keys");
-    assert!(
-        evicted > 0,
-        "no eviction after writing 4000 x 1 KB under a 2 MB limit"
-    );
     let surviving = all_keys(&mut con);
     assert_eq!(
         surviving.len() as i64 + evicted,
