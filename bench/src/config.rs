@@ -35,6 +35,9 @@ pub struct Config {
     pub deltag_sizes: Vec<u64>,
     /// Rounds at each size (the biggest sizes take long to fill).
     pub deltag_rounds: fn(u64) -> usize,
+    /// How long the PING prober runs on the idle server to show the machine's noise floor
+    /// (about as long as HC.DELTAG of the biggest size takes to reclaim memory).
+    pub idle_window: Duration,
     /// Longest wait for used_memory to come back near its pre-fill level.
     pub reclaim_timeout: Duration,
 
@@ -75,6 +78,7 @@ impl Config {
                 tag_pool: 500,
                 deltag_sizes: vec![1_000, 100_000],
                 deltag_rounds: |_| 3,
+                idle_window: Duration::from_secs(1),
                 reclaim_timeout: Duration::from_secs(30),
                 l1_reads: 100_000,
                 rtt_reads: 5_000,
@@ -100,6 +104,7 @@ impl Config {
                 tag_pool: 1_000,
                 deltag_sizes: vec![1_000, 100_000, 1_000_000],
                 deltag_rounds: |size| if size >= 1_000_000 { 3 } else { 5 },
+                idle_window: Duration::from_secs(5),
                 reclaim_timeout: Duration::from_secs(120),
                 l1_reads: 200_000,
                 rtt_reads: 10_000,

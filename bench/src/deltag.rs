@@ -276,7 +276,12 @@ fn measure(cfg: &Config, pair: &Pair, method: Method, size: u64) -> Outcome {
 /// Runs every size and method, and adds the section and its charts.
 pub fn deltag(cfg: &Config, pair: &Pair, report: &mut Report) {
     let methods = [Method::DelTag, Method::SmembersDel, Method::Unlink];
-    let idle = idle_stall(pair.module, Duration::from_secs(1));
+    let idle = idle_stall(pair.module, cfg.idle_window);
+    say!(
+        "deltag: longest PING on the idle server over {:?}: {}",
+        cfg.idle_window,
+        report::duration(idle)
+    );
     let mut outcomes: HashMap<(u64, Method), Vec<Outcome>> = HashMap::new();
     for &size in &cfg.deltag_sizes {
         let rounds = (cfg.deltag_rounds)(size);
@@ -419,11 +424,13 @@ pub fn deltag(cfg: &Config, pair: &Pair, report: &mut Report) {
             format!(
                 "Reply time: from sending the first command to the last reply. Stall: the longest PING \
                  round trip of a separate connection sending PING in a loop (100 µs apart) from before \
-                 the deletion until memory is reclaimed (idle noise floor on this machine: {}). Memory \
+                 the deletion until memory is reclaimed (noise floor: the longest PING on the idle \
+                 server over {} was {}). Memory \
                  reclaimed: from the first command until used_memory (polled every 2 ms) is within {}% \
                  of the fill's growth (at least 64 KiB) above the pre-fill level; given up after {} (shown as \"> …\"). \
                  Two subscribers listen on each server. Rounds: {}. Ratio = HC.DELTAG ÷ baseline \
                  (lower is better).",
+                report::duration(cfg.idle_window),
                 report::duration(idle),
                 RECLAIMED_WITHIN * 100.0,
                 seconds(timeout),
