@@ -115,6 +115,9 @@ impl Metric {
 struct Prober {
     stop: Arc<AtomicBool>,
     longest_ns: Arc<AtomicU64>,
+    /// PINGs answered so far, and how many had been at the last reset.
+    answered: Arc<AtomicU64>,
+    answered_at_reset: u64,
     thread: JoinHandle<()>,
 }
 
@@ -123,7 +126,8 @@ impl Prober {
         let mut con = server.connection();
         let stop = Arc::new(AtomicBool::new(false));
         let longest_ns = Arc::new(AtomicU64::new(0));
-        let (flag, longest) = (stop.clone(), longest_ns.clone());
+        let answered = Arc::new(AtomicU64::new(0));
+        let (flag, longest, count) = (stop.clone(), longest_ns.clone(), answered.clone());
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 let t = Instant::now();
@@ -132,23 +136,35 @@ impl Prober {
                     .unwrap_or_else(|e| panic!("prober PING failed: {e}"));
                 let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 longest.fetch_max(ns, Ordering::Relaxed);
+                count.fetch_add(1, Ordering::Release);
                 std::thread::sleep(PROBE_INTERVAL);
             }
         });
         Self {
             stop,
             longest_ns,
+            answered,
+            answered_at_reset: 0,
             thread,
         }
     }
 
     /// Forgets the round trips seen so far.
-    fn reset(&self) {
+    fn reset(&mut self) {
+        self.answered_at_reset = self.answered.load(Ordering::Acquire);
         self.longest_ns.store(0, Ordering::Relaxed);
     }
 
-    /// Stops the prober; the longest round trip since the last reset.
+    /// Stops the prober once a PING sent after the last reset was answered (a deletion
+    /// shorter than one round trip still gets a sample); the longest round trip since the
+    /// reset.
     fn stop(self) -> Duration {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.answered.load(Ordering::Acquire) < self.answered_at_reset + 2
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(PROBE_INTERVAL);
+        }
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .join()
@@ -173,7 +189,7 @@ fn measure(cfg: &Config, pair: &Pair, method: Method, size: u64) -> Outcome {
     let mut con = server.connection();
     // Every connection of the measurement exists before the pre-fill level is read.
     let mut poll_con = server.connection();
-    let prober = Prober::start(server);
+    let mut prober = Prober::start(server);
     flushall(&mut con);
     let before = settled_memory(&mut con);
     let scheme = if method == Method::DelTag {
