@@ -21,6 +21,7 @@ pub mod keyspace;
 pub mod pending;
 pub mod publisher;
 pub mod removal;
+pub mod role;
 pub mod sequencer;
 pub mod set_options;
 pub mod state;
@@ -32,7 +33,7 @@ pub const MODULE_VERSION: i32 = 100;
 #[cfg(not(test))]
 mod registration {
     use crate::commands::{delete, read, set, tag_query};
-    use crate::{config, datatype::HC_TYPE, info, keyspace, publisher, MODULE_VERSION};
+    use crate::{config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION};
     use hybridcache_protocol::{command, MODULE_NAME};
     use redis_module::raw::ModuleOptions;
     use redis_module::{redis_module, Context, RedisString, Status};
@@ -47,6 +48,10 @@ mod registration {
         }
         publisher::init(ctx);
         if let Err(e) = keyspace::subscribe_server_events(ctx) {
+            ctx.log_warning(&format!("hybridcache: {e}"));
+            return Status::Err;
+        }
+        if let Err(e) = role::init(ctx) {
             ctx.log_warning(&format!("hybridcache: {e}"));
             return Status::Err;
         }

@@ -1,6 +1,7 @@
 //! Publishing invalidation events on the configured channel.
 
 use crate::config::CHANNEL;
+use crate::role;
 use crate::state::{is_loading, with_state};
 use hybridcache_protocol::{Change, Op};
 use redis_module::{raw, Context};
@@ -21,9 +22,10 @@ pub fn init(ctx: &Context) {
 }
 
 /// Publishes one event for a change that has just been made. Nothing is published while
-/// a dataset loads; the load ends with one "loaded" event instead.
+/// a dataset loads; the load ends with one "loaded" event instead. A replica in a cluster
+/// publishes nothing (see [`role`]).
 pub fn publish(db: Option<i32>, op: Op, change: Change) {
-    if is_loading() {
+    if is_loading() || !role::publishes() {
         return;
     }
     let seq = with_state(|s| s.sequencer.allocate());
@@ -32,7 +34,7 @@ pub fn publish(db: Option<i32>, op: Op, change: Change) {
 
 /// Publishes an event under a number taken earlier with `Sequencer::allocate`.
 pub fn publish_numbered(seq: u64, db: Option<i32>, op: Op, change: Change) {
-    if is_loading() {
+    if is_loading() || !role::publishes() {
         return;
     }
     let db = db.and_then(|d| u32::try_from(d).ok());

@@ -78,6 +78,9 @@ pub enum Op {
     Swapdb,
     /// The dataset was (re)loaded: `DEBUG RELOAD`, a restart, a full sync from a primary.
     Loaded,
+    /// This server has just become a primary (failover, `REPLICAOF NO ONE`): writes its
+    /// old primary acknowledged may be lost, so `kind` is flush.
+    Promoted,
     /// An op this version does not know (from a newer module); act on `kind`.
     #[serde(other)]
     Unknown,

@@ -236,3 +236,22 @@ fn promoted_replica_publishes_its_own_events() {
     assert_eq!(event.op, Op::Deltag);
     assert_eq!(event.origin, HcInfo::read(&mut rcon).origin);
 }
+
+#[test]
+fn promotion_announces_a_flush_to_the_replicas_subscribers() {
+    let (primary, replica) = primary_and_replica();
+    let sub = Subscriber::new(&replica);
+    hc_set(&mut primary.connection(), "k", "v", &["t"]);
+    let _ = sub.expect_event("set k replicated");
+    drop(primary);
+    let mut rcon = replica.connection();
+    let _: () = query(&mut rcon, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
+    let event = sub.expect_event("promoted");
+    assert_eq!(event.op, Op::Promoted, "{event:?}");
+    assert_eq!(event.change, hybridcache_protocol::Change::Flush);
+    assert_eq!(event.db, None);
+    assert_eq!(event.origin, HcInfo::read(&mut rcon).origin);
+    sub.assert_no_event(QUIET_PERIOD);
+    // The data stays: the flush tells readers to re-read, it removes nothing.
+    assert_eq!(hc_get_str(&mut rcon, "k").as_deref(), Some("v"));
+}
