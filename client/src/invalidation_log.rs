@@ -42,15 +42,20 @@ pub(crate) fn key_event_hits(
     entry_origin != Some(origin) || seq > version
 }
 
-/// Does a tag event invalidate an entry carrying the tag? Not when the entry was written
-/// after the tag was removed.
+/// Does a tag event invalidate an entry carrying the tag? Only an event of the server the
+/// entry was read from (a tag removal on one cluster node removes that node's keys only),
+/// and not when the entry was written after the tag was removed. Entries that never came
+/// from Redis are hit by any removal of their tags.
 pub(crate) fn tag_event_hits(
     entry_origin: Option<&str>,
     version: u64,
     origin: &str,
     seq: u64,
 ) -> bool {
-    entry_origin != Some(origin) || seq >= version
+    match entry_origin {
+        None => true,
+        Some(entry_origin) => entry_origin == origin && seq >= version,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +192,19 @@ mod tests {
         assert!(log.affects(mark, "k", &tags(&["a", "t"]), Some("o"), 19));
         assert!(!log.affects(mark, "k", &tags(&["t"]), Some("o"), 21));
         assert!(!log.affects(mark, "k", &tags(&["a"]), Some("o"), 19));
+    }
+
+    #[test]
+    fn tag_events_of_another_server_do_not_affect_its_entries() {
+        let log = InvalidationLog::default();
+        let mark = log.mark();
+        log.push(Record::Tags {
+            origin: "p".into(),
+            seq: 20,
+            tags: tags(&["t"]),
+        });
+        assert!(!log.affects(mark, "k", &tags(&["t"]), Some("o"), 1));
+        assert!(log.affects(mark, "k", &tags(&["t"]), None, 0));
     }
 
     #[test]

@@ -79,9 +79,9 @@ pub(crate) enum Capacity {
 pub(crate) struct L1 {
     cache: Cache<String, Arc<L1Entry>, foldhash::fast::RandomState>,
     epoch: AtomicU64,
-    /// Tag → (origin, seq) of its last removal: entries with the tag and an older version
-    /// are no longer served.
-    tag_marks: RwLock<HashMap<String, (Arc<str>, u64)>>,
+    /// Tag → (origin, seq) of its last removal on each server that removed it: entries
+    /// read from that server with the tag and an older version are no longer served.
+    tag_marks: RwLock<HashMap<String, Vec<(Arc<str>, u64)>>>,
 }
 
 impl L1 {
@@ -134,8 +134,10 @@ impl L1 {
             return false;
         }
         entry.tags.iter().any(|tag| {
-            marks.get(tag).is_some_and(|(origin, seq)| {
-                tag_event_hits(entry.origin(), entry.version, origin, *seq)
+            marks.get(tag).is_some_and(|removals| {
+                removals
+                    .iter()
+                    .any(|(origin, seq)| tag_event_hits(entry.origin(), entry.version, origin, *seq))
             })
         })
     }
@@ -157,7 +159,11 @@ impl L1 {
             self.clear();
             return;
         }
-        marks.insert(tag, (origin, seq));
+        let removals = marks.entry(tag).or_default();
+        match removals.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, last)) => *last = (*last).max(seq),
+            None => removals.push((origin, seq)),
+        }
     }
 
     /// Entries with any of `tags`, as of now, are removed (the writer's own tag removal).

@@ -91,8 +91,13 @@ impl Shared {
         bump(&self.counters.l1_flushes);
     }
 
-    /// Checks `seq` against the last one of its origin: a gap, or a new origin while another
-    /// one was seen (a restarted or failed-over server), means events were missed.
+    /// Checks `seq` against the last one of its origin: a gap means events were missed.
+    ///
+    /// An origin seen for the first time is not a gap: in a cluster every primary numbers
+    /// its events on its own, and everything published since the subscription was confirmed
+    /// has arrived. A server that restarted or took over from a failed primary is covered
+    /// elsewhere: the subscription to a restarted server drops (L1 reset), and a promoted
+    /// replica announces itself with a flush event.
     fn missed_events(&self, origin: &Arc<str>, seq: u64) -> bool {
         let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
         match last.get_mut(origin) {
@@ -107,10 +112,8 @@ impl Shared {
                 true
             }
             None => {
-                let other_origin_seen = !last.is_empty();
-                last.clear();
                 last.insert(origin.clone(), seq);
-                other_origin_seen
+                false
             }
         }
     }

@@ -360,12 +360,13 @@ async fn a_gap_in_sequence_numbers_marks_l1_stale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_from_another_origin_marks_l1_stale() {
+async fn events_of_another_origin_are_numbered_on_their_own() {
+    // In a cluster every primary numbers its events: a first event of another origin is
+    // not a gap, a gap in that origin's numbers is.
     let server = RedisServer::new();
     let mut con = server.connection();
     let h = build(builder(&server)).await;
     h.set("k", 1u32, EntryOptions::new()).await.unwrap();
-    // The handle has seen an event of the server's origin (its own write's).
     wait_event(&h, 0).await;
     assert_l1_hit(&h, "k", 1).await;
 
@@ -375,8 +376,36 @@ async fn an_event_from_another_origin_marks_l1_stale() {
     } else {
         "0123456789abcdef"
     };
+    for seq in [7, 8] {
+        let before = h.stats();
+        publish(&mut con, &keys_event(other, seq, "unrelated"));
+        wait_event(&h, before.events_received).await;
+        assert_eq!(h.stats().l1_flushes, before.l1_flushes, "seq {seq}");
+        assert_l1_hit(&h, "k", 1).await;
+    }
     let before = h.stats();
-    publish(&mut con, &keys_event(other, 1, "unrelated"));
+    publish(&mut con, &keys_event(other, 10, "unrelated"));
+    wait_event(&h, before.events_received).await;
+    assert!(h.stats().l1_flushes > before.l1_flushes, "{:?}", h.stats());
+    assert_read_from_redis(&h, "k", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_clears_l1() {
+    let primary = RedisServer::new();
+    let replica = RedisServer::builder().replica_of(&primary).start();
+    replica.wait_in_sync_with(&primary);
+    // The handle is subscribed on the replica, as an instance reading from it would be.
+    let h = build(builder(&replica)).await;
+    hc::hc_set(&mut primary.connection(), "k", "1", &[]);
+    replica.wait_in_sync_with(&primary);
+    assert_read_from_redis(&h, "k", 1).await;
+    assert_l1_hit(&h, "k", 1).await;
+
+    let before = h.stats();
+    drop(primary);
+    let mut rcon = replica.connection();
+    let _: () = query(&mut rcon, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
     wait_event(&h, before.events_received).await;
     assert!(h.stats().l1_flushes > before.l1_flushes, "{:?}", h.stats());
     assert_read_from_redis(&h, "k", 1).await;
