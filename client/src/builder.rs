@@ -5,13 +5,15 @@ use crate::coalesce::Coalescer;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::l1::{Capacity, L1};
-use crate::l2::L2;
+use crate::l2::{Connection, L2};
+use crate::nodes::Nodes;
 use crate::options::EntryOptions;
 use crate::shared::Shared;
 use crate::subscription::{Subscription, Timing};
 use hybridcache_protocol::DEFAULT_CHANNEL;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::ProtocolVersion;
+use redis::cluster::ClusterClientBuilder;
+use redis::{ConnectionInfo, ProtocolVersion};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -20,7 +22,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is awaited"]
 pub struct HybridCacheBuilder {
-    target: Result<redis::Client>,
+    target: Result<Target>,
     capacity: Capacity,
     defaults: EntryOptions,
     namespace: String,
@@ -31,8 +33,26 @@ pub struct HybridCacheBuilder {
     command_timeout: Duration,
 }
 
+/// Where the cache's Redis is.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Single(redis::Client),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<ConnectionInfo>),
+}
+
+/// `info` speaking RESP3: redis-rs then notices a closed connection at once and reconnects,
+/// instead of on the next command.
+fn resp3(info: &ConnectionInfo) -> ConnectionInfo {
+    info.clone().set_redis_settings(
+        info.redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3),
+    )
+}
+
 impl HybridCacheBuilder {
-    pub(crate) fn new(target: Result<redis::Client>) -> Self {
+    pub(crate) fn new(target: Result<Target>) -> Self {
         Self {
             target,
             capacity: Capacity::Entries(10_000),
@@ -119,38 +139,52 @@ impl HybridCacheBuilder {
     /// that no invalidation can be missed by what L1 will serve. Must run inside a Tokio
     /// runtime (the subscription runs as a task of it).
     pub async fn build(self) -> Result<HybridCache> {
-        let client = self.target?;
         if self.channel.is_empty() {
             return Err(Error::Config("the channel name is empty".into()));
         }
-        let info = client.get_connection_info().clone();
-        let db = u32::try_from(info.redis_settings().db())
-            .map_err(|_| Error::Config("negative database number".into()))?;
-        // RESP3 on both connections: redis-rs then notices a closed connection at once and
-        // reconnects, instead of on the next command.
-        let resp3 = info.clone().set_redis_settings(
-            info.redis_settings()
-                .clone()
-                .set_protocol(ProtocolVersion::RESP3),
-        );
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.command_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(self.command_timeout);
-        let redis =
-            ConnectionManager::new_with_config(redis::Client::open(resp3.clone())?, manager_config)
+        let (redis, nodes, db) = match self.target? {
+            Target::Single(client) => {
+                let info = client.get_connection_info().clone();
+                let db = u32::try_from(info.redis_settings().db())
+                    .map_err(|_| Error::Config("negative database number".into()))?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.command_timeout))
+                    .set_response_timeout(Some(self.command_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(self.command_timeout);
+                let con = ConnectionManager::new_with_config(
+                    redis::Client::open(resp3(&info))?,
+                    manager_config,
+                )
                 .await?;
+                (Connection::Single(con), Nodes::single(resp3(&info)), db)
+            }
+            Target::Cluster(seeds) => {
+                if seeds.is_empty() {
+                    return Err(Error::Config("no cluster node given".into()));
+                }
+                if seeds.iter().any(|s| s.redis_settings().db() != 0) {
+                    return Err(Error::Config("a Redis Cluster has only database 0".into()));
+                }
+                let client = ClusterClientBuilder::new(seeds.clone())
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .connection_timeout(self.command_timeout)
+                    .response_timeout(self.command_timeout)
+                    .build()?;
+                let con = client.get_async_connection().await?;
+                let seeds = seeds.iter().map(resp3).collect();
+                (Connection::Cluster(con), Nodes::cluster(seeds), 0)
+            }
+        };
         let redis = L2 {
             con: redis,
             timeout: self.command_timeout,
         };
-        let subscriber = redis::Client::open(resp3)?;
         let shared = Arc::new(Shared::new(L1::new(self.capacity), self.namespace, db));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(
             Subscription {
-                client: subscriber,
+                nodes,
                 channel: self.channel,
                 timing: self.timing,
                 shared: shared.clone(),

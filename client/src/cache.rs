@@ -1,6 +1,6 @@
 //! The cache handle and its operations.
 
-use crate::builder::HybridCacheBuilder;
+use crate::builder::{HybridCacheBuilder, Target};
 use crate::coalesce::Coalescer;
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -79,12 +79,51 @@ impl std::fmt::Debug for HybridCache {
 impl HybridCache {
     /// A builder for a cache on the Redis at `url` (e.g. `redis://127.0.0.1:6379/0`).
     pub fn builder(url: impl IntoConnectionInfo) -> HybridCacheBuilder {
-        HybridCacheBuilder::new(redis::Client::open(url).map_err(Error::from))
+        HybridCacheBuilder::new(
+            redis::Client::open(url)
+                .map(Target::Single)
+                .map_err(Error::from),
+        )
     }
 
     /// A builder for a cache on an existing client's Redis.
     pub fn builder_for_client(client: redis::Client) -> HybridCacheBuilder {
-        HybridCacheBuilder::new(Ok(client))
+        HybridCacheBuilder::new(Ok(Target::Single(client)))
+    }
+
+    /// A builder for a cache on a Redis Cluster, given some of its nodes (any node will do;
+    /// the rest are discovered).
+    ///
+    /// Key operations go to the primary owning the key's slot (following `MOVED`/`ASK`
+    /// during resharding); [`remove_by_tag`](Self::remove_by_tag) runs on every primary
+    /// and adds up the counts. The invalidation subscription is held on one node (every
+    /// node receives every primary's events over the cluster bus), moves to another node if
+    /// that one fails, and is dropped, with L1, while the node reports the cluster down.
+    ///
+    /// ```no_run
+    /// use hybridcache::HybridCache;
+    ///
+    /// # async fn example() -> Result<(), hybridcache::Error> {
+    /// let cache = HybridCache::cluster_builder([
+    ///     "redis://127.0.0.1:7000/",
+    ///     "redis://127.0.0.1:7001/",
+    /// ])
+    /// .namespace("shop:")
+    /// .build()
+    /// .await?;
+    /// cache.remove_by_tag("category:lighting").await?; // on every shard
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder<I>(nodes: I) -> HybridCacheBuilder
+    where
+        I: IntoIterator,
+        I::Item: IntoConnectionInfo,
+    {
+        let seeds: redis::RedisResult<Vec<_>> = nodes
+            .into_iter()
+            .map(IntoConnectionInfo::into_connection_info)
+            .collect();
+        HybridCacheBuilder::new(seeds.map(Target::Cluster).map_err(Error::from))
     }
 
     /// The cache's counters.

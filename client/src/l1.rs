@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// Tag removals remembered; beyond this the marks are dropped and L1 is cleared instead.
 const MAX_TAG_MARKS: usize = 100_000;
 
+/// The (origin, seq) of the event that removed a tag's keys on one server.
+type TagRemoval = (Arc<str>, u64);
+
 /// A decoded value, shared by every reader.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
@@ -81,7 +84,7 @@ pub(crate) struct L1 {
     epoch: AtomicU64,
     /// Tag → (origin, seq) of its last removal on each server that removed it: entries
     /// read from that server with the tag and an older version are no longer served.
-    tag_marks: RwLock<HashMap<String, Vec<(Arc<str>, u64)>>>,
+    tag_marks: RwLock<HashMap<String, Vec<TagRemoval>>>,
 }
 
 impl L1 {
@@ -135,9 +138,9 @@ impl L1 {
         }
         entry.tags.iter().any(|tag| {
             marks.get(tag).is_some_and(|removals| {
-                removals
-                    .iter()
-                    .any(|(origin, seq)| tag_event_hits(entry.origin(), entry.version, origin, *seq))
+                removals.iter().any(|(origin, seq)| {
+                    tag_event_hits(entry.origin(), entry.version, origin, *seq)
+                })
             })
         })
     }

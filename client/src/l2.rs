@@ -4,7 +4,9 @@
 use crate::error::{Error, Result};
 use hybridcache_protocol::command;
 use redis::aio::ConnectionManager;
-use redis::{Cmd, FromRedisValue};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{Cmd, FromRedisValue, RedisResult};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +22,34 @@ pub(crate) struct Fetched {
 
 type FetchReply = Option<(Vec<u8>, Vec<String>, i64, String, u64)>;
 
-/// The command connection.
+/// The command connection: to one server, or to a cluster (commands routed by key slot).
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn send<T: FromRedisValue>(&self, cmd: &Cmd, everywhere: bool) -> RedisResult<T> {
+        match self {
+            Connection::Single(con) => cmd.query_async(&mut con.clone()).await,
+            Connection::Cluster(con) if everywhere => {
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::Aggregate(AggregateOp::Sum)),
+                ));
+                let value = con.clone().route_command(cmd.clone(), routing).await?;
+                T::from_redis_value(value).map_err(Into::into)
+            }
+            Connection::Cluster(con) => cmd.query_async(&mut con.clone()).await,
+        }
+    }
+}
+
+/// The command connection and its timeout.
 #[derive(Clone)]
 pub(crate) struct L2 {
-    pub con: ConnectionManager,
+    pub con: Connection,
     pub timeout: Duration,
 }
 
@@ -31,11 +57,17 @@ impl L2 {
     /// Runs `cmd`; a connection found dead (e.g. after a server restart) is reconnected and
     /// the command sent once more, within the same deadline.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        self.query_on(cmd, false).await
+    }
+
+    /// Like `query`; with `everywhere`, a cluster runs `cmd` on every primary and the
+    /// integer replies are summed.
+    async fn query_on<T: FromRedisValue>(&self, cmd: &Cmd, everywhere: bool) -> Result<T> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
         loop {
-            let mut con = self.con.clone();
-            let attempt = tokio::time::timeout_at(deadline, cmd.query_async::<T>(&mut con)).await;
+            let attempt =
+                tokio::time::timeout_at(deadline, self.con.send::<T>(cmd, everywhere)).await;
             match attempt {
                 Err(_) => return Err(Error::Timeout(self.timeout)),
                 Ok(Ok(value)) => return Ok(value),
@@ -90,7 +122,10 @@ impl L2 {
         Ok(removed > 0)
     }
 
+    /// Removes the keys of `tags`; in a cluster on every primary (each removes its own keys),
+    /// with the counts summed.
     pub async fn deltag(&self, tags: &[String]) -> Result<u64> {
-        self.query(redis::cmd(command::DELTAG).arg(tags)).await
+        self.query_on(redis::cmd(command::DELTAG).arg(tags), true)
+            .await
     }
 }

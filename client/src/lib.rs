@@ -43,6 +43,7 @@ mod format;
 mod invalidation_log;
 mod l1;
 mod l2;
+mod nodes;
 mod options;
 mod shared;
 mod stats;

@@ -1,6 +1,9 @@
 //! The subscription to the invalidation channel: one per cache, on its own RESP3 connection,
-//! health-checked with PING, re-established with backoff. While it is down, L1 serves nothing.
+//! health-checked with PING (in a cluster: `CLUSTER INFO`, which must say the cluster is
+//! up), re-established with backoff (in a cluster: on the next known node). While it is
+//! down, L1 serves nothing.
 
+use crate::nodes::{cluster_state_ok, Nodes};
 use crate::shared::Shared;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use std::sync::Arc;
@@ -20,7 +23,7 @@ pub(crate) struct Timing {
 }
 
 pub(crate) struct Subscription {
-    pub client: redis::Client,
+    pub nodes: Nodes,
     pub channel: String,
     pub timing: Timing,
     pub shared: Arc<Shared>,
@@ -60,8 +63,14 @@ impl Subscription {
             .set_connection_timeout(Some(self.timing.ping_timeout))
             .set_response_timeout(Some(self.timing.ping_timeout))
             .set_push_sender(tx);
-        let mut con = match self
-            .client
+        let Some(node) = self.nodes.next() else {
+            return Ended::Lost("no node to subscribe on".into());
+        };
+        let client = match redis::Client::open(node) {
+            Ok(client) => client,
+            Err(e) => return Ended::Lost(format!("node address: {e}")),
+        };
+        let mut con = match client
             .get_multiplexed_async_connection_with_config(&config)
             .await
         {
@@ -70,6 +79,21 @@ impl Subscription {
         };
         if let Err(e) = con.subscribe(&self.channel).await {
             return Ended::Lost(format!("subscribe: {e}"));
+        }
+        if self.nodes.cluster {
+            // Subscribed first, so that nothing published from here on is missed; only
+            // then is the cluster asked whether it is up, and for its other nodes.
+            if let Err(reason) = self.check_cluster(&mut con).await {
+                return Ended::Lost(reason);
+            }
+            match redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut con)
+                .await
+            {
+                Ok(slots) => self.nodes.learn(&slots),
+                Err(e) => return Ended::Lost(format!("cluster slots: {e}")),
+            }
         }
         self.shared.subscription_up();
         let mut ping = tokio::time::interval(self.timing.ping_interval);
@@ -88,13 +112,40 @@ impl Subscription {
                     Some(_) => {}
                 },
                 _ = ping.tick() => {
-                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut con).await;
-                    if let Err(e) = pong {
-                        return Ended::Lost(format!("health check: {e}"));
+                    if self.nodes.cluster {
+                        if let Err(reason) = self.check_cluster(&mut con).await {
+                            return Ended::Lost(reason);
+                        }
+                    } else {
+                        let pong: redis::RedisResult<String> =
+                            redis::cmd("PING").query_async(&mut con).await;
+                        if let Err(e) = pong {
+                            return Ended::Lost(format!("health check: {e}"));
+                        }
                     }
                 }
                 _ = self.shutdown.changed() => return Ended::Shutdown,
             }
+        }
+    }
+}
+
+impl Subscription {
+    /// A cluster node must be answering and see the cluster up: a node cut off from the
+    /// cluster bus stops receiving other primaries' events.
+    async fn check_cluster(
+        &self,
+        con: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), String> {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(con)
+            .await
+            .map_err(|e| format!("health check: {e}"))?;
+        if cluster_state_ok(&info) {
+            Ok(())
+        } else {
+            Err("the node reports the cluster down".into())
         }
     }
 }
