@@ -1,10 +1,10 @@
-# The front door: make build | run | test | lint | example | clean
+# The front door: make build | run | run-cluster | test | lint | example | clean
 CARGO       ?= cargo
 PORT        ?= 6379
 RELEASE_SO  := target/release/libhybridcache_module.so
 DEBUG_SO    := target/debug/libhybridcache_module.so
 
-.PHONY: all deps build run test lint clean example bench
+.PHONY: all deps build run run-cluster test lint clean example bench
 
 all: build
 
@@ -22,6 +22,10 @@ run: build
 	  echo "port $(PORT) is taken by a running Redis; stop it or use: make run PORT=6380" >&2; exit 1; fi
 	redis-server --port $(PORT) --loadmodule $(abspath $(RELEASE_SO)) \
 	  --save "" --appendonly no --enable-debug-command local
+
+## run-cluster: a local 3-primary/3-replica cluster with the module on ports 7000-7005 (Ctrl-C stops it)
+run-cluster: build
+	./scripts/run-cluster.sh $(abspath $(RELEASE_SO))
 
 ## test: unit tests and end-to-end tests against real redis-server processes
 test: deps

@@ -2,6 +2,7 @@
 //!
 //! - [`RedisServer`]: a real `redis-server` with the module loaded, on a free loopback
 //!   port, in a temporary directory; restartable, replicable, killed on drop.
+//! - [`RedisCluster`]: a Redis Cluster of such servers, with failover and slot migration.
 //! - [`Subscriber`]: a confirmed subscription on the invalidation channel that decodes
 //!   events with the protocol crate.
 //! - [`HcInfo`]: the module's `INFO` section; [`hc`]: typed helpers for the commands.
@@ -11,7 +12,9 @@
 //! Nothing here uses a Redis on 6379 or any other server the harness did not start.
 
 pub mod client_support;
+pub mod cluster;
 pub mod hc;
+pub mod index_check;
 pub mod info;
 pub mod module_path;
 pub mod ports;
@@ -19,6 +22,7 @@ pub mod server;
 pub mod subscriber;
 pub mod wait;
 
+pub use cluster::{key_slot, ClusterBuilder, RedisCluster};
 pub use info::HcInfo;
 pub use module_path::module_path;
 pub use server::{RedisServer, ServerBuilder, Shutdown};

@@ -72,6 +72,7 @@ pub struct ServerBuilder {
     module_args: Vec<String>,
     args: Vec<String>,
     replica_of: Option<u16>,
+    pick_port: fn() -> u16,
 }
 
 impl Default for ServerBuilder {
@@ -81,6 +82,7 @@ impl Default for ServerBuilder {
             module_args: Vec::new(),
             args: Vec::new(),
             replica_of: None,
+            pick_port: free_port,
         }
     }
 }
@@ -127,6 +129,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Chooses the ports to try with `pick` instead of [`free_port`] (e.g.
+    /// [`free_cluster_port`](crate::ports::free_cluster_port) for a cluster node, whose bus
+    /// port must be free too). A port taken by the time the server binds it, or whose bus
+    /// port is, is replaced by another pick.
+    pub fn pick_port_with(mut self, pick: fn() -> u16) -> Self {
+        self.pick_port = pick;
+        self
+    }
+
     /// Starts the server on a free loopback port and waits until it answers PING.
     ///
     /// # Panics
@@ -165,7 +176,7 @@ impl ServerBuilder {
             child: None,
         };
         for attempt in 1..=PORT_ATTEMPTS {
-            server.port = free_port();
+            server.port = (self.pick_port)();
             match server.launch() {
                 Ok(()) => return server,
                 Err(PortTaken) if attempt < PORT_ATTEMPTS => continue,

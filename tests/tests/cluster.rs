@@ -1,0 +1,419 @@
+//! Redis Cluster: real 3-primary/3-replica clusters of redis-server processes with the
+//! module. Key commands route by slot (and multi-key commands follow CROSSSLOT), events
+//! reach subscribers on every node once, a tag spanning all primaries is removed everywhere
+//! (L1 included), resharding under writes and a primary's failover leave every node's index
+//! equal to its keyspace, and the client serves no stale value after the failover.
+
+use hybridcache::{EntryOptions, HybridCache};
+use hybridcache_protocol::{command, Op};
+use hybridcache_tests::client_support::{build, eventually, get_value, DELIVERY};
+use hybridcache_tests::cluster::key_slot;
+use hybridcache_tests::hc::{call, hc_get_str, hc_set, query, tagcard};
+use hybridcache_tests::index_check::assert_index_matches;
+use hybridcache_tests::subscriber::event_keys;
+use hybridcache_tests::{HcInfo, RedisCluster, RedisServer, Subscriber, QUIET_PERIOD};
+use redis::Value;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a handle may take to find a working node again after a failover.
+const RECOVERY: Duration = Duration::from_secs(15);
+
+fn three_by_three() -> RedisCluster {
+    RedisCluster::start(3, 1)
+}
+
+/// `n` keys named `<prefix><i>` whose slots `owner` holds.
+fn keys_on(cluster: &RedisCluster, owner: &RedisServer, prefix: &str, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|key| cluster.node_for_key(key).port() == owner.port())
+        .take(n)
+        .collect()
+}
+
+/// A cluster handle on every node of `cluster`, reconnecting quickly.
+async fn cluster_cache(cluster: &RedisCluster) -> HybridCache {
+    build(
+        HybridCache::cluster_builder(cluster.urls())
+            .max_reconnect_backoff(Duration::from_millis(200))
+            .health_check(Duration::from_millis(250), Duration::from_millis(500)),
+    )
+    .await
+}
+
+/// The `MOVED <slot> <host:port>` error a node gives for a key it does not own.
+fn moved(error: &str) -> Option<(u16, u16)> {
+    let mut words = error.split_whitespace();
+    if words.next()? != "MOVED" {
+        return None;
+    }
+    let slot = words.next()?.parse().ok()?;
+    let port = words.next()?.rsplit(':').next()?.parse().ok()?;
+    Some((slot, port))
+}
+
+#[test]
+fn key_commands_route_by_slot_and_multi_key_commands_need_one_slot() {
+    let cluster = three_by_three();
+    let key = "product:42";
+    let owner = cluster.node_for_key(key);
+    let other = cluster
+        .primaries()
+        .into_iter()
+        .find(|p| p.port() != owner.port())
+        .expect("another primary");
+    let mut ocon = owner.connection();
+    let mut xcon = other.connection();
+    let slot = key_slot(key);
+
+    // COMMAND GETKEYS names the key of every key command, so cluster clients route them.
+    let words: [&[&str]; 6] = [
+        &[command::SET, key, "v", "EX", "60", "TAGS", "a", "b"],
+        &[command::GET, key],
+        &[command::FETCH, key],
+        &[command::TAGS, key],
+        &[command::MGET, key, "{product:42}x"],
+        &[command::DEL, key, "{product:42}x"],
+    ];
+    for command_words in words {
+        let mut getkeys = vec!["COMMAND", "GETKEYS"];
+        getkeys.extend_from_slice(command_words);
+        let keys: Vec<String> = query(&mut ocon, redis::cmd(getkeys[0]).arg(&getkeys[1..]));
+        let expected: Vec<&str> = command_words[1..]
+            .iter()
+            .copied()
+            .filter(|w| *w == key || w.starts_with("{product:42}"))
+            .collect();
+        assert_eq!(keys, expected, "COMMAND GETKEYS {command_words:?}");
+        // The owner runs it; another primary redirects to the owner.
+        assert!(
+            call(&mut ocon, command_words).is_ok(),
+            "{command_words:?} on the owner"
+        );
+        let refused = call(&mut xcon, command_words).expect_err("another primary must redirect");
+        assert_eq!(
+            moved(&refused),
+            Some((slot, owner.port())),
+            "{command_words:?} on another primary: {refused}"
+        );
+    }
+    hc_set(&mut ocon, key, "v", &["a"]);
+    assert_eq!(hc_get_str(&mut ocon, key).as_deref(), Some("v"));
+
+    // Multi-key commands across slots get Redis's own CROSSSLOT error; one slot is fine.
+    let (a, b) = ("{u}:1", "{v}:1");
+    assert_ne!(key_slot(a), key_slot(b));
+    let mut acon = cluster.node_for_key(a).connection();
+    for name in [command::MGET, command::DEL] {
+        let refused = call(&mut acon, &[name, a, b]).expect_err("keys of two slots");
+        assert!(refused.starts_with("CROSSSLOT"), "{name}: {refused}");
+    }
+    hc_set(&mut acon, "{u}:1", "1", &["t"]);
+    hc_set(&mut acon, "{u}:2", "2", &["t"]);
+    assert_eq!(
+        call(&mut acon, &[command::MGET, "{u}:1", "{u}:2"]),
+        Ok(Value::Array(vec![
+            Value::BulkString(b"1".to_vec()),
+            Value::BulkString(b"2".to_vec())
+        ]))
+    );
+    assert_eq!(
+        call(&mut acon, &[command::DEL, "{u}:1", "{u}:2"]),
+        Ok(Value::Int(2))
+    );
+    // Keyless tag commands run on any node, over that node's keys.
+    assert_eq!(tagcard(&mut ocon, "a"), 1);
+    assert_eq!(tagcard(&mut xcon, "a"), 0);
+}
+
+#[test]
+fn events_reach_subscribers_on_every_node_exactly_once() {
+    let cluster = three_by_three();
+    let subscribers: Vec<(u16, Subscriber)> = cluster
+        .nodes()
+        .iter()
+        .map(|node| (node.port(), Subscriber::new(node)))
+        .collect();
+    let mut published = BTreeSet::new();
+    for primary in cluster.primaries() {
+        let key = keys_on(&cluster, primary, "k", 1).remove(0);
+        let mut con = primary.connection();
+        hc_set(&mut con, &key, "v", &["t"]);
+        published.insert((HcInfo::read(&mut con).origin, key));
+    }
+    for (port, sub) in &subscribers {
+        let events = sub.expect_events(published.len(), &format!("the sets, on port {port}"));
+        let seen: BTreeSet<(String, String)> = events
+            .iter()
+            .map(|e| {
+                assert_eq!(e.op, Op::Set, "{e:?}");
+                (e.origin.clone(), event_keys(e).remove(0))
+            })
+            .collect();
+        // Each write once, under its primary's origin: replicas applying it stay silent.
+        assert_eq!(seen, published, "port {port}");
+        sub.assert_no_event(QUIET_PERIOD);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_spanning_every_primary_is_removed_everywhere_and_from_every_l1() {
+    let cluster = three_by_three();
+    let handles = [cluster_cache(&cluster).await, cluster_cache(&cluster).await];
+    let mut tagged = Vec::new();
+    for primary in cluster.primaries() {
+        tagged.extend(keys_on(&cluster, primary, "item:", 3));
+    }
+    let untagged = "other:1";
+    for (i, key) in tagged.iter().enumerate() {
+        handles[0]
+            .set(key, i as u32, EntryOptions::new().tags(["sale", "all"]))
+            .await
+            .unwrap();
+    }
+    handles[0]
+        .set(untagged, 7u32, EntryOptions::new().tags(["all-but-sale"]))
+        .await
+        .unwrap();
+    // Both handles hold every entry in L1.
+    for h in &handles {
+        for (i, key) in tagged.iter().enumerate() {
+            assert_eq!(get_value::<u32>(h, key).await, Some(i as u32));
+        }
+        let before = h.stats();
+        assert_eq!(get_value::<u32>(h, &tagged[0]).await, Some(0));
+        assert_eq!(h.stats().l1_hits, before.l1_hits + 1, "{h:?}");
+    }
+
+    let removed = handles[1].remove_by_tag("sale").await.unwrap();
+    assert_eq!(
+        removed,
+        tagged.len() as u64,
+        "counts summed over the primaries"
+    );
+    for primary in cluster.primaries() {
+        assert_eq!(tagcard(&mut primary.connection(), "sale"), 0);
+        assert_eq!(tagcard(&mut primary.connection(), "all"), 0);
+    }
+    for h in &handles {
+        eventually(
+            DELIVERY,
+            "every tagged key to be gone from L1",
+            async || {
+                for key in &tagged {
+                    if get_value::<u32>(h, key).await.is_some() {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+        assert_eq!(get_value::<u32>(h, untagged).await, Some(7));
+    }
+    assert_eq!(handles[0].remove_by_tag("sale").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_a_slot_while_writing_keeps_every_index_exact() {
+    let cluster = three_by_three();
+    let writer = cluster_cache(&cluster).await;
+    // Every key of the writer lives in one slot (hash tag {r}); half carry the tag.
+    let key = |i: u32| format!("{{r}}:{i}");
+    let slot = key_slot(key(0));
+    let from = cluster.slot_owner(slot);
+    let to = cluster
+        .primaries()
+        .into_iter()
+        .find(|p| p.port() != from.port())
+        .expect("another primary");
+    for i in 0..200 {
+        let tags: &[&str] = if i % 2 == 0 { &["moving"] } else { &[] };
+        writer
+            .set(&key(i), i, EntryOptions::new().tags(tags.iter().copied()))
+            .await
+            .unwrap();
+    }
+    // Bystanders on the other primaries with the same tag.
+    let bystanders: Vec<String> = cluster
+        .primaries()
+        .into_iter()
+        .filter(|p| p.port() != from.port())
+        .flat_map(|p| keys_on(&cluster, p, "stay:", 2))
+        .collect();
+    for k in &bystanders {
+        writer
+            .set(k, 1u32, EntryOptions::new().tags(["moving"]))
+            .await
+            .unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (writer, stop) = (writer.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 200u32;
+            while !stop.load(Ordering::Relaxed) {
+                let tags: &[&str] = if i % 2 == 0 { &["moving"] } else { &[] };
+                // Overwrites of old keys (tags change) and new keys, through MOVED/ASK.
+                let target = if i % 3 == 0 { i % 200 } else { i };
+                writer
+                    .set(
+                        &format!("{{r}}:{target}"),
+                        i,
+                        EntryOptions::new().tags(tags.iter().copied()),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("write {i} during resharding: {e}"));
+                i += 1;
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::task::block_in_place(|| cluster.migrate_slot(slot, from, to));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = load.await.unwrap();
+    assert!(written > 200, "the writer made no progress during the move");
+
+    tokio::task::block_in_place(|| {
+        assert_eq!(cluster.slot_owner(slot).port(), to.port());
+        let mut fcon = from.connection();
+        let left: i64 = query(
+            &mut fcon,
+            redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot),
+        );
+        assert_eq!(left, 0, "keys left behind on the source");
+        for primary in cluster.primaries() {
+            let _: i64 = query(
+                &mut primary.connection(),
+                redis::cmd("WAIT").arg(1).arg(5000),
+            );
+        }
+        for node in cluster.running_nodes() {
+            assert_index_matches(&mut node.connection(), &format!("port {}", node.port()));
+        }
+    });
+
+    // The tagged keys, as the keyspace has them now.
+    let mut tcon = to.connection();
+    let expected_tagged = (0..written)
+        .filter(|i| {
+            let tags: Vec<String> = query(&mut tcon, redis::cmd(command::TAGS).arg(key(*i)));
+            tags.iter().any(|t| t == "moving")
+        })
+        .count()
+        + bystanders.len();
+    assert!(expected_tagged > bystanders.len());
+    let removed = writer.remove_by_tag("moving").await.unwrap();
+    assert_eq!(removed, expected_tagged as u64);
+    tokio::task::block_in_place(|| {
+        for primary in cluster.primaries() {
+            let mut con = primary.connection();
+            assert_eq!(tagcard(&mut con, "moving"), 0);
+            assert_index_matches(&mut con, &format!("port {}", primary.port()));
+        }
+    });
+    // Untagged keys stay.
+    let untagged_left = (0..written)
+        .filter(|i| hc_get_str(&mut tcon, key(*i)).is_some())
+        .count();
+    assert!(untagged_left > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value() {
+    let mut cluster = three_by_three();
+    let victim = cluster.primaries()[0].port();
+    let victim_index = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.port() == victim)
+        .unwrap();
+    let keys = keys_on(&cluster, cluster.node(victim_index), "acct:", 20);
+    let reader = cluster_cache(&cluster).await;
+    let writer = cluster_cache(&cluster).await;
+    for (i, key) in keys.iter().enumerate() {
+        writer
+            .set(
+                key,
+                i as u32,
+                EntryOptions::new().tags(["accounts", &format!("n:{}", i % 4)]),
+            )
+            .await
+            .unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(get_value::<u32>(&reader, key).await, Some(i as u32));
+    }
+    let before = reader.stats();
+    let promoted_port = tokio::task::block_in_place(|| {
+        let _: i64 = query(
+            &mut cluster.node(victim_index).connection(),
+            redis::cmd("WAIT").arg(1).arg(5000),
+        );
+        cluster.kill_primary_and_wait_failover(victim_index).port()
+    });
+    let promoted = cluster
+        .nodes()
+        .iter()
+        .find(|n| n.port() == promoted_port)
+        .unwrap();
+
+    // The promoted replica holds every entry, with its tags, and an exact index.
+    tokio::task::block_in_place(|| {
+        let mut pcon = promoted.connection();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(hc_get_str(&mut pcon, key), Some(i.to_string()), "{key}");
+        }
+        assert_eq!(tagcard(&mut pcon, "accounts"), keys.len() as i64);
+        assert_index_matches(&mut pcon, "the promoted replica");
+    });
+
+    // The reader learnt that the shard changed hands: L1 was dropped.
+    eventually(
+        RECOVERY,
+        "the reader to drop L1 and be subscribed",
+        async || reader.is_subscribed() && reader.stats().l1_flushes > before.l1_flushes,
+    )
+    .await;
+    // Writes to the new primary reach the reader; it never serves the old values.
+    eventually(
+        RECOVERY,
+        "the writer to reach the new primary",
+        async || {
+            writer
+                .set(&keys[0], 1000u32, EntryOptions::new())
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    for (i, key) in keys.iter().enumerate().skip(1) {
+        writer
+            .set(key, 1000 + i as u32, EntryOptions::new().tags(["accounts"]))
+            .await
+            .unwrap();
+    }
+    eventually(DELIVERY, "the reader to see every new value", async || {
+        for (i, key) in keys.iter().enumerate() {
+            if get_value::<u32>(&reader, key).await != Some(1000 + i as u32) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // And keeps them in L1 again.
+    let hits = reader.stats().l1_hits;
+    assert_eq!(get_value::<u32>(&reader, &keys[1]).await, Some(1001));
+    assert_eq!(reader.stats().l1_hits, hits + 1, "{reader:?}");
+    assert_eq!(
+        reader.remove_by_tag("accounts").await.unwrap(),
+        keys.len() as u64 - 1
+    );
+}
