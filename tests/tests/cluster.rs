@@ -230,8 +230,12 @@ async fn resharding_a_slot_while_writing_keeps_every_index_exact() {
         .into_iter()
         .find(|p| p.port() != from.port())
         .expect("another primary");
-    for i in 0..200 {
-        let tags: &[&str] = if i.is_multiple_of(2) { &["moving"] } else { &[] };
+    for i in 0..200u32 {
+        let tags: &[&str] = if i.is_multiple_of(2) {
+            &["moving"]
+        } else {
+            &[]
+        };
         writer
             .set(&key(i), i, EntryOptions::new().tags(tags.iter().copied()))
             .await
@@ -257,7 +261,11 @@ async fn resharding_a_slot_while_writing_keeps_every_index_exact() {
         tokio::spawn(async move {
             let mut i = 200u32;
             while !stop.load(Ordering::Relaxed) {
-                let tags: &[&str] = if i.is_multiple_of(2) { &["moving"] } else { &[] };
+                let tags: &[&str] = if i.is_multiple_of(2) {
+                    &["moving"]
+                } else {
+                    &[]
+                };
                 // Overwrites of old keys (tags change) and new keys, through MOVED/ASK.
                 let target = if i.is_multiple_of(3) { i % 200 } else { i };
                 writer
