@@ -215,6 +215,24 @@ async fn a_tag_spanning_every_primary_is_removed_everywhere_and_from_every_l1() 
         assert_eq!(get_value::<u32>(h, untagged).await, Some(7));
     }
     assert_eq!(handles[0].remove_by_tag("sale").await.unwrap(), 0);
+    // Single-key removal is routed to the key's primary.
+    let mut spread = Vec::new();
+    for primary in cluster.primaries() {
+        spread.extend(keys_on(&cluster, primary, "one:", 1));
+    }
+    for key in &spread {
+        handles[0]
+            .set(key, 1u32, EntryOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(get_value::<u32>(&handles[1], key).await, Some(1));
+        assert!(handles[0].remove(key).await.unwrap(), "{key}");
+        assert!(!handles[0].remove(key).await.unwrap(), "{key}");
+        eventually(DELIVERY, "the removal to reach the other L1", async || {
+            get_value::<u32>(&handles[1], key).await.is_none()
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,6 +351,18 @@ async fn resharding_a_slot_while_writing_keeps_every_index_exact() {
     assert!(untagged_left > 0);
 }
 
+/// A cluster handle whose subscription starts on `first` (the seeds are tried in order).
+async fn cluster_cache_subscribed_on(cluster: &RedisCluster, first: u16) -> HybridCache {
+    let mut urls = cluster.urls();
+    urls.sort_by_key(|url| !url.contains(&format!(":{first}/")));
+    build(
+        HybridCache::cluster_builder(urls)
+            .max_reconnect_backoff(Duration::from_millis(200))
+            .health_check(Duration::from_millis(250), Duration::from_millis(500)),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value() {
     let mut cluster = three_by_three();
@@ -342,8 +372,19 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
         .iter()
         .position(|n| n.port() == victim)
         .unwrap();
+    let survivor = cluster
+        .primaries()
+        .into_iter()
+        .find(|p| p.port() != victim)
+        .unwrap()
+        .port();
     let keys = keys_on(&cluster, cluster.node(victim_index), "acct:", 20);
-    let reader = cluster_cache(&cluster).await;
+    // One reader's subscription dies with the victim and moves to another node; the
+    // other's stays on a surviving primary and hears the promoted replica's announcement.
+    let readers = [
+        cluster_cache_subscribed_on(&cluster, victim).await,
+        cluster_cache_subscribed_on(&cluster, survivor).await,
+    ];
     let writer = cluster_cache(&cluster).await;
     for (i, key) in keys.iter().enumerate() {
         writer
@@ -355,10 +396,12 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
             .await
             .unwrap();
     }
-    for (i, key) in keys.iter().enumerate() {
-        assert_eq!(get_value::<u32>(&reader, key).await, Some(i as u32));
+    for reader in &readers {
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(get_value::<u32>(reader, key).await, Some(i as u32));
+        }
     }
-    let before = reader.stats();
+    let before: Vec<_> = readers.iter().map(HybridCache::stats).collect();
     let promoted_port = tokio::task::block_in_place(|| {
         let _: i64 = query(
             &mut cluster.node(victim_index).connection(),
@@ -382,14 +425,26 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
         assert_index_matches(&mut pcon, "the promoted replica");
     });
 
-    // The reader learnt that the shard changed hands: L1 was dropped.
-    eventually(
-        RECOVERY,
-        "the reader to drop L1 and be subscribed",
-        async || reader.is_subscribed() && reader.stats().l1_flushes > before.l1_flushes,
-    )
-    .await;
-    // Writes to the new primary reach the reader; it never serves the old values.
+    // Both readers learnt that the shard changed hands: L1 was dropped.
+    for (reader, before) in readers.iter().zip(&before) {
+        eventually(
+            RECOVERY,
+            "the reader to drop L1 and be subscribed",
+            async || reader.is_subscribed() && reader.stats().l1_flushes > before.l1_flushes,
+        )
+        .await;
+    }
+    assert!(
+        readers[0].stats().subscriptions > before[0].subscriptions,
+        "the victim's subscriber moved: {:?}",
+        readers[0]
+    );
+    assert_eq!(
+        readers[1].stats().subscriptions,
+        before[1].subscriptions,
+        "the survivor's subscriber stayed; its flush came from the promoted event"
+    );
+    // Writes to the new primary reach the readers; they never serve the old values.
     eventually(
         RECOVERY,
         "the writer to reach the new primary",
@@ -407,21 +462,115 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
             .await
             .unwrap();
     }
-    eventually(DELIVERY, "the reader to see every new value", async || {
-        for (i, key) in keys.iter().enumerate() {
-            if get_value::<u32>(&reader, key).await != Some(1000 + i as u32) {
-                return false;
+    for reader in &readers {
+        eventually(DELIVERY, "the reader to see every new value", async || {
+            for (i, key) in keys.iter().enumerate() {
+                if get_value::<u32>(reader, key).await != Some(1000 + i as u32) {
+                    return false;
+                }
             }
-        }
-        true
-    })
-    .await;
-    // And keeps them in L1 again.
-    let hits = reader.stats().l1_hits;
-    assert_eq!(get_value::<u32>(&reader, &keys[1]).await, Some(1001));
-    assert_eq!(reader.stats().l1_hits, hits + 1, "{reader:?}");
+            true
+        })
+        .await;
+        // And keeps them in L1 again.
+        let hits = reader.stats().l1_hits;
+        assert_eq!(get_value::<u32>(reader, &keys[1]).await, Some(1001));
+        assert_eq!(reader.stats().l1_hits, hits + 1, "{reader:?}");
+    }
     assert_eq!(
-        reader.remove_by_tag("accounts").await.unwrap(),
+        readers[0].remove_by_tag("accounts").await.unwrap(),
         keys.len() as u64 - 1
     );
+}
+
+/// Runs `redis-cli` with `args`, which must succeed; returns its standard output.
+fn redis_cli(args: &[String]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn redis_cli_follows_redirects_and_its_reshard_keeps_every_index_exact() {
+    let cluster = three_by_three();
+    let primaries: Vec<&RedisServer> = cluster.primaries();
+    let (from, to) = (primaries[0], primaries[1]);
+    let key = |i: usize| format!("k:{i}");
+    for primary in &primaries {
+        let mut pipe = redis::pipe();
+        for i in (0..2000).filter(|i| cluster.node_for_key(&key(*i)).port() == primary.port()) {
+            pipe.cmd(command::SET)
+                .arg(key(i))
+                .arg(i)
+                .arg(command::option::TAGS)
+                .arg("all")
+                .arg(format!("t:{}", i % 5))
+                .ignore();
+        }
+        let _: () = pipe.query(&mut primary.connection()).unwrap();
+    }
+
+    // redis-cli -c routes HC commands by their key from any node.
+    let port = |p: &RedisServer| p.port().to_string();
+    let elsewhere = cluster
+        .primaries()
+        .into_iter()
+        .find(|p| p.port() != cluster.node_for_key("cli").port())
+        .unwrap();
+    let via = |words: &[&str]| {
+        let mut args = vec!["-c".to_string(), "-p".to_string(), port(elsewhere)];
+        args.extend(words.iter().map(|w| w.to_string()));
+        redis_cli(&args)
+    };
+    assert_eq!(via(&[command::SET, "cli", "v", "TAGS", "x"]).trim(), "OK");
+    assert_eq!(via(&[command::GET, "cli"]).trim(), "v");
+    assert_eq!(via(&[command::TAGS, "cli"]).trim(), "x");
+    assert_eq!(via(&[command::DEL, "cli"]).trim(), "1");
+
+    // redis-cli --cluster reshard moves 2000 slots (and their keys) from one primary to another.
+    let moved_before = tagcard(&mut to.connection(), "all");
+    redis_cli(&[
+        "--cluster".into(),
+        "reshard".into(),
+        format!("127.0.0.1:{}", from.port()),
+        "--cluster-from".into(),
+        cluster.node_id(from).into(),
+        "--cluster-to".into(),
+        cluster.node_id(to).into(),
+        "--cluster-slots".into(),
+        "2000".into(),
+        "--cluster-yes".into(),
+    ]);
+    cluster.wait_until_consistent();
+    assert!(tagcard(&mut to.connection(), "all") > moved_before + 100);
+    let mut total = 0;
+    for primary in cluster.primaries() {
+        total += tagcard(&mut primary.connection(), "all");
+        let _: i64 = query(
+            &mut primary.connection(),
+            redis::cmd("WAIT").arg(1).arg(5000),
+        );
+    }
+    assert_eq!(total, 2000);
+    for node in cluster.running_nodes() {
+        assert_index_matches(&mut node.connection(), &format!("port {}", node.port()));
+    }
+    for i in [0, 1, 2, 1999] {
+        let mut con = cluster.node_for_key(&key(i)).connection();
+        assert_eq!(hc_get_str(&mut con, key(i)), Some(i.to_string()));
+    }
+    let removed: i64 = cluster
+        .primaries()
+        .into_iter()
+        .map(|p| hybridcache_tests::hc::hc_deltag(&mut p.connection(), &["t:3"]))
+        .sum();
+    assert_eq!(removed, 400);
 }
