@@ -29,8 +29,9 @@
 //! - every L1 entry remembers the server `origin` and `version` it was read or written at,
 //!   so an event for an older version drops it and the writer's own event does not;
 //! - a value read from Redis before an invalidation arrived is never kept after it;
-//! - a gap in event sequence numbers, a new server origin, or an event of an unknown format
-//!   marks all of L1 stale.
+//! - a gap in an origin's event sequence numbers, or an event of an unknown format, marks
+//!   all of L1 stale; a replica that takes over announces itself and L1 is cleared;
+//! - Redis Cluster works through [`HybridCache::cluster_builder`] with the same API.
 //!
 //! [moka]: https://docs.rs/moka
 //! [hybridcache Redis module]: https://github.com/hybridcache/hybridcache

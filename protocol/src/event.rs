@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 /// - `v`: the format version ([`FORMAT_VERSION`]).
 /// - `origin`: a random id of the publishing server process, new at every start. Each
 ///   server numbers its events on its own, so a reader tracks `seq` per origin.
-/// - `seq`: 1, 2, 3, ... per origin, no gaps: a reader that sees a gap (or a new origin
-///   after a restart) has missed events and must treat everything as changed.
+/// - `seq`: 1, 2, 3, ... per origin, no gaps: a reader that sees a gap has missed events
+///   and must treat everything as changed. Origins number independently (every primary of
+///   a cluster has its own); a server that takes over from a failed primary announces
+///   itself with a [`Op::Promoted`] flush.
 /// - `db`: the database the change happened in; `null` means every database.
 /// - `op`: why (see [`Op`]); informational, readers act on `kind`.
 /// - `kind` and its payload ([`Change`]): what to drop.
