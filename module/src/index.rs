@@ -42,6 +42,14 @@ fn should_shrink(len: usize, capacity: usize) -> bool {
     capacity > 64 && len < capacity / 4 && len <= MAX_SHRINK_LEN
 }
 
+/// One database of the index, read-only.
+pub(crate) struct DbView<'a> {
+    pub keys: u64,
+    pub links: u64,
+    pub tags: Option<&'a HashMap<Bytes, HashSet<Key>>>,
+    pub pending: Option<&'a PendingRemovals>,
+}
+
 /// Per-database map from tag to the keys that carry it.
 #[derive(Debug, Default)]
 pub struct TagIndex {
@@ -222,6 +230,29 @@ impl TagIndex {
                 pending_removals: acc.pending_removals + db.pending.len(),
                 tombstones: acc.tombstones + db.pending.tombstone_count() as u64,
             })
+    }
+
+    /// The databases the index holds anything for.
+    pub fn dbs(&self) -> Vec<i32> {
+        self.dbs.keys().copied().collect()
+    }
+
+    /// Read access to one database's parts, for [`crate::check`].
+    pub(crate) fn view(&self, db: i32) -> DbView<'_> {
+        match self.dbs.get(&db) {
+            Some(index) => DbView {
+                keys: index.keys,
+                links: index.links,
+                tags: Some(&index.tags),
+                pending: Some(&index.pending),
+            },
+            None => DbView {
+                keys: 0,
+                links: 0,
+                tags: None,
+                pending: None,
+            },
+        }
     }
 
     fn tag_keys(&self, db: i32, tag: &[u8]) -> Option<&HashSet<Key>> {

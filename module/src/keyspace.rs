@@ -3,8 +3,7 @@
 //! FLUSHALL, SWAPDB and dataset loads (server events). Keys leaving are seen by the data
 //! type's `unlink2` callback (see `datatype`).
 
-use crate::index::TagIndex;
-use crate::key_handle::{entry_of_raw_key, KeyHandle};
+use crate::key_handle::KeyHandle;
 use crate::publisher::{publish, publish_numbered};
 use crate::removal;
 use crate::state::{is_gone, is_quiet, note_tombstones, set_loading, with_state};
@@ -164,67 +163,8 @@ unsafe extern "C" fn on_loading(
 /// or saved as deleted, are queued for removal.
 fn rebuild_index(ctx: *mut raw::RedisModuleCtx) {
     let replayed = with_state(|s| std::mem::take(&mut s.index));
-    REPLAYED.with(|cell| *cell.borrow_mut() = Some(replayed));
-    // SAFETY: ctx is the server event's context; the scan callback only reads keys.
-    unsafe {
-        let (Some(select), Some(create), Some(scan), Some(destroy)) = (
-            raw::RedisModule_SelectDb,
-            raw::RedisModule_ScanCursorCreate,
-            raw::RedisModule_Scan,
-            raw::RedisModule_ScanCursorDestroy,
-        ) else {
-            return;
-        };
-        let original = selected_db(&Context::new(ctx));
-        let mut db = 0;
-        while select(ctx, db) == raw::REDISMODULE_OK as i32 {
-            let cursor = create();
-            let mut db_id = db;
-            while scan(
-                ctx,
-                cursor,
-                Some(index_scanned_key),
-                (&raw mut db_id).cast(),
-            ) != 0
-            {}
-            destroy(cursor);
-            db += 1;
-        }
-        select(ctx, original);
-    }
-    REPLAYED.with(|cell| cell.borrow_mut().take());
-    with_state(|s| note_tombstones(s));
-}
-
-thread_local! {
-    /// The index as the load left it, consulted for tombstones while the new one is built.
-    static REPLAYED: std::cell::RefCell<Option<TagIndex>> = const { std::cell::RefCell::new(None) };
-}
-
-unsafe extern "C" fn index_scanned_key(
-    _ctx: *mut raw::RedisModuleCtx,
-    name: *mut raw::RedisModuleString,
-    key: *mut raw::RedisModuleKey,
-    db: *mut c_void,
-) {
-    let Some(&db) = db.cast::<i32>().as_ref() else {
-        return;
-    };
-    if name.is_null() {
-        return;
-    }
-    if let Ok(Some(entry)) = entry_of_raw_key(key) {
-        let name = RedisString::string_as_slice(name);
-        let doomed = REPLAYED.with(|cell| {
-            cell.try_borrow()
-                .ok()
-                .and_then(|old| {
-                    old.as_ref()
-                        .map(|old| old.dooms(db, entry.tags(), entry.version))
-                })
-                .unwrap_or(false)
-        });
-        if doomed {
+    crate::scan::for_each_entry(&Context::new(ctx), &mut |db, name, entry| {
+        if replayed.dooms(db, entry.tags(), entry.version) {
             entry.mark_dead();
         }
         let dead = entry.is_dead();
@@ -235,5 +175,6 @@ unsafe extern "C" fn index_scanned_key(
                 s.index.queue_dead(db, name);
             }
         });
-    }
+    });
+    with_state(|s| note_tombstones(s));
 }

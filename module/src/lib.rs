@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod acl;
+pub mod check;
 pub mod commands;
 pub mod config;
 pub mod datatype;
@@ -22,6 +23,7 @@ pub mod pending;
 pub mod publisher;
 pub mod removal;
 pub mod role;
+pub mod scan;
 pub mod sequencer;
 pub mod set_options;
 pub mod state;
@@ -32,7 +34,7 @@ pub const MODULE_VERSION: i32 = 100;
 
 #[cfg(not(test))]
 mod registration {
-    use crate::commands::{delete, read, set, tag_query};
+    use crate::commands::{check, delete, read, set, tag_query};
     use crate::{config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION};
     use hybridcache_protocol::{command, MODULE_NAME};
     use redis_module::raw::ModuleOptions;
@@ -75,6 +77,7 @@ mod registration {
             [command::TAGS, read::hc_tags, "readonly fast", 1, 1, 1, ""],
             [command::TAGKEYS, tag_query::hc_tagkeys, "readonly", 0, 0, 0, ""],
             [command::TAGCARD, tag_query::hc_tagcard, "readonly fast", 0, 0, 0, ""],
+            [command::CHECK, check::hc_check, "readonly admin", 0, 0, 0, ""],
         ],
         event_handlers: [
             [@GENERIC: keyspace::on_generic_event],

@@ -70,8 +70,14 @@ impl PendingRemovals {
             })
     }
 
-    fn is_queued(&self, key: &[u8]) -> bool {
+    /// Whether `key` waits for physical removal.
+    pub fn is_queued(&self, key: &[u8]) -> bool {
         self.queue.iter().any(|q| q.keys.contains(key))
+    }
+
+    /// Every key waiting for physical removal.
+    pub fn queued(&self) -> impl Iterator<Item = &Key> {
+        self.queue.iter().flat_map(|q| q.keys.iter())
     }
 
     /// How many of `keys` are already queued (iterating the smaller side).

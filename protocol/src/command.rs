@@ -11,6 +11,7 @@
 //! | `HC.TAGS key` | the key's tags |
 //! | `HC.TAGKEYS tag` | keys carrying the tag |
 //! | `HC.TAGCARD tag` | number of keys carrying the tag |
+//! | `HC.CHECK` | `["keys", n, "links", n, "pending_removals", n, "problems", [text ...]]`: whether the tag index matches the keyspace (O(N), admin) |
 
 /// `HC.SET key value [EX|PX|EXAT|PXAT|KEEPTTL] [NX|XX] [GETVERSION] [TAGS tag ...]`
 pub const SET: &str = "HC.SET";
@@ -38,8 +39,13 @@ pub const TAGKEYS: &str = "HC.TAGKEYS";
 /// `HC.TAGCARD tag`
 pub const TAGCARD: &str = "HC.TAGCARD";
 
+/// `HC.CHECK`: compares the tag index with the keyspace (O(N); for tests and debugging).
+pub const CHECK: &str = "HC.CHECK";
+
 /// Every command the module registers.
-pub const ALL: [&str; 9] = [SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD];
+pub const ALL: [&str; 10] = [
+    SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK,
+];
 
 /// Option keywords of `HC.SET` (matched case-insensitively by the module).
 pub mod option {

@@ -1,7 +1,8 @@
-//! Compares a server's tag index with its keyspace, from the outside: every module entry's
-//! tags (`HC.TAGS`) against `HC.TAGKEYS`/`HC.TAGCARD` of each tag and the index counters
-//! of `INFO hybridcache`. Equal counters plus equal per-tag key sets mean the index holds
-//! exactly the keyspace's (tag, key) links: no key it does not hold, none missing.
+//! Compares a server's tag index with its keyspace in two independent ways: the module's
+//! own `HC.CHECK` ([`hc_check`]), and from the outside ([`index_differences`]): every module
+//! entry's tags (`HC.TAGS`) against `HC.TAGKEYS`/`HC.TAGCARD` of each tag and the index
+//! counters of `INFO hybridcache`. Equal counters plus equal per-tag key sets mean the index
+//! holds exactly the keyspace's (tag, key) links: no key it does not hold, none missing.
 
 use crate::hc::{all_keys, tagcard, tagkeys, tags, wait_removals_done};
 use crate::info::HcInfo;
@@ -63,11 +64,52 @@ pub fn index_differences(con: &mut Connection) -> Vec<String> {
     differences
 }
 
-/// Asserts that [`index_differences`] finds none; `what` names the server in the message.
+/// What `HC.CHECK` reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Module entries in the keyspace, every database.
+    pub keys: i64,
+    /// (tag, key) links the live entries call for.
+    pub links: i64,
+    /// Keys logically deleted by HC.DELTAG, awaiting physical removal.
+    pub pending_removals: i64,
+    /// Differences between the index and the keyspace; empty when they match.
+    pub problems: Vec<String>,
+}
+
+/// Runs `HC.CHECK`.
+///
+/// # Panics
+/// When the command fails or its reply is not of the documented form.
+pub fn hc_check(con: &mut Connection) -> CheckReport {
+    let reply: (String, i64, String, i64, String, i64, String, Vec<String>) =
+        crate::hc::query(con, &redis::cmd(command::CHECK));
+    assert_eq!(
+        (&reply.0[..], &reply.2[..], &reply.4[..], &reply.6[..]),
+        ("keys", "links", "pending_removals", "problems"),
+        "{} reply {reply:?}",
+        command::CHECK
+    );
+    CheckReport {
+        keys: reply.1,
+        links: reply.3,
+        pending_removals: reply.5,
+        problems: reply.7,
+    }
+}
+
+/// Asserts that `HC.CHECK` and [`index_differences`] both find the index equal to the
+/// keyspace; `what` names the server in the message.
 ///
 /// # Panics
 /// When the index and the keyspace differ.
 pub fn assert_index_matches(con: &mut Connection, what: &str) {
+    let report = hc_check(con);
+    assert!(
+        report.problems.is_empty(),
+        "HC.CHECK on {what} found the tag index differing from the keyspace:\n{}",
+        report.problems.join("\n")
+    );
     let differences = index_differences(con);
     assert!(
         differences.is_empty(),

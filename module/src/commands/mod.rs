@@ -1,5 +1,6 @@
 //! Command handlers: parse arguments, call the core, reply. One file per group.
 
+pub mod check;
 pub mod delete;
 pub mod read;
 pub mod set;

@@ -1,0 +1,219 @@
+//! `HC.CHECK`'s core: compares the tag index of one database with the module entries found
+//! in its keyspace. Pure Rust.
+//!
+//! The index is right when:
+//! - its key counter equals the number of entries, and its link counter the links it holds;
+//! - every live entry is listed under each of its tags;
+//! - every listed (tag, key) is an entry of the keyspace that carries the tag;
+//! - every logically deleted entry (HC.DELTAG's, awaiting removal) is queued for removal, and
+//!   every queued key is still an entry of the keyspace.
+
+use crate::index::TagIndex;
+use crate::pending::HashMap;
+use crate::text::printable;
+
+/// Longest name quoted in a problem report.
+const NAME_CHARS: usize = 64;
+
+/// One module entry as the keyspace has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub key: Vec<u8>,
+    pub tags: Vec<Vec<u8>>,
+    /// Logically deleted (dead, or doomed by a tag invalidation), awaiting removal.
+    pub gone: bool,
+}
+
+/// What `HC.CHECK` found in one database.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Findings {
+    /// Entries in the keyspace.
+    pub keys: u64,
+    /// (tag, key) links the keyspace's live entries call for.
+    pub links: u64,
+    /// Differences, as readable sentences.
+    pub problems: Vec<String>,
+}
+
+impl TagIndex {
+    /// Compares the index of `db` with `entries`, the module entries of that database.
+    pub fn check(&self, db: i32, entries: &[Observed]) -> Findings {
+        let mut findings = Findings {
+            keys: entries.len() as u64,
+            ..Findings::default()
+        };
+        let problems = &mut findings.problems;
+        let name = |bytes: &[u8]| format!("'{}'", printable(bytes, NAME_CHARS));
+        let by_key: HashMap<&[u8], &Observed> =
+            entries.iter().map(|e| (e.key.as_slice(), e)).collect();
+        let view = self.view(db);
+
+        if view.keys != findings.keys {
+            problems.push(format!(
+                "db {db}: the index counts {} entries, the keyspace holds {}",
+                view.keys, findings.keys
+            ));
+        }
+        for entry in entries {
+            if entry.gone {
+                if !view.pending.is_some_and(|p| p.is_queued(&entry.key)) {
+                    problems.push(format!(
+                        "db {db}: key {} is logically deleted but not queued for removal",
+                        name(&entry.key)
+                    ));
+                }
+                continue;
+            }
+            for tag in &entry.tags {
+                findings.links += 1;
+                let listed = view
+                    .tags
+                    .and_then(|tags| tags.get(tag.as_slice()))
+                    .is_some_and(|keys| keys.contains(entry.key.as_slice()));
+                if !listed {
+                    problems.push(format!(
+                        "db {db}: key {} carries tag {} but the index does not list it",
+                        name(&entry.key),
+                        name(tag)
+                    ));
+                }
+            }
+        }
+        let mut held_links = 0u64;
+        for (tag, keys) in view.tags.into_iter().flatten() {
+            held_links += keys.len() as u64;
+            for key in keys {
+                match by_key.get(key.as_ref()) {
+                    None => problems.push(format!(
+                        "db {db}: the index lists key {} under tag {}, but there is no such entry",
+                        name(key),
+                        name(tag)
+                    )),
+                    Some(entry) if !entry.tags.iter().any(|t| t.as_slice() == tag.as_ref()) => {
+                        problems.push(format!(
+                            "db {db}: the index lists key {} under tag {}, which it does not carry",
+                            name(key),
+                            name(tag)
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if held_links != view.links {
+            problems.push(format!(
+                "db {db}: the index counts {} links but holds {held_links}",
+                view.links
+            ));
+        }
+        for key in view.pending.into_iter().flat_map(|p| p.queued()) {
+            if !by_key.contains_key(key.as_ref()) {
+                problems.push(format!(
+                    "db {db}: key {} is queued for removal but is no entry of the keyspace",
+                    name(key)
+                ));
+            }
+        }
+        findings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, tags: &[&str]) -> Observed {
+        Observed {
+            key: key.as_bytes().to_vec(),
+            tags: tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            gone: false,
+        }
+    }
+
+    #[test]
+    fn an_index_built_from_the_keyspace_matches_it() {
+        let entries = [
+            entry("k1", &["a", "b"]),
+            entry("k2", &["a"]),
+            entry("k3", &[]),
+        ];
+        let mut index = TagIndex::default();
+        for e in &entries {
+            index.insert(0, &e.key, &e.tags);
+        }
+        let findings = index.check(0, &entries);
+        assert_eq!(findings.problems, Vec::<String>::new());
+        assert_eq!((findings.keys, findings.links), (3, 3));
+        assert!(index.check(1, &[]).problems.is_empty());
+    }
+
+    #[test]
+    fn missing_and_extra_links_and_entries_are_reported() {
+        let mut index = TagIndex::default();
+        index.insert(0, b"k1", [b"a"]);
+        index.insert(0, b"ghost", [b"a"]);
+        let entries = [entry("k1", &["a", "b"]), entry("k2", &[])];
+        let problems = index.check(0, &entries).problems;
+        assert!(
+            problems.iter().any(|p| p.contains("'k1' carries tag 'b'")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("key 'ghost' under tag 'a', but there is no such entry")),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+
+        let stale = [entry("k1", &["b"]), entry("ghost", &["a"])];
+        let problems = index.check(0, &stale).problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("key 'k1' under tag 'a', which it does not carry")),
+            "{problems:?}"
+        );
+        // Counters: two entries indexed, none in db 1.
+        let problems = index.check(1, &[entry("x", &[])]).problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("counts 0 entries, the keyspace holds 1")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn invalidated_entries_must_be_queued_until_removed() {
+        let mut index = TagIndex::default();
+        index.insert(0, b"k1", [b"t"]);
+        index.insert(0, b"k2", [b"t", b"u"]);
+        index.insert(0, b"k3", [b"u"]);
+        assert_eq!(index.invalidate(0, &[b"t"], 10), 2);
+        let mut entries = [
+            entry("k1", &["t"]),
+            entry("k2", &["t", "u"]),
+            entry("k3", &["u"]),
+        ];
+        entries[0].gone = true;
+        entries[1].gone = true;
+        assert_eq!(index.check(0, &entries).problems, Vec::<String>::new());
+
+        // A doomed entry the queue does not hold, and a queued key that left the keyspace.
+        entries[2].gone = true;
+        let problems = index.check(0, &entries[1..]).problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("'k3' is logically deleted but not queued")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("'k1' is queued for removal but is no entry")),
+            "{problems:?}"
+        );
+    }
+}
