@@ -1,5 +1,5 @@
 //! The module's configuration: `hybridcache.channel` (CONFIG GET/SET, redis.conf) or the
-//! load argument `CHANNEL <name>`.
+//! load argument `CHANNEL <name>`; the write limits of [`crate::limits`].
 //!
 //! Registered through the raw API: the getter hands Redis a string the module keeps
 //! owning (one per value, freed when the value changes), so CONFIG GET allocates nothing.
@@ -115,6 +115,7 @@ pub fn register(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         if status != raw::REDISMODULE_OK as c_int {
             return Err("cannot register hybridcache.channel".into());
         }
+        crate::limits::register(ctx)?;
         if load(ctx.get_raw()) != raw::REDISMODULE_OK as c_int {
             return Err("cannot load the module configuration".into());
         }

@@ -24,6 +24,12 @@ pub enum CommandError {
     ConditionConflict,
     #[error("TAGS needs at least one tag")]
     NoTags,
+    #[error("too many tags: {given} (hybridcache.max-tags is {max})")]
+    TooManyTags { given: u64, max: u64 },
+    #[error("tag too long: {len} bytes (hybridcache.max-tag-length is {max})")]
+    TagTooLong { len: u64, max: u64 },
+    #[error("value too large: {len} bytes (hybridcache.max-value-size is {max})")]
+    ValueTooLarge { len: u64, max: u64 },
 }
 
 impl CommandError {

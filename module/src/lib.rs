@@ -19,6 +19,7 @@ pub mod index;
 pub mod info;
 pub mod key_handle;
 pub mod keyspace;
+pub mod limits;
 pub mod pending;
 pub mod publisher;
 pub mod removal;

@@ -19,6 +19,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     };
     let options: Vec<&[u8]> = options.iter().map(RedisString::as_slice).collect();
     let options = SetOptions::parse(&options)?;
+    crate::limits::current().check(value.as_slice().len(), &options.tags)?;
     let now = now_ms();
     let mut deadline = options.expiry.deadline(now)?;
 
