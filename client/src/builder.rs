@@ -196,7 +196,12 @@ impl HybridCacheBuilder {
         while !shared.is_connected() {
             if tokio::time::Instant::now() >= deadline {
                 let _ = shutdown_tx.send(true);
-                return Err(Error::SubscriptionTimeout(self.subscribe_timeout));
+                return Err(Error::SubscriptionTimeout {
+                    waited: self.subscribe_timeout,
+                    reason: shared
+                        .last_failure()
+                        .unwrap_or_else(|| "no answer yet".to_string()),
+                });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

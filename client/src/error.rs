@@ -34,8 +34,13 @@ pub enum Error {
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
     /// The invalidation subscription was not confirmed in time when building the cache.
-    #[error("the invalidation subscription was not confirmed within {0:?}")]
-    SubscriptionTimeout(Duration),
+    #[error("the invalidation subscription was not confirmed within {waited:?} (last attempt: {reason})")]
+    SubscriptionTimeout {
+        /// How long the builder waited.
+        waited: Duration,
+        /// Why the last attempt failed (e.g. `NOPERM` when the user lacks the channel).
+        reason: String,
+    },
     /// The builder was given something unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub db: u32,
     /// Last `seq` seen per origin since the subscription was (re)established.
     last_seq: Mutex<HashMap<Arc<str>, u64>>,
+    /// Why the subscription last failed, for the builder's error.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -33,6 +35,7 @@ impl Shared {
             namespace,
             db,
             last_seq: Mutex::new(HashMap::new()),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -50,6 +53,19 @@ impl Shared {
             .clear();
         bump(&self.counters.subscriptions);
         self.connected.store(true, Ordering::Release);
+    }
+
+    /// Remembers why the subscription could not be (re)established.
+    pub fn note_failure(&self, reason: &str) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
+
+    /// Why the subscription last failed, if it did.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The subscription is gone: stop serving from L1 at once.

@@ -38,6 +38,7 @@ impl Subscription {
             match self.session().await {
                 Ended::Shutdown => return,
                 Ended::Lost(reason) => {
+                    self.shared.note_failure(&reason);
                     let was_up = self.shared.is_connected();
                     self.shared.subscription_down();
                     if was_up {

@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod check;
+pub mod command_info;
 pub mod commands;
 pub mod config;
 pub mod datatype;
@@ -36,7 +37,9 @@ pub const MODULE_VERSION: i32 = 100;
 #[cfg(not(test))]
 mod registration {
     use crate::commands::{check, delete, read, set, tag_query};
-    use crate::{config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION};
+    use crate::{
+        command_info, config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION,
+    };
     use hybridcache_protocol::{command, MODULE_NAME};
     use redis_module::raw::ModuleOptions;
     use redis_module::{redis_module, Context, RedisString, Status};
@@ -49,6 +52,7 @@ mod registration {
             ctx.log_warning(&format!("hybridcache: {e}"));
             return Status::Err;
         }
+        command_info::set_all(ctx);
         publisher::init(ctx);
         if let Err(e) = keyspace::subscribe_server_events(ctx) {
             ctx.log_warning(&format!("hybridcache: {e}"));
@@ -77,7 +81,7 @@ mod registration {
             [command::DELTAG, delete::hc_deltag, "write", 0, 0, 0, ""],
             [command::TAGS, read::hc_tags, "readonly fast", 1, 1, 1, ""],
             [command::TAGKEYS, tag_query::hc_tagkeys, "readonly", 0, 0, 0, ""],
-            [command::TAGCARD, tag_query::hc_tagcard, "readonly fast", 0, 0, 0, ""],
+            [command::TAGCARD, tag_query::hc_tagcard, "readonly", 0, 0, 0, ""],
             [command::CHECK, check::hc_check, "readonly admin", 0, 0, 0, ""],
         ],
         event_handlers: [

@@ -511,6 +511,14 @@ fn binary_tag_round_trips_through_tags_tagkeys_and_deltag() {
 #[test]
 fn a_key_with_a_thousand_tags_is_listed_under_each() {
     let (_server, mut con) = server();
+    // Above the default hybridcache.max-tags (256).
+    let _: () = query(
+        &mut con,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("hybridcache.max-tags")
+            .arg(1000),
+    );
     let names: Vec<String> = (0..1000).map(|i| format!("tag:{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     hc_set(&mut con, "k", "v", &refs);
