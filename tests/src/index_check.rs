@@ -98,6 +98,19 @@ pub fn hc_check(con: &mut Connection) -> CheckReport {
     }
 }
 
+/// Asserts that `HC.CHECK` finds no problem.
+///
+/// # Panics
+/// When it reports one.
+pub fn assert_check_clean(con: &mut Connection) {
+    let report = hc_check(con);
+    assert!(
+        report.problems.is_empty(),
+        "HC.CHECK found the tag index differing from the keyspace:\n{}",
+        report.problems.join("\n")
+    );
+}
+
 /// Asserts that `HC.CHECK` and [`index_differences`] both find the index equal to the
 /// keyspace; `what` names the server in the message.
 ///

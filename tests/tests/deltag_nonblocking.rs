@@ -6,6 +6,7 @@ use hybridcache_protocol::{command, Change, Op};
 use hybridcache_tests::hc::{
     call, hc_deltag, hc_get, hc_set, query, select, tagcard, tagkeys, wait_removals_done,
 };
+use hybridcache_tests::index_check::assert_check_clean;
 use hybridcache_tests::info::info_i64;
 use hybridcache_tests::{RedisServer, Subscriber, QUIET_PERIOD};
 
@@ -200,6 +201,7 @@ fn invalidated_entries_stay_gone_across_an_rdb_reload_and_a_restart() {
     assert_eq!(hc_deltag(&mut con, &["big"]), N as i64);
     let _: () = query(&mut con, &redis::cmd("SAVE"));
     server.restart();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     assert_all_gone(&mut con, "again", N);
     wait_removals_done(&mut con);
@@ -216,6 +218,7 @@ fn invalidated_entries_stay_gone_across_an_aof_restart() {
     fill(&mut con, "key", N);
     assert_eq!(hc_deltag(&mut con, &["big"]), N as i64);
     server.restart();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     assert_all_gone(&mut con, "key", N);
     wait_removals_done(&mut con);

@@ -2,6 +2,7 @@
 
 use hybridcache_protocol::command;
 use hybridcache_tests::hc::{call, hc_deltag, hc_get, hc_set, query, tagkeys, wait_removals_done};
+use hybridcache_tests::index_check::assert_check_clean;
 use hybridcache_tests::{module_path, wait_until, RedisServer, Subscriber, QUIET_PERIOD};
 use std::time::Duration;
 
@@ -127,6 +128,7 @@ fn deltag_replayed_from_the_aof_after_its_rdb_preamble_deletes_the_keys() {
     let keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*"));
     assert_eq!(keys, ["other"]);
     server.restart();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     let keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*"));
     assert_eq!(keys, ["other"]);

@@ -4,6 +4,7 @@ use hybridcache_tests::hc::{
     all_keys, hc_deltag, hc_get, hc_get_str, hc_set, hc_set_with, pttl, query, select, tagcard,
     tagkeys, tags, wait_removals_done,
 };
+use hybridcache_tests::index_check::assert_check_clean;
 use hybridcache_tests::info::info_section;
 use hybridcache_tests::{wait_until, HcInfo, RedisServer, Shutdown};
 use std::time::Duration;
@@ -81,6 +82,7 @@ fn save_and_restart_keeps_values_tags_ttls_and_index() {
     let _: () = query(&mut con, &redis::cmd("SAVE"));
     server.kill();
     server.start_again();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     check_dataset(&mut con);
     assert_eq!(HcInfo::read(&mut con).counts(), before);
@@ -92,6 +94,7 @@ fn shutdown_save_and_restart_keeps_the_index() {
     write_dataset(&mut server.connection());
     server.shutdown(Shutdown::Save);
     server.start_again();
+    assert_check_clean(&mut server.connection());
     check_dataset(&mut server.connection());
 }
 
@@ -118,6 +121,7 @@ fn ttl_survives_a_reload_and_does_not_grow() {
     let _: () = query(&mut con, &redis::cmd("SAVE"));
     server.kill();
     server.start_again();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     let after = pttl(&mut con, "k");
     assert!(
@@ -137,6 +141,7 @@ fn entry_that_expired_while_down_is_gone_from_the_index_after_restart() {
     server.kill();
     std::thread::sleep(Duration::from_millis(400));
     server.start_again();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     assert_eq!(hc_get(&mut con, "short"), None);
     assert_eq!(tagkeys(&mut con, "t"), ["long"]);
@@ -170,6 +175,7 @@ fn aof_restart_replays_values_tags_ttls_and_index() {
     let mut con = server.connection();
     write_dataset(&mut con);
     server.restart();
+    assert_check_clean(&mut server.connection());
     check_dataset(&mut server.connection());
 }
 
@@ -179,6 +185,7 @@ fn aof_restart_after_kill_replays_the_written_commands() {
     write_dataset(&mut server.connection());
     server.kill();
     server.start_again();
+    assert_check_clean(&mut server.connection());
     check_dataset(&mut server.connection());
 }
 
@@ -214,6 +221,7 @@ fn aof_rewrite_without_rdb_preamble_then_restart_keeps_everything() {
         "the rewritten AOF does not hold the entry values"
     );
     server.restart();
+    assert_check_clean(&mut server.connection());
     check_dataset(&mut server.connection());
 }
 
@@ -227,6 +235,7 @@ fn writes_after_an_aof_rewrite_are_replayed_on_top_of_it() {
     assert_eq!(hc_deltag(&mut con, &["users"]), 2);
     hc_set(&mut con, "after", "rewrite", &["users", "team:7"]);
     server.restart();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     assert_eq!(hc_get_str(&mut con, "after").as_deref(), Some("rewrite"));
     assert_eq!(hc_get(&mut con, "user:1"), None);
@@ -243,6 +252,7 @@ fn aof_rewrite_with_rdb_preamble_then_restart_keeps_everything() {
     let _: String = query(&mut con, &redis::cmd("BGREWRITEAOF"));
     wait_for_aof_rewrite(&mut con);
     server.restart();
+    assert_check_clean(&mut server.connection());
     check_dataset(&mut server.connection());
 }
 
@@ -255,6 +265,7 @@ fn aof_rewrite_keeps_ttls_absolute() {
     let _: String = query(&mut con, &redis::cmd("BGREWRITEAOF"));
     wait_for_aof_rewrite(&mut con);
     server.restart();
+    assert_check_clean(&mut server.connection());
     let mut con = server.connection();
     let after: i64 = query(&mut con, redis::cmd("PEXPIRETIME").arg("k"));
     assert_eq!(after, expire_at);

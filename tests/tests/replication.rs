@@ -6,6 +6,7 @@ use hybridcache_tests::hc::{
     all_keys, call, hc_del, hc_deltag, hc_get_str, hc_set, hc_set_with, query, select, tagcard,
     tagkeys, tags, wait_removals_done,
 };
+use hybridcache_tests::index_check::assert_check_clean;
 use hybridcache_tests::subscriber::event_keys;
 use hybridcache_tests::{HcInfo, RedisServer, Subscriber, QUIET_PERIOD};
 use std::time::Duration;
@@ -209,6 +210,7 @@ fn promoted_replica_keeps_its_index_and_serves_deltag() {
     drop(primary);
     let mut rcon = replica.connection();
     let _: () = query(&mut rcon, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
+    assert_check_clean(&mut rcon);
     assert_eq!(index_snapshot(&mut rcon, &TAGS), before);
     assert_eq!(hc_deltag(&mut rcon, &["users"]), 2);
     assert_eq!(tagcard(&mut rcon, "users"), 0);
@@ -230,6 +232,7 @@ fn promoted_replica_publishes_its_own_events() {
     drop(primary);
     let mut rcon = replica.connection();
     let _: () = query(&mut rcon, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
+    assert_check_clean(&mut rcon);
     let sub = Subscriber::new(&replica);
     assert_eq!(hc_deltag(&mut rcon, &["t"]), 1);
     let event = sub.expect_event("deltag t on the promoted replica");
@@ -246,6 +249,7 @@ fn promotion_announces_a_flush_to_the_replicas_subscribers() {
     drop(primary);
     let mut rcon = replica.connection();
     let _: () = query(&mut rcon, redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
+    assert_check_clean(&mut rcon);
     let event = sub.expect_event("promoted");
     assert_eq!(event.op, Op::Promoted, "{event:?}");
     assert_eq!(event.change, hybridcache_protocol::Change::Flush);
