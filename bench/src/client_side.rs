@@ -237,7 +237,7 @@ async fn get_or_set_rate(
                         let value = cache
                             .get_or_set(
                                 key,
-                                || async move { Ok::<_, Infallible>(product(id)) },
+                                move || async move { Ok::<_, Infallible>(product(id)) },
                                 options.clone(),
                             )
                             .await
@@ -450,7 +450,7 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
             for i in 0..cfg.gos_hot_keys {
                 let key = format!("gos:hot:{i}");
                 let id = i as u32;
-                let _ = c.get_or_set(&key, || async move { Ok::<_, Infallible>(product(id)) }, hot_options.clone()).await;
+                let _ = c.get_or_set(&key, move || async move { Ok::<_, Infallible>(product(id)) }, hot_options.clone()).await;
             }
             let modes = if round % 2 == 0 { [false, true] } else { [true, false] };
             for skip_l1 in modes {

@@ -1,14 +1,16 @@
 //! Building a [`HybridCache`].
 
-use crate::cache::{HybridCache, Inner};
-use crate::coalesce::Coalescer;
+use crate::cache::{HybridCache, Inner, Link};
+use crate::circuit::CircuitBreaker;
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::format::Format;
 use crate::l1::{Capacity, L1};
 use crate::l2::{Connection, L2};
 use crate::nodes::Nodes;
 use crate::options::EntryOptions;
-use crate::shared::Shared;
+use crate::outbox::Outbox;
+use crate::shared::{Hub, Shared};
 use crate::subscription::{Subscription, Timing};
 use hybridcache_protocol::DEFAULT_CHANNEL;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -31,6 +33,9 @@ pub struct HybridCacheBuilder {
     timing: Timing,
     subscribe_timeout: Duration,
     command_timeout: Duration,
+    name: String,
+    circuit: Option<(u32, Duration)>,
+    auto_recovery: usize,
 }
 
 /// Where the cache's Redis is.
@@ -68,6 +73,9 @@ impl HybridCacheBuilder {
             },
             subscribe_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
+            name: "default".to_string(),
+            circuit: None,
+            auto_recovery: 0,
         }
     }
 
@@ -135,6 +143,43 @@ impl HybridCacheBuilder {
         self
     }
 
+    /// The cache's name: the `cache` label of its metrics (default `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A circuit breaker for Redis (off by default): after `failures` consecutive failures
+    /// to reach Redis (timeouts, refused or dropped connections), Redis is not called for
+    /// `open_for`; meanwhile reads use L1, fail-safe and the factory, and writes fail at once
+    /// with [`Error::CircuitOpen`] (or are queued, with [`auto_recovery`](Self::auto_recovery)).
+    /// The first call after `open_for` tries Redis again.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), hybridcache::Error> {
+    /// use std::time::Duration;
+    /// let cache = hybridcache::HybridCache::builder("redis://127.0.0.1/")
+    ///     .circuit_breaker(3, Duration::from_secs(5))
+    ///     .auto_recovery(10_000)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.circuit = Some((failures, open_for));
+        self
+    }
+
+    /// Outbound auto-recovery (off by default): a `set`, `remove` or `remove_by_tag` that
+    /// cannot reach Redis is queued instead of failing (at most `max_items`; the last write
+    /// per key wins, the oldest operation is dropped when full) and replayed, in order, as
+    /// soon as Redis answers again, before L1 is trusted again. A queued `remove` reports
+    /// `false` and a queued `remove_by_tag` 0, as the count is not known yet.
+    pub fn auto_recovery(mut self, max_items: usize) -> Self {
+        self.auto_recovery = max_items;
+        self
+    }
+
     /// Connects, subscribes, and returns the cache once the subscription is confirmed, so
     /// that no invalidation can be missed by what L1 will serve. Must run inside a Tokio
     /// runtime (the subscription runs as a task of it).
@@ -176,29 +221,45 @@ impl HybridCacheBuilder {
                 (Connection::Cluster(con), Nodes::cluster(seeds), 0)
             }
         };
+        let events = Events::new(&self.name);
+        let breaker = match self.circuit {
+            Some((failures, open_for)) => CircuitBreaker::new(failures, open_for),
+            None => CircuitBreaker::disabled(),
+        };
         let redis = L2 {
             con: redis,
             timeout: self.command_timeout,
+            breaker: Arc::new(breaker),
+            outbox: Arc::new(Outbox::new(self.auto_recovery)),
+            events: Arc::new(Events::new(&self.name)),
         };
-        let shared = Arc::new(Shared::new(L1::new(self.capacity), self.namespace, db));
+        let shared = Arc::new(Shared::new(
+            L1::new(self.capacity),
+            self.namespace,
+            db,
+            events,
+        ));
+        let hub = Arc::new(Hub::default());
+        hub.add(&shared);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(
             Subscription {
                 nodes,
                 channel: self.channel,
                 timing: self.timing,
-                shared: shared.clone(),
+                hub: hub.clone(),
+                redis: redis.clone(),
                 shutdown: shutdown_rx,
             }
             .run(),
         );
+        let link = Arc::new(Link::new(redis, hub.clone(), db, shutdown_tx));
         let deadline = tokio::time::Instant::now() + self.subscribe_timeout;
         while !shared.is_connected() {
             if tokio::time::Instant::now() >= deadline {
-                let _ = shutdown_tx.send(true);
                 return Err(Error::SubscriptionTimeout {
                     waited: self.subscribe_timeout,
-                    reason: shared
+                    reason: hub
                         .last_failure()
                         .unwrap_or_else(|| "no answer yet".to_string()),
                 });
@@ -206,14 +267,13 @@ impl HybridCacheBuilder {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(HybridCache {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Inner::new(
                 shared,
-                redis,
-                format: self.format,
-                defaults: self.defaults,
-                in_flight: Coalescer::default(),
-                shutdown: shutdown_tx,
-            }),
+                link,
+                self.format,
+                self.defaults,
+                self.name,
+            )),
         })
     }
 }

@@ -1,27 +1,29 @@
-//! The cache handle and its operations.
+//! The cache handle and its basic operations; `get_or_set` lives in `get_or_set.rs`.
 
 use crate::builder::{HybridCacheBuilder, Target};
 use crate::coalesce::Coalescer;
 use crate::error::{Error, Result};
+use crate::events::{CacheEvent, Events};
 use crate::format::Format;
-use crate::l1::{L1Entry, Value};
+use crate::l1::{Capacity, L1Entry, L1};
 use crate::l2::L2;
 use crate::options::EntryOptions;
-use crate::shared::Shared;
+use crate::outbox::Pending;
+use crate::shared::{Hub, Shared};
 use crate::stats::{bump, Stats};
 use redis::IntoConnectionInfo;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, watch};
 
 /// A two-tier cache: values in process memory (L1) in front of Redis (L2), kept in sync
 /// across every instance by the hybridcache module's invalidation events.
 ///
-/// Cloning is cheap and shares everything; the subscription stops when the last clone is
-/// dropped.
+/// Cloning is cheap and shares everything; the subscription stops when the last clone (of
+/// this cache and of the caches [`named`](Self::named) from it) is dropped.
 ///
 /// ```no_run
 /// use hybridcache::{EntryOptions, HybridCache};
@@ -51,29 +53,82 @@ pub struct HybridCache {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// What the caches made from one builder share: the Redis connection and the subscription.
+pub(crate) struct Link {
+    pub redis: L2,
+    pub hub: Arc<Hub>,
+    pub db: u32,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Link {
+    pub fn new(redis: L2, hub: Arc<Hub>, db: u32, shutdown: watch::Sender<bool>) -> Self {
+        Self {
+            redis,
+            hub,
+            db,
+            shutdown,
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
 pub(crate) struct Inner {
     pub shared: Arc<Shared>,
-    pub redis: L2,
+    pub link: Arc<Link>,
     pub format: Format,
     pub defaults: EntryOptions,
     pub in_flight: Coalescer,
-    pub shutdown: watch::Sender<bool>,
+    /// Keys being refreshed eagerly in the background.
+    pub refreshing: Mutex<HashSet<String>>,
+    pub name: String,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+impl Inner {
+    pub fn new(
+        shared: Arc<Shared>,
+        link: Arc<Link>,
+        format: Format,
+        defaults: EntryOptions,
+        name: String,
+    ) -> Self {
+        Self {
+            shared,
+            link,
+            format,
+            defaults,
+            in_flight: Coalescer::default(),
+            refreshing: Mutex::new(HashSet::new()),
+            name,
+        }
     }
 }
 
 impl std::fmt::Debug for HybridCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HybridCache")
+            .field("name", &self.inner.name)
             .field("namespace", &self.inner.shared.namespace)
             .field("connected", &self.inner.shared.is_connected())
             .field("stats", &self.stats())
             .finish()
     }
+}
+
+/// What L1 is told about a value besides the value itself.
+pub(crate) struct Keep {
+    pub origin: Option<Arc<str>>,
+    pub version: u64,
+    pub tags: Vec<String>,
+    pub lifetime: Option<Duration>,
+    pub weight: usize,
+    pub etag: Option<String>,
+    pub last_modified: Option<SystemTime>,
 }
 
 impl HybridCache {
@@ -126,9 +181,79 @@ impl HybridCache {
         HybridCacheBuilder::new(seeds.map(Target::Cluster).map_err(Error::from))
     }
 
+    /// Another cache on the same Redis connection and subscription, with its own name
+    /// (metrics label), namespace (prefix of its keys and tags in Redis), default options
+    /// and L1 of `l1_max_entries` entries. Builds at once: nothing new is connected.
+    ///
+    /// ```no_run
+    /// # async fn example(cache: hybridcache::HybridCache) {
+    /// use hybridcache::EntryOptions;
+    /// use std::time::Duration;
+    /// let orders = cache.named(
+    ///     "orders",
+    ///     "orders:",
+    ///     EntryOptions::new().ttl(Duration::from_secs(60)),
+    ///     10_000,
+    /// );
+    /// let _ = orders.get::<String>("42").await; // reads key "orders:42"
+    /// # }
+    /// ```
+    pub fn named(
+        &self,
+        name: &str,
+        namespace: &str,
+        defaults: EntryOptions,
+        l1_max_entries: u64,
+    ) -> HybridCache {
+        let link = self.inner.link.clone();
+        let shared = Arc::new(Shared::new(
+            L1::new(Capacity::Entries(l1_max_entries)),
+            namespace.to_string(),
+            link.db,
+            Events::new(name),
+        ));
+        link.hub.add(&shared);
+        HybridCache {
+            inner: Arc::new(Inner::new(
+                shared,
+                link,
+                self.inner.format,
+                defaults,
+                name.to_string(),
+            )),
+        }
+    }
+
     /// The cache's counters.
     pub fn stats(&self) -> Stats {
         self.inner.shared.counters.snapshot()
+    }
+
+    /// The cache's name (the `cache` label of its metrics).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// A stream of what happens in this cache (hits, misses, writes, invalidations,
+    /// fail-safe, factory errors and timeouts, circuit breaker changes, ...). Events are
+    /// built only once someone has subscribed; a listener that falls more than 1024 events
+    /// behind misses some (`RecvError::Lagged`).
+    ///
+    /// ```no_run
+    /// # async fn example(cache: hybridcache::HybridCache) {
+    /// use hybridcache::CacheEvent;
+    /// let mut events = cache.events();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         if let CacheEvent::FailSafeActivated { key } = event {
+    ///             eprintln!("serving a stale {key}");
+    ///         }
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn events(&self) -> broadcast::Receiver<CacheEvent> {
+        self.inner.shared.events.subscribe()
     }
 
     /// Whether the invalidation subscription is up (L1 is used only then).
@@ -136,12 +261,22 @@ impl HybridCache {
         self.inner.shared.is_connected()
     }
 
+    /// Whether the circuit breaker is open now (Redis is not being called).
+    pub fn is_circuit_open(&self) -> bool {
+        self.redis().breaker.is_open(Instant::now())
+    }
+
+    /// Operations waiting for Redis (auto-recovery), for all caches of this connection.
+    pub fn queued_operations(&self) -> usize {
+        self.inner.link.redis.outbox.len()
+    }
+
     /// Entries in L1 (approximate, as moka counts them).
     pub fn l1_entry_count(&self) -> u64 {
         self.inner.shared.l1.entry_count()
     }
 
-    fn full_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
+    pub(crate) fn full_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
         let ns = &self.inner.shared.namespace;
         if ns.is_empty() {
             Cow::Borrowed(key)
@@ -152,7 +287,7 @@ impl HybridCache {
 
     /// Whether `options` (over the defaults) keep the entry out of L1, without merging the
     /// rest: the L1 hit path allocates nothing it can avoid.
-    fn skips_l1(&self, options: &EntryOptions) -> bool {
+    pub(crate) fn skips_l1(&self, options: &EntryOptions) -> bool {
         options
             .skip_l1
             .or(self.inner.defaults.skip_l1)
@@ -164,8 +299,12 @@ impl HybridCache {
         tags.iter().map(|t| format!("{ns}{t}")).collect()
     }
 
-    fn redis(&self) -> &L2 {
-        &self.inner.redis
+    pub(crate) fn redis(&self) -> &L2 {
+        &self.inner.link.redis
+    }
+
+    pub(crate) fn emit(&self, name: &'static str, make: impl FnOnce() -> CacheEvent) {
+        self.inner.shared.events.emit(name, make);
     }
 
     /// The value under `key`, from L1 or else Redis; `None` when Redis has none.
@@ -177,13 +316,13 @@ impl HybridCache {
     }
 
     /// [`get`](Self::get) with options (skip flags, L1 lifetime, fail-safe of the L1 copy).
-    #[tracing::instrument(level = "debug", skip(self, options), fields(namespace = %self.inner.shared.namespace))]
+    #[tracing::instrument(level = "debug", skip(self, options), fields(cache = %self.inner.name))]
     pub async fn get_with<T>(&self, key: &str, options: EntryOptions) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let key = self.full_key(key);
-        if let Some(hit) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
+        if let Some((hit, _)) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
             return Ok(Some(hit));
         }
         let options = options.over(&self.inner.defaults);
@@ -192,97 +331,46 @@ impl HybridCache {
         }
         match self.read_l2::<T>(&key, &options).await {
             Ok(found) => Ok(found),
-            Err(e) => self.fail_safe::<T>(&key).await.map(Some).ok_or(e),
-        }
-    }
-
-    /// The value under `key`: from L1, else Redis, else `factory`, whose value is then
-    /// written to Redis with `options` (TTL, tags) and kept in L1. Concurrent calls for one
-    /// key in this process run the factory once and share its result.
-    #[tracing::instrument(level = "debug", skip(self, factory, options), fields(namespace = %self.inner.shared.namespace))]
-    pub async fn get_or_set<T, F, Fut, E>(
-        &self,
-        key: &str,
-        factory: F,
-        options: EntryOptions,
-    ) -> Result<Arc<T>>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        let key = self.full_key(key);
-        if let Some(hit) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
-            return Ok(hit);
-        }
-        let options = options.over(&self.inner.defaults);
-        let value = self
-            .inner
-            .in_flight
-            .run(&key, self.load(&key, factory, &options))
-            .await?;
-        value.downcast::<T>().map_err(|_| Error::UnexpectedReply {
-            command: "get_or_set",
-            detail: format!("a concurrent load of {key:?} produced another type"),
-        })
-    }
-
-    async fn load<T, F, Fut, E>(
-        &self,
-        key: &str,
-        factory: F,
-        options: &EntryOptions,
-    ) -> Result<Value>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        // A concurrent load may have filled L1 while this one waited for its turn.
-        if let Some(hit) = self.l1_hit::<T>(key, options.skips_l1()).await {
-            return Ok(hit);
-        }
-        if !options.skips_l2() {
-            match self.read_l2::<T>(key, options).await {
-                Ok(Some(found)) => return Ok(found),
-                Ok(None) => {}
-                Err(e) => {
-                    return match self.fail_safe::<T>(key).await {
-                        Some(stale) => Ok(stale),
-                        None => Err(e),
-                    };
+            Err(e) if e.is_unreachable() => match self.stale::<T>(&key).await {
+                Some((stale, entry)) => {
+                    self.activate_fail_safe(&key, &entry, &options).await;
+                    Ok(Some(stale))
                 }
-            }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
         }
-        bump(&self.inner.shared.counters.factory_runs);
-        let value = factory().await.map_err(|e| Error::Factory(Arc::new(e)))?;
-        let value = Arc::new(value);
-        if let Err(e) = self.write(key, value.clone(), options).await {
-            tracing::warn!(error = %e, key, "factory value not cached: writing it to Redis failed");
-        }
-        Ok(value)
     }
 
     /// Writes `value` under `key` to Redis (with the options' TTL and tags) and to L1. When
     /// this returns, every other instance's L1 copy of `key` is being invalidated, and this
-    /// instance reads the new value.
-    #[tracing::instrument(level = "debug", skip(self, value, options), fields(namespace = %self.inner.shared.namespace))]
+    /// instance reads the new value. With auto-recovery, a write that cannot reach Redis is
+    /// queued and this returns `Ok`.
+    #[tracing::instrument(level = "debug", skip(self, value, options), fields(cache = %self.inner.name))]
     pub async fn set<T>(&self, key: &str, value: T, options: EntryOptions) -> Result<()>
     where
         T: Serialize + Send + Sync + 'static,
     {
         let options = options.over(&self.inner.defaults);
-        self.write(&self.full_key(key), Arc::new(value), &options)
+        self.write(&self.full_key(key), Arc::new(value), &options, None, None)
             .await
     }
 
-    async fn write<T>(&self, key: &str, value: Arc<T>, options: &EntryOptions) -> Result<()>
+    /// Writes to Redis and L1 (see [`set`](Self::set)); `etag`/`last_modified` are kept
+    /// with the L1 copy for the next conditional refresh.
+    pub(crate) async fn write<T>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        options: &EntryOptions,
+        etag: Option<String>,
+        last_modified: Option<SystemTime>,
+    ) -> Result<()>
     where
         T: Serialize + Send + Sync + 'static,
     {
         let shared = &self.inner.shared;
+        let options = options.jittered();
         let mark = shared.log.mark();
         let bytes = self.inner.format.encode(&*value)?;
         let tags = self.full_tags(&options.tags);
@@ -290,27 +378,67 @@ impl HybridCache {
         let (origin, version) = if options.skips_l2() {
             (None, 0)
         } else {
-            let (origin, version) = self.redis().set(key, &bytes, options.ttl, &tags).await?;
-            (Some(origin), version)
+            match self.redis().set(key, &bytes, options.ttl, &tags).await {
+                Ok((origin, version)) => (Some(origin), version),
+                Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
+                    self.queue(Pending::Set {
+                        key: key.to_string(),
+                        bytes,
+                        ttl: options.ttl,
+                        tags,
+                    });
+                    shared.l1.invalidate(key).await;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         };
+        self.emit("set", || CacheEvent::Set {
+            key: key.to_string(),
+        });
         if options.skips_l1() {
             shared.l1.invalidate(key).await;
             return Ok(());
         }
         let lifetime = options.l1_lifetime(None);
-        self.keep(
-            key, value, origin, version, tags, lifetime, weight, options, mark,
-        )
-        .await;
+        let keep = Keep {
+            origin,
+            version,
+            tags,
+            lifetime,
+            weight,
+            etag,
+            last_modified,
+        };
+        self.keep(key, value, keep, &options, mark).await;
         Ok(())
     }
 
+    fn queue(&self, op: Pending) {
+        tracing::warn!(?op, "redis unreachable: operation queued for auto-recovery");
+        if self.redis().outbox.push(op) {
+            tracing::warn!("auto-recovery queue full: the oldest queued operation was dropped");
+        }
+        self.emit("queued", || CacheEvent::Queued);
+    }
+
     /// Removes `key` from Redis and from every instance's L1; true when Redis held it.
-    #[tracing::instrument(level = "debug", skip(self), fields(namespace = %self.inner.shared.namespace))]
+    #[tracing::instrument(level = "debug", skip(self), fields(cache = %self.inner.name))]
     pub async fn remove(&self, key: &str) -> Result<bool> {
         let key = self.full_key(key);
-        let removed = self.redis().del(&key).await;
+        let removed = match self.redis().del(&key).await {
+            Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
+                self.queue(Pending::Del {
+                    key: key.to_string(),
+                });
+                Ok(false)
+            }
+            other => other,
+        };
         self.inner.shared.l1.invalidate(&key).await;
+        self.emit("remove", || CacheEvent::Remove {
+            key: key.to_string(),
+        });
         removed
     }
 
@@ -321,55 +449,121 @@ impl HybridCache {
     }
 
     /// Removes every entry carrying any of `tags` (an entry with several counts once).
-    #[tracing::instrument(level = "debug", skip(self), fields(namespace = %self.inner.shared.namespace))]
+    #[tracing::instrument(level = "debug", skip(self), fields(cache = %self.inner.name))]
     pub async fn remove_by_tags(&self, tags: &[&str]) -> Result<u64> {
         if tags.is_empty() {
             return Ok(0);
         }
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         let tags = self.full_tags(&tags);
-        let removed = self.redis().deltag(&tags).await;
+        let removed = match self.redis().deltag(&tags).await {
+            Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
+                self.queue(Pending::DelTags { tags: tags.clone() });
+                Ok(0)
+            }
+            other => other,
+        };
         self.inner.shared.l1.remove_tagged(&tags).await;
+        self.emit("remove_by_tag", || CacheEvent::RemoveByTag { tags });
         removed
     }
 
-    /// A fresh L1 value of type `T`, counting the hit or the miss.
-    async fn l1_hit<T: Send + Sync + 'static>(&self, key: &str, skip_l1: bool) -> Option<Arc<T>> {
+    /// A fresh L1 value of type `T` and its entry, counting the hit or the miss.
+    pub(crate) async fn l1_hit<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        skip_l1: bool,
+    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
         let shared = &self.inner.shared;
-        if skip_l1 || !shared.is_connected() {
-            bump(&shared.counters.l1_misses);
-            return None;
-        }
-        let fresh = match shared.l1.get(key).await {
-            Some(entry) if shared.l1.is_fresh(&entry, Instant::now()) => {
-                entry.value.clone().downcast::<T>().ok()
-            }
-            _ => None,
-        };
-        bump(if fresh.is_some() {
-            &shared.counters.l1_hits
+        let fresh = if skip_l1 || !shared.is_connected() {
+            None
         } else {
-            &shared.counters.l1_misses
-        });
+            match shared.l1.get(key).await {
+                Some(entry) if shared.l1.is_fresh(&entry, Instant::now()) => entry
+                    .value
+                    .clone()
+                    .downcast::<T>()
+                    .ok()
+                    .map(|value| (value, entry)),
+                _ => None,
+            }
+        };
+        if fresh.is_some() {
+            bump(&shared.counters.l1_hits);
+            self.emit("hit", || CacheEvent::Hit {
+                key: key.to_string(),
+            });
+        } else {
+            bump(&shared.counters.l1_misses);
+            self.emit("miss", || CacheEvent::Miss {
+                key: key.to_string(),
+            });
+        }
         fresh
     }
 
-    /// The L1 value kept for fail-safe, when Redis cannot be reached.
-    async fn fail_safe<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+    /// The value L1 keeps for `key` for fail-safe (opted in, within its maximum stale
+    /// duration, none of its tags removed), whether or not it is fresh.
+    pub(crate) async fn stale<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
         let shared = &self.inner.shared;
         let entry = shared.l1.get(key).await?;
         if !shared.l1.is_fail_safe(&entry, Instant::now()) {
             return None;
         }
         let value = entry.value.clone().downcast::<T>().ok()?;
+        Some((value, entry))
+    }
+
+    /// Serves `entry` as fail-safe: counted, reported, and kept fresh for the throttle
+    /// duration (within its maximum stale duration), so that the failing source is not
+    /// tried again on every read.
+    pub(crate) async fn activate_fail_safe(
+        &self,
+        key: &str,
+        entry: &L1Entry,
+        options: &EntryOptions,
+    ) {
+        let shared = &self.inner.shared;
         bump(&shared.counters.fail_safe_hits);
-        tracing::warn!(key, "Redis unreachable: serving a stale value (fail-safe)");
-        Some(value)
+        tracing::warn!(key, "serving a stale value (fail-safe)");
+        self.emit("fail_safe_activated", || CacheEvent::FailSafeActivated {
+            key: key.to_string(),
+        });
+        let now = Instant::now();
+        let until = now + options.throttle();
+        let fresh_until = Some(entry.keep_until.map_or(until, |keep| keep.min(until)));
+        shared
+            .l1
+            .insert(
+                key.to_string(),
+                L1Entry {
+                    value: entry.value.clone(),
+                    origin: entry.origin.clone(),
+                    version: entry.version,
+                    tags: entry.tags.clone(),
+                    fresh_until,
+                    keep_until: entry.keep_until,
+                    epoch: shared.l1.epoch(),
+                    fail_safe: true,
+                    weight: entry.weight,
+                    refresh_after: None,
+                    etag: entry.etag.clone(),
+                    last_modified: entry.last_modified,
+                },
+            )
+            .await;
     }
 
     /// Reads `key` from Redis; keeps what it finds in L1 unless an invalidation of it arrived
     /// meanwhile.
-    async fn read_l2<T>(&self, key: &str, options: &EntryOptions) -> Result<Option<Arc<T>>>
+    pub(crate) async fn read_l2<T>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+    ) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -382,36 +576,27 @@ impl HybridCache {
         bump(&shared.counters.l2_hits);
         let value: Arc<T> = Arc::new(self.inner.format.decode(&found.value)?);
         if !options.skips_l1() {
-            let weight = found.value.len() + key.len();
-            let lifetime = options.l1_lifetime(found.remaining);
-            self.keep(
-                key,
-                value.clone(),
-                Some(found.origin),
-                found.version,
-                found.tags,
-                lifetime,
-                weight,
-                options,
-                mark,
-            )
-            .await;
+            let keep = Keep {
+                weight: found.value.len() + key.len(),
+                lifetime: options.l1_lifetime(found.remaining),
+                origin: Some(found.origin),
+                version: found.version,
+                tags: found.tags,
+                etag: None,
+                last_modified: None,
+            };
+            self.keep(key, value.clone(), keep, options, mark).await;
         }
         Ok(Some(value))
     }
 
     /// Puts a value into L1, then takes it out again if an invalidation recorded since
     /// `mark` names it (see `invalidation_log`).
-    #[allow(clippy::too_many_arguments)]
     async fn keep<T: Send + Sync + 'static>(
         &self,
         key: &str,
         value: Arc<T>,
-        origin: Option<Arc<str>>,
-        version: u64,
-        tags: Vec<String>,
-        lifetime: Option<Duration>,
-        weight: usize,
+        keep: Keep,
         options: &EntryOptions,
         mark: u64,
     ) {
@@ -420,28 +605,33 @@ impl HybridCache {
             return;
         }
         let now = Instant::now();
-        let fresh_until = lifetime.map(|d| now + d);
+        let fresh_until = keep.lifetime.map(|d| now + d);
         let keep_until = match (fresh_until, options.fail_safe) {
             (Some(t), Some(extra)) => Some(t + extra),
             (t, _) => t,
         };
-        let check_origin = origin.clone();
-        let tags: Box<[String]> = tags.into();
+        let refresh_after = options.refresh_point(keep.lifetime).map(|d| now + d);
+        let check_origin = keep.origin.clone();
+        let tags: Box<[String]> = keep.tags.into();
         let check_tags = tags.clone();
+        let version = keep.version;
         shared
             .l1
             .insert(
                 key.to_string(),
                 L1Entry {
                     value,
-                    origin,
+                    origin: keep.origin,
                     version,
                     tags,
                     fresh_until,
                     keep_until,
                     epoch: shared.l1.epoch(),
                     fail_safe: options.fail_safe.is_some(),
-                    weight: u32::try_from(weight).unwrap_or(u32::MAX),
+                    weight: u32::try_from(keep.weight).unwrap_or(u32::MAX),
+                    refresh_after,
+                    etag: keep.etag,
+                    last_modified: keep.last_modified,
                 },
             )
             .await;

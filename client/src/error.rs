@@ -41,6 +41,12 @@ pub enum Error {
         /// Why the last attempt failed (e.g. `NOPERM` when the user lacks the channel).
         reason: String,
     },
+    /// A factory ran past its hard timeout and no stale value could be served.
+    #[error("the factory did not finish within {0:?}")]
+    FactoryTimeout(Duration),
+    /// The circuit breaker is open: Redis failed too often and is not called for a while.
+    #[error("redis is not called for a while after repeated failures (circuit breaker open)")]
+    CircuitOpen,
     /// The builder was given something unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -51,6 +57,38 @@ impl From<redis::RedisError> for Error {
         Error::Redis(Arc::new(e))
     }
 }
+
+impl Error {
+    /// Whether the error means Redis could not be reached (as opposed to Redis answering
+    /// with an error): these count for the circuit breaker, allow fail-safe, and queue
+    /// writes for auto-recovery.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Timeout(_) | Error::CircuitOpen => true,
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::ClusterDown
+                                | redis::ServerErrorKind::TryAgain
+                                | redis::ServerErrorKind::MasterDown
+                                | redis::ServerErrorKind::BusyLoading
+                        )
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A factory's declared failure ([`FactoryContext::fail`](crate::FactoryContext::fail)).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct FactoryFailed(pub String);
 
 /// This crate's `Result`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -35,6 +35,11 @@ pub(crate) struct L1Entry {
     pub epoch: u64,
     pub fail_safe: bool,
     pub weight: u32,
+    /// A hit from then on starts an eager refresh.
+    pub refresh_after: Option<Instant>,
+    /// Validators of the value, for a conditional refresh.
+    pub etag: Option<String>,
+    pub last_modified: Option<std::time::SystemTime>,
 }
 
 impl L1Entry {

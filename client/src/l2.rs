@@ -1,7 +1,10 @@
 //! The Redis tier: the module's commands, with replies parsed into Rust values, each bounded
 //! by the command timeout and retried once when the connection turned out to be dead.
 
+use crate::circuit::{CircuitBreaker, Transition};
 use crate::error::{Error, Result};
+use crate::events::{CacheEvent, Events};
+use crate::outbox::{Outbox, Pending};
 use hybridcache_protocol::command;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -46,11 +49,16 @@ impl Connection {
     }
 }
 
-/// The command connection and its timeout.
+/// The command connection, its timeout, the circuit breaker in front of it and the outbox
+/// of operations waiting for it.
 #[derive(Clone)]
 pub(crate) struct L2 {
     pub con: Connection,
     pub timeout: Duration,
+    pub breaker: Arc<CircuitBreaker>,
+    pub outbox: Arc<Outbox>,
+    /// Where circuit and replay events go (the cache built with the connection).
+    pub events: Arc<Events>,
 }
 
 impl L2 {
@@ -63,6 +71,33 @@ impl L2 {
     /// Like `query`; with `everywhere`, a cluster runs `cmd` on every primary and the
     /// integer replies are summed.
     async fn query_on<T: FromRedisValue>(&self, cmd: &Cmd, everywhere: bool) -> Result<T> {
+        if !self.breaker.allows(tokio::time::Instant::now().into_std()) {
+            return Err(Error::CircuitOpen);
+        }
+        let result = self.attempt(cmd, everywhere).await;
+        let transition = match &result {
+            Err(e) if e.is_unreachable() => self
+                .breaker
+                .on_failure(tokio::time::Instant::now().into_std()),
+            _ => self.breaker.on_success(),
+        };
+        match transition {
+            Transition::Opened => {
+                tracing::warn!("redis failed repeatedly: circuit breaker open");
+                self.events
+                    .emit("circuit_opened", || CacheEvent::CircuitOpened);
+            }
+            Transition::Closed => {
+                tracing::info!("redis answers again: circuit breaker closed");
+                self.events
+                    .emit("circuit_closed", || CacheEvent::CircuitClosed);
+            }
+            Transition::None => {}
+        }
+        result
+    }
+
+    async fn attempt<T: FromRedisValue>(&self, cmd: &Cmd, everywhere: bool) -> Result<T> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
         loop {
@@ -120,6 +155,69 @@ impl L2 {
     pub async fn del(&self, key: &str) -> Result<bool> {
         let removed: u64 = self.query(redis::cmd(command::DEL).arg(key)).await?;
         Ok(removed > 0)
+    }
+
+    /// Runs a queued operation.
+    async fn send(&self, op: &Pending) -> Result<()> {
+        match op {
+            Pending::Set {
+                key,
+                bytes,
+                ttl,
+                tags,
+            } => self.set(key, bytes, *ttl, tags).await.map(|_| ()),
+            Pending::Del { key } => self.del(key).await.map(|_| ()),
+            Pending::DelTags { tags } => self.deltag(tags).await.map(|_| ()),
+        }
+    }
+
+    /// Replays the outbox in order; stops at the first failure (the operation goes back
+    /// first in line). Returns how many were replayed.
+    pub async fn replay(&self) -> Result<usize> {
+        let mut replayed = 0;
+        while let Some(op) = self.outbox.pop() {
+            match self.send(&op).await {
+                Ok(()) => replayed += 1,
+                Err(e) if e.is_unreachable() => {
+                    self.outbox.unpop(op);
+                    return Err(e);
+                }
+                // Redis refused it (e.g. a limit): replaying it again would not help.
+                Err(e) => tracing::warn!(error = %e, ?op, "queued operation refused by redis"),
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(replayed, "queued operations replayed to redis");
+            self.events
+                .emit("replayed", || CacheEvent::Replayed { count: replayed });
+        }
+        Ok(replayed)
+    }
+
+    /// Takes the stampede lock `lock` for `ttl` with `token`; false when someone holds it.
+    pub async fn try_lock(&self, lock: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(lock)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// Releases the stampede lock if `token` still holds it.
+    pub async fn unlock(&self, lock: &str, token: &str) -> Result<()> {
+        const RELEASE: &str =
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+        let _: i64 = self
+            .query(redis::cmd("EVAL").arg(RELEASE).arg(1).arg(lock).arg(token))
+            .await?;
+        Ok(())
     }
 
     /// Removes the keys of `tags`; in a cluster on every primary (each removes its own keys),

@@ -38,21 +38,28 @@
 
 mod builder;
 mod cache;
+mod circuit;
 mod coalesce;
 mod error;
+mod events;
+mod factory;
 mod format;
+mod get_or_set;
 mod invalidation_log;
 mod l1;
 mod l2;
 mod nodes;
 mod options;
+mod outbox;
 mod shared;
 mod stats;
 mod subscription;
 
 pub use builder::HybridCacheBuilder;
 pub use cache::HybridCache;
-pub use error::{Error, Result};
+pub use error::{Error, FactoryFailed, Result};
+pub use events::CacheEvent;
+pub use factory::{FactoryContext, FactoryOutput};
 pub use format::Format;
-pub use options::EntryOptions;
+pub use options::{EntryOptions, DEFAULT_FAIL_SAFE_THROTTLE};
 pub use stats::Stats;

@@ -24,7 +24,20 @@ pub struct EntryOptions {
     pub(crate) skip_l1: Option<bool>,
     pub(crate) skip_l2: Option<bool>,
     pub(crate) fail_safe: Option<Duration>,
+    pub(crate) fail_safe_throttle: Option<Duration>,
+    pub(crate) factory_soft_timeout: Option<Duration>,
+    pub(crate) factory_hard_timeout: Option<Duration>,
+    pub(crate) background_completion: Option<bool>,
+    /// Eager refresh threshold in millionths of the lifetime.
+    pub(crate) eager_refresh: Option<u32>,
+    pub(crate) jitter: Option<Duration>,
+    pub(crate) distributed_lock: Option<Duration>,
 }
+
+/// How long a stale value served by fail-safe is served without retrying the failing
+/// source, unless [`EntryOptions::fail_safe_throttle`] says otherwise (FusionCache's
+/// default too).
+pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(30);
 
 impl EntryOptions {
     /// Options with nothing set.
@@ -74,6 +87,65 @@ impl EntryOptions {
         self
     }
 
+    /// After fail-safe served a stale value, keep serving it for `throttle` before trying
+    /// the failing source again (default 30 s), so a failing source is not called on every
+    /// read.
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = Some(throttle);
+        self
+    }
+
+    /// Soft factory timeout: when the factory takes longer and a stale value is kept
+    /// (fail-safe), the stale value is returned; the factory goes on in the background and
+    /// updates the cache when it finishes.
+    pub fn factory_soft_timeout(mut self, timeout: Duration) -> Self {
+        self.factory_soft_timeout = Some(timeout);
+        self
+    }
+
+    /// Hard factory timeout: past it the call returns [`Error::FactoryTimeout`]
+    /// (or the stale value, when fail-safe keeps one); the factory still completes in the
+    /// background unless [`background_completion`](Self::background_completion) is off.
+    ///
+    /// [`Error::FactoryTimeout`]: crate::Error::FactoryTimeout
+    pub fn factory_hard_timeout(mut self, timeout: Duration) -> Self {
+        self.factory_hard_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether a timed-out factory goes on in the background and caches its value when it
+    /// finishes (default true). When false it is cancelled.
+    pub fn background_completion(mut self, allow: bool) -> Self {
+        self.background_completion = Some(allow);
+        self
+    }
+
+    /// Eager refresh: a hit on an entry past `threshold` of its lifetime (0.0 < threshold
+    /// < 1.0, e.g. 0.8) starts one background refresh (the factory, coalesced), so a hot key
+    /// never expires under load. Needs a lifetime (a TTL).
+    pub fn eager_refresh(mut self, threshold: f64) -> Self {
+        let millionths = (threshold.clamp(0.0, 1.0) * 1_000_000.0).round() as u32;
+        self.eager_refresh = Some(millionths);
+        self
+    }
+
+    /// Adds a random extra of up to `max` to the entry's TTL in Redis and in L1 at each
+    /// write, so entries written together do not all expire together.
+    pub fn jitter(mut self, max: Duration) -> Self {
+        self.jitter = Some(max);
+        self
+    }
+
+    /// Distributed stampede protection: before running the factory, take a lock in Redis
+    /// (one per key, expiring after `max_wait`), so that across every instance one factory
+    /// runs per key at a time; the others wait up to `max_wait` for its value and then run
+    /// their own. An efficiency measure, not a guarantee: the lock expires, and when Redis
+    /// cannot be reached the factory runs anyway.
+    pub fn distributed_lock(mut self, max_wait: Duration) -> Self {
+        self.distributed_lock = Some(max_wait);
+        self
+    }
+
     /// The tags set so far.
     pub fn tag_list(&self) -> &[String] {
         &self.tags
@@ -93,7 +165,64 @@ impl EntryOptions {
             skip_l1: self.skip_l1.or(defaults.skip_l1),
             skip_l2: self.skip_l2.or(defaults.skip_l2),
             fail_safe: self.fail_safe.or(defaults.fail_safe),
+            fail_safe_throttle: self.fail_safe_throttle.or(defaults.fail_safe_throttle),
+            factory_soft_timeout: self.factory_soft_timeout.or(defaults.factory_soft_timeout),
+            factory_hard_timeout: self.factory_hard_timeout.or(defaults.factory_hard_timeout),
+            background_completion: self
+                .background_completion
+                .or(defaults.background_completion),
+            eager_refresh: self.eager_refresh.or(defaults.eager_refresh),
+            jitter: self.jitter.or(defaults.jitter),
+            distributed_lock: self.distributed_lock.or(defaults.distributed_lock),
         }
+    }
+
+    pub(crate) fn throttle(&self) -> Duration {
+        self.fail_safe_throttle
+            .unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE)
+    }
+
+    pub(crate) fn completes_in_background(&self) -> bool {
+        self.background_completion.unwrap_or(true)
+    }
+
+    /// When an entry kept now for `lifetime` should be refreshed eagerly.
+    pub(crate) fn refresh_point(&self, lifetime: Option<Duration>) -> Option<Duration> {
+        let threshold = self.eager_refresh?;
+        let lifetime = lifetime?;
+        (threshold > 0 && threshold < 1_000_000)
+            .then(|| lifetime.mul_f64(f64::from(threshold) / 1_000_000.0))
+    }
+
+    /// A random extra lifetime in `[0, jitter)`.
+    pub(crate) fn jitter_extra(&self) -> Duration {
+        match self.jitter {
+            Some(max) if !max.is_zero() => {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or_default(),
+                );
+                let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+                Duration::from_nanos(h.finish() % nanos)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// These options with the jitter drawn once and added to both TTLs.
+    pub(crate) fn jittered(&self) -> EntryOptions {
+        let extra = self.jitter_extra();
+        if extra.is_zero() {
+            return self.clone();
+        }
+        let mut out = self.clone();
+        out.ttl = self.ttl.map(|t| t + extra);
+        out.l1_ttl = self.l1_ttl.map(|t| t + extra);
+        out
     }
 
     pub(crate) fn skips_l1(&self) -> bool {
@@ -133,6 +262,34 @@ mod tests {
         assert_eq!(merged.fail_safe, Some(Duration::from_secs(5)));
         let own_tags = EntryOptions::new().tags(["x"]).over(&defaults);
         assert_eq!(own_tags.tags, ["x"]);
+    }
+
+    #[test]
+    fn resilience_options_merge_and_derive() {
+        let defaults = EntryOptions::new()
+            .eager_refresh(0.8)
+            .factory_soft_timeout(Duration::from_millis(10));
+        let o = EntryOptions::new()
+            .jitter(Duration::from_millis(100))
+            .over(&defaults);
+        assert_eq!(o.factory_soft_timeout, Some(Duration::from_millis(10)));
+        assert_eq!(
+            o.refresh_point(Some(Duration::from_secs(10))),
+            Some(Duration::from_secs(8))
+        );
+        assert_eq!(o.refresh_point(None), None);
+        assert_eq!(o.throttle(), DEFAULT_FAIL_SAFE_THROTTLE);
+        assert!(o.completes_in_background());
+        let ttl = Duration::from_secs(1);
+        for _ in 0..20 {
+            let j = o.clone().ttl(ttl).jittered();
+            let extra = j.ttl.unwrap() - ttl;
+            assert!(extra < Duration::from_millis(100), "{extra:?}");
+        }
+        assert!(EntryOptions::new()
+            .eager_refresh(1.5)
+            .refresh_point(Some(ttl))
+            .is_none());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! State shared by the cache handles and the subscription task, and how an invalidation
 //! event changes it.
 
+use crate::events::{CacheEvent, Events};
 use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
 use crate::l1::L1;
 use crate::stats::{bump, Counters};
 use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 pub(crate) struct Shared {
     pub l1: L1,
@@ -21,12 +22,11 @@ pub(crate) struct Shared {
     pub db: u32,
     /// Last `seq` seen per origin since the subscription was (re)established.
     last_seq: Mutex<HashMap<Arc<str>, u64>>,
-    /// Why the subscription last failed, for the builder's error.
-    last_failure: Mutex<Option<String>>,
+    pub events: Events,
 }
 
 impl Shared {
-    pub fn new(l1: L1, namespace: String, db: u32) -> Self {
+    pub fn new(l1: L1, namespace: String, db: u32, events: Events) -> Self {
         Self {
             l1,
             log: InvalidationLog::default(),
@@ -35,7 +35,7 @@ impl Shared {
             namespace,
             db,
             last_seq: Mutex::new(HashMap::new()),
-            last_failure: Mutex::new(None),
+            events,
         }
     }
 
@@ -55,19 +55,6 @@ impl Shared {
         self.connected.store(true, Ordering::Release);
     }
 
-    /// Remembers why the subscription could not be (re)established.
-    pub fn note_failure(&self, reason: &str) {
-        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
-    }
-
-    /// Why the subscription last failed, if it did.
-    pub fn last_failure(&self) -> Option<String> {
-        self.last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// The subscription is gone: stop serving from L1 at once.
     pub fn subscription_down(&self) {
         self.connected.store(false, Ordering::Release);
@@ -82,23 +69,27 @@ impl Shared {
         bump(&self.counters.l1_flushes);
     }
 
-    /// Applies one message from the invalidation channel.
-    pub async fn apply_message(&self, payload: &[u8]) {
-        bump(&self.counters.events_received);
-        let event = match InvalidationEvent::decode(payload) {
-            Ok(event) => event,
-            Err(e @ DecodeError::UnsupportedVersion(_)) => {
-                tracing::error!(error = %e, "invalidation event of an unknown format: L1 cleared");
-                self.clear_all();
-                return;
+    /// Applies one decoded message from the invalidation channel.
+    async fn apply_decoded(&self, decoded: Result<InvalidationEvent, &DecodeError>) {
+        match decoded {
+            Ok(event) => {
+                self.apply(event).await;
+                bump(&self.counters.events_received);
+                self.events
+                    .emit("invalidation_received", || CacheEvent::InvalidationReceived);
             }
             Err(e) => {
-                tracing::error!(error = %e, "unreadable invalidation event: L1 cleared");
+                bump(&self.counters.events_received);
+                match e {
+                    DecodeError::UnsupportedVersion(_) => tracing::error!(
+                        error = %e,
+                        "invalidation event of an unknown format: L1 cleared"
+                    ),
+                    _ => tracing::error!(error = %e, "unreadable invalidation event: L1 cleared"),
+                }
                 self.clear_all();
-                return;
             }
-        };
-        self.apply(event).await;
+        }
     }
 
     fn clear_all(&self) {
@@ -191,5 +182,79 @@ impl Shared {
             .filter_map(|name| String::from_utf8(name.0).ok())
             .filter(|name| name.starts_with(&self.namespace))
             .collect()
+    }
+}
+
+/// The caches fed by one subscription: a cache and the named caches made from it.
+#[derive(Default)]
+pub(crate) struct Hub {
+    members: Mutex<Vec<Weak<Shared>>>,
+    up: AtomicBool,
+    /// Why the subscription last failed, for the builder's error.
+    last_failure: Mutex<Option<String>>,
+}
+
+impl Hub {
+    /// Adds a cache; if the subscription is up, the cache starts connected.
+    pub fn add(&self, shared: &Arc<Shared>) {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(shared));
+        if self.up.load(Ordering::Acquire) {
+            shared.subscription_up();
+        }
+    }
+
+    fn members(&self) -> Vec<Arc<Shared>> {
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn subscription_up(&self) {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        self.up.store(true, Ordering::Release);
+        for member in members.iter().filter_map(Weak::upgrade) {
+            member.subscription_up();
+        }
+    }
+
+    pub fn subscription_down(&self) {
+        self.up.store(false, Ordering::Release);
+        for member in self.members() {
+            member.subscription_down();
+        }
+    }
+
+    /// Remembers why the subscription could not be (re)established.
+    pub fn note_failure(&self, reason: &str) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
+
+    /// Why the subscription last failed, if it did.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies one message from the invalidation channel to every cache.
+    pub async fn apply_message(&self, payload: &[u8]) {
+        let decoded = InvalidationEvent::decode(payload);
+        for member in self.members() {
+            let event = match &decoded {
+                Ok(event) => Ok(event.clone()),
+                Err(e) => Err(e),
+            };
+            member.apply_decoded(event).await;
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! up), re-established with backoff (in a cluster: on the next known node). While it is
 //! down, L1 serves nothing.
 
+use crate::l2::L2;
 use crate::nodes::{cluster_state_ok, Nodes};
-use crate::shared::Shared;
+use crate::shared::Hub;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,9 @@ pub(crate) struct Subscription {
     pub nodes: Nodes,
     pub channel: String,
     pub timing: Timing,
-    pub shared: Arc<Shared>,
+    pub hub: Arc<Hub>,
+    /// Queued operations are replayed through it before L1 is trusted again.
+    pub redis: L2,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -38,9 +41,9 @@ impl Subscription {
             match self.session().await {
                 Ended::Shutdown => return,
                 Ended::Lost(reason) => {
-                    self.shared.note_failure(&reason);
-                    let was_up = self.shared.is_connected();
-                    self.shared.subscription_down();
+                    self.hub.note_failure(&reason);
+                    let was_up = self.hub.is_up();
+                    self.hub.subscription_down();
                     if was_up {
                         tracing::warn!(%reason, "invalidation subscription lost; L1 off until it is back");
                         backoff = self.timing.backoff_min;
@@ -96,7 +99,12 @@ impl Subscription {
                 Err(e) => return Ended::Lost(format!("cluster slots: {e}")),
             }
         }
-        self.shared.subscription_up();
+        // Writes queued while Redis was unreachable go first: until they are in Redis,
+        // what this instance reads could be older than what it wrote.
+        if let Err(e) = self.redis.replay().await {
+            return Ended::Lost(format!("replaying queued operations: {e}"));
+        }
+        self.hub.subscription_up();
         let mut ping = tokio::time::interval(self.timing.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -104,7 +112,7 @@ impl Subscription {
                 push = rx.recv() => match push {
                     Some(PushInfo { kind: PushKind::Message, data }) => {
                         if let Some(Value::BulkString(payload)) = data.last() {
-                            self.shared.apply_message(payload).await;
+                            self.hub.apply_message(payload).await;
                         }
                     }
                     Some(PushInfo { kind: PushKind::Disconnection, .. }) | None => {
@@ -113,6 +121,11 @@ impl Subscription {
                     Some(_) => {}
                 },
                 _ = ping.tick() => {
+                    if !self.redis.outbox.is_empty() {
+                        if let Err(e) = self.redis.replay().await {
+                            tracing::debug!(error = %e, "queued operations not replayed yet");
+                        }
+                    }
                     if self.nodes.cluster {
                         if let Err(reason) = self.check_cluster(&mut con).await {
                             return Ended::Lost(reason);

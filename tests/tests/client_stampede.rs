@@ -30,7 +30,7 @@ fn spawn_callers(
                 start.wait().await;
                 h.get_or_set(
                     key,
-                    || async move {
+                    move || async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(FACTORY_TIME).await;
                         if fail {

@@ -1,0 +1,172 @@
+//! What happens in a cache, as events for listeners ([`HybridCache::events`]) and as
+//! counters of the [`metrics`] facade (`hybridcache_events_total{cache, event}`), which any
+//! `metrics` exporter (Prometheus, OpenTelemetry, ...) can publish. Install the exporter's
+//! recorder before building caches: counters are registered when a cache is built.
+//!
+//! [`HybridCache::events`]: crate::HybridCache::events
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::broadcast;
+
+/// Events kept for a slow listener before it starts missing some
+/// ([`broadcast::error::RecvError::Lagged`]).
+const LISTENER_BUFFER: usize = 1024;
+
+/// One thing that happened in a cache. Keys and tags are as stored in Redis (namespace
+/// included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheEvent {
+    /// A read answered from L1.
+    Hit { key: String },
+    /// A read L1 could not answer.
+    Miss { key: String },
+    /// A value was written (Redis and L1).
+    Set { key: String },
+    /// A key was removed by this handle.
+    Remove { key: String },
+    /// This handle removed the entries of tags.
+    RemoveByTag { tags: Vec<String> },
+    /// An invalidation event from the module was applied to L1.
+    InvalidationReceived,
+    /// A stale value was served instead of an error (Redis unreachable, factory failed or
+    /// timed out).
+    FailSafeActivated { key: String },
+    /// A factory failed (returned an error or declared failure).
+    FactoryError { key: String, error: String },
+    /// A factory ran past its soft or hard timeout.
+    FactoryTimedOut { key: String },
+    /// A hit past the eager-refresh threshold started a background refresh.
+    EagerRefresh { key: String },
+    /// Redis failed too often: it is not called for a while.
+    CircuitOpened,
+    /// Redis answered again.
+    CircuitClosed,
+    /// An operation that could not reach Redis was queued for auto-recovery.
+    Queued,
+    /// Queued operations were replayed to Redis.
+    Replayed { count: usize },
+}
+
+impl CacheEvent {
+    /// The `event` label of the metric.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CacheEvent::Hit { .. } => "hit",
+            CacheEvent::Miss { .. } => "miss",
+            CacheEvent::Set { .. } => "set",
+            CacheEvent::Remove { .. } => "remove",
+            CacheEvent::RemoveByTag { .. } => "remove_by_tag",
+            CacheEvent::InvalidationReceived => "invalidation_received",
+            CacheEvent::FailSafeActivated { .. } => "fail_safe_activated",
+            CacheEvent::FactoryError { .. } => "factory_error",
+            CacheEvent::FactoryTimedOut { .. } => "factory_timed_out",
+            CacheEvent::EagerRefresh { .. } => "eager_refresh",
+            CacheEvent::CircuitOpened => "circuit_opened",
+            CacheEvent::CircuitClosed => "circuit_closed",
+            CacheEvent::Queued => "queued",
+            CacheEvent::Replayed { .. } => "replayed",
+        }
+    }
+}
+
+/// Every event name, in the order of [`Kind`].
+const NAMES: [&str; 14] = [
+    "hit",
+    "miss",
+    "set",
+    "remove",
+    "remove_by_tag",
+    "invalidation_received",
+    "fail_safe_activated",
+    "factory_error",
+    "factory_timed_out",
+    "eager_refresh",
+    "circuit_opened",
+    "circuit_closed",
+    "queued",
+    "replayed",
+];
+
+pub(crate) struct Events {
+    tx: broadcast::Sender<CacheEvent>,
+    /// Someone called `subscribe`: from then on events are built and sent.
+    listened: AtomicBool,
+    counters: Vec<metrics::Counter>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("listened", &self.listened)
+            .finish()
+    }
+}
+
+impl Events {
+    /// Events of the cache named `cache` (the metrics label).
+    pub fn new(cache: &str) -> Self {
+        let (tx, _) = broadcast::channel(LISTENER_BUFFER);
+        let counters = NAMES
+            .iter()
+            .map(|event| {
+                metrics::counter!(
+                    "hybridcache_events_total",
+                    "cache" => cache.to_string(),
+                    "event" => *event
+                )
+            })
+            .collect();
+        Self {
+            tx,
+            listened: AtomicBool::new(false),
+            counters,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CacheEvent> {
+        self.listened.store(true, Ordering::Relaxed);
+        self.tx.subscribe()
+    }
+
+    /// Counts an event of `name` and, when someone listens, sends the one `make` builds.
+    pub fn emit(&self, name: &'static str, make: impl FnOnce() -> CacheEvent) {
+        if let Some(i) = NAMES.iter().position(|n| *n == name) {
+            if let Some(counter) = self.counters.get(i) {
+                counter.increment(1);
+            }
+        }
+        if self.listened.load(Ordering::Relaxed) {
+            let event = make();
+            debug_assert_eq!(event.name(), name);
+            let _ = self.tx.send(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_receive_events_sent_after_they_subscribed() {
+        let events = Events::new("test");
+        events.emit("hit", || CacheEvent::Hit { key: "a".into() });
+        let mut rx = events.subscribe();
+        events.emit("miss", || CacheEvent::Miss { key: "b".into() });
+        assert_eq!(rx.try_recv().unwrap(), CacheEvent::Miss { key: "b".into() });
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn every_event_has_a_metric_name() {
+        for event in [
+            CacheEvent::Hit { key: String::new() },
+            CacheEvent::InvalidationReceived,
+            CacheEvent::Replayed { count: 1 },
+            CacheEvent::CircuitOpened,
+        ] {
+            assert!(NAMES.contains(&event.name()));
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! `get_or_set`: L1, then Redis, then the factory, with the resilience around the factory:
+//! soft and hard timeouts with background completion, fail-safe (stale values, throttle,
+//! default values, declared failures), eager refresh, adaptive caching, conditional refresh
+//! and distributed stampede protection.
+
+use crate::cache::HybridCache;
+use crate::error::{Error, FactoryFailed, Result};
+use crate::events::CacheEvent;
+use crate::factory::{FactoryContext, FactoryOutput, Outcome};
+use crate::l1::{L1Entry, Value};
+use crate::options::EntryOptions;
+use crate::stats::bump;
+use serde::{de::DeserializeOwned, Serialize};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How often a caller waiting for another instance's factory looks for its value.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
+/// The stale value a load may fall back on.
+struct Stale<T> {
+    value: Arc<T>,
+    entry: Arc<L1Entry>,
+}
+
+impl<T> Clone for Stale<T> {
+    fn clone(&self) -> Self {
+        Self {
+            value: self.value.clone(),
+            entry: self.entry.clone(),
+        }
+    }
+}
+
+impl HybridCache {
+    /// The value under `key`: from L1, else Redis, else `factory`, whose value is then
+    /// written to Redis with `options` (TTL, tags) and kept in L1. Concurrent calls for one
+    /// key in this process run the factory once and share its result.
+    ///
+    /// The factory runs as a task of its own (hence `Send + 'static`), so that with
+    /// [`factory_soft_timeout`](EntryOptions::factory_soft_timeout) or
+    /// [`factory_hard_timeout`](EntryOptions::factory_hard_timeout) it can finish in the
+    /// background. A factory error fails the call unless fail-safe keeps a stale value.
+    /// When Redis cannot be reached, a stale value (fail-safe) is served if there is one,
+    /// else the factory runs and its value is returned (and queued for Redis with
+    /// auto-recovery).
+    #[tracing::instrument(level = "debug", skip(self, factory, options), fields(cache = %self.inner.name))]
+    pub async fn get_or_set<T, F, Fut, E>(
+        &self,
+        key: &str,
+        factory: F,
+        options: EntryOptions,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.get_or_set_with(
+            key,
+            move |ctx: FactoryContext<T>| async move {
+                match factory().await {
+                    Ok(value) => ctx.value(value),
+                    Err(e) => ctx.failed_with(Arc::new(e)),
+                }
+            },
+            options,
+        )
+        .await
+    }
+
+    /// [`get_or_set`](Self::get_or_set) with a factory that receives a [`FactoryContext`]:
+    /// the stale value and its ETag / Last-Modified (conditional refresh: answer
+    /// [`not_modified`](FactoryContext::not_modified)), the options it may change (adaptive
+    /// caching), and ways to declare failure with or without a default value.
+    ///
+    /// ```no_run
+    /// # async fn example(cache: hybridcache::HybridCache) -> Result<(), hybridcache::Error> {
+    /// use hybridcache::{EntryOptions, FactoryContext};
+    /// use std::time::Duration;
+    ///
+    /// let price = cache
+    ///     .get_or_set_with(
+    ///         "price:42",
+    ///         |ctx: FactoryContext<u64>| async move {
+    ///             match query_price(42).await {
+    ///                 Ok(p) => ctx.value(p),
+    ///                 Err(e) => ctx.fail(e), // stale value if fail-safe keeps one, else an error
+    ///             }
+    ///         },
+    ///         EntryOptions::new()
+    ///             .ttl(Duration::from_secs(60))
+    ///             .fail_safe(Duration::from_secs(3600))
+    ///             .factory_soft_timeout(Duration::from_millis(100))
+    ///             .eager_refresh(0.8),
+    ///     )
+    ///     .await?;
+    /// # Ok(()) }
+    /// # async fn query_price(_id: u64) -> Result<u64, String> { Ok(1) }
+    /// ```
+    #[tracing::instrument(level = "debug", skip(self, factory, options), fields(cache = %self.inner.name))]
+    pub async fn get_or_set_with<T, F, Fut>(
+        &self,
+        key: &str,
+        factory: F,
+        options: EntryOptions,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
+    {
+        let key = self.full_key(key).into_owned();
+        if let Some((hit, entry)) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
+            if entry
+                .refresh_after
+                .is_some_and(|at| std::time::Instant::now() >= at)
+            {
+                self.refresh_in_background(key, factory, options, hit.clone(), &entry);
+            }
+            return Ok(hit);
+        }
+        let options = options.over(&self.inner.defaults);
+        let value = self
+            .inner
+            .in_flight
+            .run(&key, self.load(&key, factory, options))
+            .await?;
+        value.downcast::<T>().map_err(|_| Error::UnexpectedReply {
+            command: "get_or_set",
+            detail: format!("a concurrent load of {key:?} produced another type"),
+        })
+    }
+
+    async fn load<T, F, Fut>(&self, key: &str, factory: F, options: EntryOptions) -> Result<Value>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
+    {
+        // A concurrent load may have filled L1 while this one waited for its turn.
+        if let Some((hit, _)) = self.l1_hit::<T>(key, options.skips_l1()).await {
+            return Ok(hit);
+        }
+        let stale = self
+            .stale::<T>(key)
+            .await
+            .map(|(value, entry)| Stale { value, entry });
+        let mut lock = None;
+        if !options.skips_l2() {
+            match self.read_l2::<T>(key, &options).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {
+                    if let Some(wait) = options.distributed_lock {
+                        match self.lock_or_wait::<T>(key, wait, &options).await {
+                            Locked::Found(found) => return Ok(found),
+                            Locked::Held(token) => lock = Some(token),
+                            Locked::GaveUp => {}
+                        }
+                    }
+                }
+                Err(e) if e.is_unreachable() => {
+                    if let Some(stale) = &stale {
+                        self.activate_fail_safe(key, &stale.entry, &options).await;
+                        return Ok(stale.value.clone());
+                    }
+                    tracing::warn!(error = %e, key, "redis unreachable: running the factory");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let result = self.produce(key, factory, options, stale).await;
+        if let Some(token) = lock {
+            if let Err(e) = self.redis().unlock(&lock_key(key), &token).await {
+                tracing::debug!(error = %e, key, "stampede lock not released (it expires)");
+            }
+        }
+        result.map(|value| value as Value)
+    }
+
+    /// Runs the factory under the options' timeouts and makes the outcome the call's result.
+    async fn produce<T, F, Fut>(
+        &self,
+        key: &str,
+        factory: F,
+        options: EntryOptions,
+        stale: Option<Stale<T>>,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
+    {
+        bump(&self.inner.shared.counters.factory_runs);
+        let ctx = FactoryContext {
+            stale: stale.as_ref().map(|s| s.value.clone()),
+            etag: stale.as_ref().and_then(|s| s.entry.etag.clone()),
+            last_modified: stale.as_ref().and_then(|s| s.entry.last_modified),
+            options: options.clone(),
+        };
+        let mut task: JoinHandle<FactoryOutput<T>> = tokio::spawn(factory(ctx));
+        let soft = options.factory_soft_timeout.filter(|_| stale.is_some());
+        let limit = [soft, options.factory_hard_timeout]
+            .into_iter()
+            .flatten()
+            .min();
+        let joined = match limit {
+            None => (&mut task).await,
+            Some(limit) => match tokio::time::timeout(limit, &mut task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    self.emit("factory_timed_out", || CacheEvent::FactoryTimedOut {
+                        key: key.to_string(),
+                    });
+                    if options.completes_in_background() {
+                        let (this, key, stale) = (self.clone(), key.to_string(), stale.clone());
+                        tokio::spawn(async move {
+                            if let Ok(output) = task.await {
+                                if let Err(e) = this.settle(&key, output, stale).await {
+                                    tracing::warn!(error = %e, key, "background factory failed");
+                                }
+                            }
+                        });
+                    } else {
+                        task.abort();
+                    }
+                    return match stale {
+                        Some(stale) => {
+                            self.activate_fail_safe(key, &stale.entry, &options).await;
+                            Ok(stale.value)
+                        }
+                        None => Err(Error::FactoryTimeout(limit)),
+                    };
+                }
+            },
+        };
+        match joined {
+            Ok(output) => self.settle(key, output, stale).await,
+            Err(e) => {
+                let error = Arc::new(FactoryFailed(format!("the factory panicked: {e}")));
+                self.fail(key, error, None, stale, &options).await
+            }
+        }
+    }
+
+    /// Caches what the factory produced and returns the value to serve.
+    async fn settle<T>(
+        &self,
+        key: &str,
+        output: FactoryOutput<T>,
+        stale: Option<Stale<T>>,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let options = output.options.over(&self.inner.defaults);
+        match output.outcome {
+            Outcome::Value(value) => {
+                let value = Arc::new(value);
+                self.keep_produced(
+                    key,
+                    value.clone(),
+                    &options,
+                    output.etag,
+                    output.last_modified,
+                )
+                .await;
+                Ok(value)
+            }
+            Outcome::NotModified => match stale {
+                Some(stale) => {
+                    self.keep_produced(
+                        key,
+                        stale.value.clone(),
+                        &options,
+                        output.etag,
+                        output.last_modified,
+                    )
+                    .await;
+                    Ok(stale.value)
+                }
+                None => {
+                    let error = Arc::new(FactoryFailed(
+                        "the factory answered \"not modified\" but no stale value is kept".into(),
+                    ));
+                    self.fail(key, error, None, None, &options).await
+                }
+            },
+            Outcome::Failed { error, default } => {
+                self.fail(key, error, default, stale, &options).await
+            }
+        }
+    }
+
+    /// Writes a produced value; a failure to reach Redis is logged (the value is served
+    /// anyway, and queued with auto-recovery).
+    async fn keep_produced<T>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        options: &EntryOptions,
+        etag: Option<String>,
+        last_modified: Option<std::time::SystemTime>,
+    ) where
+        T: Serialize + Send + Sync + 'static,
+    {
+        if let Err(e) = self.write(key, value, options, etag, last_modified).await {
+            tracing::warn!(error = %e, key, "factory value not cached: writing it to Redis failed");
+        }
+    }
+
+    /// A failed factory: the stale value (fail-safe), else the default, else the error.
+    async fn fail<T>(
+        &self,
+        key: &str,
+        error: Arc<dyn std::error::Error + Send + Sync>,
+        default: Option<T>,
+        stale: Option<Stale<T>>,
+        options: &EntryOptions,
+    ) -> Result<Arc<T>>
+    where
+        T: Send + Sync + 'static,
+    {
+        tracing::warn!(%error, key, "factory failed");
+        self.emit("factory_error", || CacheEvent::FactoryError {
+            key: key.to_string(),
+            error: error.to_string(),
+        });
+        if let Some(stale) = stale {
+            self.activate_fail_safe(key, &stale.entry, options).await;
+            return Ok(stale.value);
+        }
+        match default {
+            Some(default) => Ok(Arc::new(default)),
+            None => Err(Error::Factory(error)),
+        }
+    }
+
+    /// Starts one background refresh of `key` (unless one is running): the factory runs
+    /// with the current value as its stale value, and its result replaces it.
+    fn refresh_in_background<T, F, Fut>(
+        &self,
+        key: String,
+        factory: F,
+        options: EntryOptions,
+        current: Arc<T>,
+        entry: &L1Entry,
+    ) where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
+    {
+        {
+            let mut refreshing = self
+                .inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !refreshing.insert(key.clone()) {
+                return;
+            }
+        }
+        self.emit("eager_refresh", || CacheEvent::EagerRefresh {
+            key: key.clone(),
+        });
+        let options = options.over(&self.inner.defaults);
+        let ctx = FactoryContext {
+            stale: Some(current.clone()),
+            etag: entry.etag.clone(),
+            last_modified: entry.last_modified,
+            options,
+        };
+        let stale = Stale {
+            value: current,
+            entry: Arc::new(L1Entry {
+                value: entry.value.clone(),
+                origin: entry.origin.clone(),
+                version: entry.version,
+                tags: entry.tags.clone(),
+                fresh_until: entry.fresh_until,
+                keep_until: entry.keep_until,
+                epoch: entry.epoch,
+                fail_safe: entry.fail_safe,
+                weight: entry.weight,
+                refresh_after: None,
+                etag: entry.etag.clone(),
+                last_modified: entry.last_modified,
+            }),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            bump(&this.inner.shared.counters.factory_runs);
+            let output = factory(ctx).await;
+            if let Err(e) = this.settle(&key, output, Some(stale)).await {
+                tracing::warn!(error = %e, key, "eager refresh failed");
+            }
+            this.inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
+    }
+
+    /// Distributed stampede protection: takes the key's lock in Redis, or waits (up to
+    /// `wait`) for the holder's value to appear in Redis or for the lock to be free.
+    async fn lock_or_wait<T>(&self, key: &str, wait: Duration, options: &EntryOptions) -> Locked<T>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let lock = lock_key(key);
+        let token = lock_token();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.redis().try_lock(&lock, &token, wait).await {
+                Ok(true) => {
+                    // The previous holder may have written just before releasing.
+                    return match self.read_l2::<T>(key, options).await {
+                        Ok(Some(found)) => {
+                            let _ = self.redis().unlock(&lock, &token).await;
+                            Locked::Found(found)
+                        }
+                        _ => Locked::Held(token),
+                    };
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, key, "stampede lock unavailable: running the factory");
+                    return Locked::GaveUp;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Locked::GaveUp;
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+            if let Ok(Some(found)) = self.read_l2::<T>(key, options).await {
+                return Locked::Found(found);
+            }
+        }
+    }
+}
+
+enum Locked<T> {
+    /// Another instance produced the value meanwhile.
+    Found(Arc<T>),
+    /// This caller holds the lock (with this token) and runs the factory.
+    Held(String),
+    /// The wait is over or Redis cannot lock: run the factory anyway.
+    GaveUp,
+}
+
+/// The Redis key of `key`'s stampede lock.
+fn lock_key(key: &str) -> String {
+    format!("{key}:hc-lock")
+}
+
+/// A random token, so that only the holder releases a lock.
+fn lock_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}", h.finish())
+}

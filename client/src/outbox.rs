@@ -1,0 +1,153 @@
+//! Outbound auto-recovery: writes and invalidations that could not reach Redis wait here
+//! (bounded, the last write per key wins) and are replayed, in order, when Redis is back and
+//! before L1 is trusted again.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One operation waiting for Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pending {
+    Set {
+        key: String,
+        bytes: Vec<u8>,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    },
+    Del {
+        key: String,
+    },
+    DelTags {
+        tags: Vec<String>,
+    },
+}
+
+impl Pending {
+    fn key(&self) -> Option<&str> {
+        match self {
+            Pending::Set { key, .. } | Pending::Del { key } => Some(key),
+            Pending::DelTags { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    /// Most operations kept; 0: auto-recovery is off.
+    max: usize,
+    items: Mutex<VecDeque<Pending>>,
+}
+
+impl Outbox {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            items: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.max > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `op`; an earlier write or removal of the same key is dropped (the last one
+    /// wins). When full, the oldest operation is dropped; returns whether one was.
+    pub fn push(&self, op: Pending) -> bool {
+        let mut items = self.lock();
+        if let Some(key) = op.key() {
+            items.retain(|queued| queued.key() != Some(key));
+        }
+        items.push_back(op);
+        if items.len() > self.max {
+            items.pop_front();
+            return true;
+        }
+        false
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Takes the oldest operation, to replay it.
+    pub fn pop(&self) -> Option<Pending> {
+        self.lock().pop_front()
+    }
+
+    /// Puts back an operation whose replay failed, first in line; a newer operation on the
+    /// same key queued meanwhile wins over it.
+    pub fn unpop(&self, op: Pending) {
+        let mut items = self.lock();
+        if let Some(key) = op.key() {
+            if items.iter().any(|queued| queued.key() == Some(key)) {
+                return;
+            }
+        }
+        items.push_front(op);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: u8) -> Pending {
+        Pending::Set {
+            key: key.into(),
+            bytes: vec![value],
+            ttl: None,
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn the_last_operation_per_key_wins_and_order_is_kept() {
+        let outbox = Outbox::new(10);
+        outbox.push(set("a", 1));
+        outbox.push(Pending::DelTags {
+            tags: vec!["t".into()],
+        });
+        outbox.push(set("b", 1));
+        outbox.push(set("a", 2));
+        outbox.push(Pending::Del { key: "b".into() });
+        let drained: Vec<Pending> = std::iter::from_fn(|| outbox.pop()).collect();
+        assert_eq!(
+            drained,
+            [
+                Pending::DelTags {
+                    tags: vec!["t".into()]
+                },
+                set("a", 2),
+                Pending::Del { key: "b".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_and_a_failed_replay_goes_back_first() {
+        let outbox = Outbox::new(2);
+        assert!(!outbox.push(set("a", 1)));
+        assert!(!outbox.push(set("b", 1)));
+        assert!(outbox.push(set("c", 1)));
+        assert_eq!(outbox.len(), 2);
+        let first = outbox.pop().unwrap();
+        assert_eq!(first, set("b", 1));
+        outbox.unpop(first.clone());
+        assert_eq!(outbox.pop(), Some(first));
+        // A newer write of the key queued during the replay is not overwritten.
+        let old = outbox.pop().unwrap();
+        outbox.push(set("c", 9));
+        outbox.unpop(old);
+        assert_eq!(outbox.pop(), Some(set("c", 9)));
+        assert!(outbox.is_empty());
+    }
+}
