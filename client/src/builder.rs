@@ -221,7 +221,7 @@ impl HybridCacheBuilder {
                 (Connection::Cluster(con), Nodes::cluster(seeds), 0)
             }
         };
-        let events = Events::new(&self.name);
+        let events = Arc::new(Events::new(&self.name));
         let breaker = match self.circuit {
             Some((failures, open_for)) => CircuitBreaker::new(failures, open_for),
             None => CircuitBreaker::disabled(),
@@ -231,7 +231,7 @@ impl HybridCacheBuilder {
             timeout: self.command_timeout,
             breaker: Arc::new(breaker),
             outbox: Arc::new(Outbox::new(self.auto_recovery)),
-            events: Arc::new(Events::new(&self.name)),
+            events: events.clone(),
         };
         let shared = Arc::new(Shared::new(
             L1::new(self.capacity),

@@ -126,6 +126,8 @@ pub(crate) struct Keep {
     pub version: u64,
     pub tags: Vec<String>,
     pub lifetime: Option<Duration>,
+    /// What remains of the value's lifetime in Redis.
+    pub l2_remaining: Option<Duration>,
     pub weight: usize,
     pub etag: Option<String>,
     pub last_modified: Option<SystemTime>,
@@ -210,7 +212,7 @@ impl HybridCache {
             L1::new(Capacity::Entries(l1_max_entries)),
             namespace.to_string(),
             link.db,
-            Events::new(name),
+            Arc::new(Events::new(name)),
         ));
         link.hub.add(&shared);
         HybridCache {
@@ -406,6 +408,7 @@ impl HybridCache {
             version,
             tags,
             lifetime,
+            l2_remaining: options.ttl.filter(|_| !options.skips_l2()),
             weight,
             etag,
             last_modified,
@@ -549,6 +552,7 @@ impl HybridCache {
                     epoch: shared.l1.epoch(),
                     fail_safe: true,
                     weight: entry.weight,
+                    l2_expires_at: entry.l2_expires_at,
                     refresh_after: None,
                     etag: entry.etag.clone(),
                     last_modified: entry.last_modified,
@@ -579,6 +583,7 @@ impl HybridCache {
             let keep = Keep {
                 weight: found.value.len() + key.len(),
                 lifetime: options.l1_lifetime(found.remaining),
+                l2_remaining: found.remaining,
                 origin: Some(found.origin),
                 version: found.version,
                 tags: found.tags,
@@ -629,6 +634,7 @@ impl HybridCache {
                     epoch: shared.l1.epoch(),
                     fail_safe: options.fail_safe.is_some(),
                     weight: u32::try_from(keep.weight).unwrap_or(u32::MAX),
+                    l2_expires_at: keep.l2_remaining.map(|d| now + d),
                     refresh_after,
                     etag: keep.etag,
                     last_modified: keep.last_modified,

@@ -385,6 +385,7 @@ impl HybridCache {
                 epoch: entry.epoch,
                 fail_safe: entry.fail_safe,
                 weight: entry.weight,
+                l2_expires_at: entry.l2_expires_at,
                 refresh_after: None,
                 etag: entry.etag.clone(),
                 last_modified: entry.last_modified,

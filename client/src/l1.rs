@@ -35,6 +35,8 @@ pub(crate) struct L1Entry {
     pub epoch: u64,
     pub fail_safe: bool,
     pub weight: u32,
+    /// When the value expires in Redis (`None`: no expiry, or not from Redis).
+    pub l2_expires_at: Option<Instant>,
     /// A hit from then on starts an eager refresh.
     pub refresh_after: Option<Instant>,
     /// Validators of the value, for a conditional refresh.

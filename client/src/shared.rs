@@ -5,10 +5,15 @@ use crate::events::{CacheEvent, Events};
 use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
 use crate::l1::L1;
 use crate::stats::{bump, Counters};
-use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name};
+use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// A `removed` event this close to (or after) an entry's expiry in Redis is taken for that
+/// expiry: the clocks of client and server differ by the network delay.
+const EXPIRY_TOLERANCE: Duration = Duration::from_millis(250);
 
 pub(crate) struct Shared {
     pub l1: L1,
@@ -22,11 +27,11 @@ pub(crate) struct Shared {
     pub db: u32,
     /// Last `seq` seen per origin since the subscription was (re)established.
     last_seq: Mutex<HashMap<Arc<str>, u64>>,
-    pub events: Events,
+    pub events: Arc<Events>,
 }
 
 impl Shared {
-    pub fn new(l1: L1, namespace: String, db: u32, events: Events) -> Self {
+    pub fn new(l1: L1, namespace: String, db: u32, events: Arc<Events>) -> Self {
         Self {
             l1,
             log: InvalidationLog::default(),
@@ -144,14 +149,24 @@ impl Shared {
                     seq: event.seq,
                     keys: keys.clone(),
                 });
+                let now = Instant::now();
                 for key in keys {
                     if let Some(entry) = self.l1.get(&key).await {
-                        if key_event_hits(
-                            entry.origin.as_deref(),
-                            entry.version,
-                            &origin,
-                            event.seq,
-                        ) {
+                        // The key expired in Redis: an entry kept for fail-safe stays, as
+                        // the stale copy (it is past its own freshness already).
+                        let expired = event.op == Op::Removed
+                            && entry.fail_safe
+                            && entry
+                                .l2_expires_at
+                                .is_some_and(|at| now + EXPIRY_TOLERANCE >= at);
+                        if !expired
+                            && key_event_hits(
+                                entry.origin.as_deref(),
+                                entry.version,
+                                &origin,
+                                event.seq,
+                            )
+                        {
                             self.l1.invalidate(&key).await;
                         }
                     }
