@@ -90,6 +90,18 @@ impl EntryOptions {
     /// After fail-safe served a stale value, keep serving it for `throttle` before trying
     /// the failing source again (default 30 s), so a failing source is not called on every
     /// read.
+    ///
+    /// ```
+    /// use hybridcache::EntryOptions;
+    /// use std::time::Duration;
+    /// // Serve the last good value for up to an hour when the source fails, and ask the
+    /// // source again at most every 10 s meanwhile.
+    /// let options = EntryOptions::new()
+    ///     .ttl(Duration::from_secs(60))
+    ///     .fail_safe(Duration::from_secs(3600))
+    ///     .fail_safe_throttle(Duration::from_secs(10));
+    /// # let _ = options;
+    /// ```
     pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
         self.fail_safe_throttle = Some(throttle);
         self
@@ -98,6 +110,18 @@ impl EntryOptions {
     /// Soft factory timeout: when the factory takes longer and a stale value is kept
     /// (fail-safe), the stale value is returned; the factory goes on in the background and
     /// updates the cache when it finishes.
+    ///
+    /// ```
+    /// use hybridcache::EntryOptions;
+    /// use std::time::Duration;
+    /// // Answer within 100 ms with the stale value if the source is slow; never wait more
+    /// // than 2 s; let the slow call finish and refresh the cache in the background.
+    /// let options = EntryOptions::new()
+    ///     .fail_safe(Duration::from_secs(600))
+    ///     .factory_soft_timeout(Duration::from_millis(100))
+    ///     .factory_hard_timeout(Duration::from_secs(2));
+    /// # let _ = options;
+    /// ```
     pub fn factory_soft_timeout(mut self, timeout: Duration) -> Self {
         self.factory_soft_timeout = Some(timeout);
         self
@@ -123,6 +147,14 @@ impl EntryOptions {
     /// Eager refresh: a hit on an entry past `threshold` of its lifetime (0.0 < threshold
     /// < 1.0, e.g. 0.8) starts one background refresh (the factory, coalesced), so a hot key
     /// never expires under load. Needs a lifetime (a TTL).
+    ///
+    /// ```
+    /// use hybridcache::EntryOptions;
+    /// use std::time::Duration;
+    /// // Hits in the last 20 % of the 5-minute lifetime refresh the entry in the background.
+    /// let options = EntryOptions::new().ttl(Duration::from_secs(300)).eager_refresh(0.8);
+    /// # let _ = options;
+    /// ```
     pub fn eager_refresh(mut self, threshold: f64) -> Self {
         let millionths = (threshold.clamp(0.0, 1.0) * 1_000_000.0).round() as u32;
         self.eager_refresh = Some(millionths);
@@ -131,6 +163,16 @@ impl EntryOptions {
 
     /// Adds a random extra of up to `max` to the entry's TTL in Redis and in L1 at each
     /// write, so entries written together do not all expire together.
+    ///
+    /// ```
+    /// use hybridcache::EntryOptions;
+    /// use std::time::Duration;
+    /// // Between 10 and 11 minutes.
+    /// let options = EntryOptions::new()
+    ///     .ttl(Duration::from_secs(600))
+    ///     .jitter(Duration::from_secs(60));
+    /// # let _ = options;
+    /// ```
     pub fn jitter(mut self, max: Duration) -> Self {
         self.jitter = Some(max);
         self
@@ -141,6 +183,16 @@ impl EntryOptions {
     /// runs per key at a time; the others wait up to `max_wait` for its value and then run
     /// their own. An efficiency measure, not a guarantee: the lock expires, and when Redis
     /// cannot be reached the factory runs anyway.
+    ///
+    /// ```
+    /// use hybridcache::EntryOptions;
+    /// use std::time::Duration;
+    /// // An expensive report: one instance computes it, the others wait up to 5 s for it.
+    /// let options = EntryOptions::new()
+    ///     .ttl(Duration::from_secs(3600))
+    ///     .distributed_lock(Duration::from_secs(5));
+    /// # let _ = options;
+    /// ```
     pub fn distributed_lock(mut self, max_wait: Duration) -> Self {
         self.distributed_lock = Some(max_wait);
         self
