@@ -1,10 +1,10 @@
-# The front door: make build | run | run-cluster | test | lint | example | clean
+# The front door: make build | run | run-cluster | test | lint | fuzz | example | clean
 CARGO       ?= cargo
 PORT        ?= 6379
 RELEASE_SO  := target/release/libhybridcache_module.so
 DEBUG_SO    := target/debug/libhybridcache_module.so
 
-.PHONY: all deps build run run-cluster test lint clean example bench
+.PHONY: all deps build run run-cluster test lint clean example bench fuzz
 
 all: build
 
@@ -36,6 +36,23 @@ test: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## fuzz: each cargo-fuzz target (fuzz/fuzz_targets) for FUZZ_SECS seconds (default 60); crashes go to
+## fuzz/artifacts/<target>/. Nightly when rustup has it, else stable with RUSTC_BOOTSTRAP=1.
+FUZZ_SECS    ?= 60
+FUZZ_TARGETS := set_options entry_load event_decode
+fuzz: deps
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain=+nightly; \
+	else toolchain=; export RUSTC_BOOTSTRAP=1; echo "fuzz: no nightly toolchain, stable with RUSTC_BOOTSTRAP=1"; fi; \
+	failed=; \
+	for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus/$$target || exit 1; \
+	  echo "fuzz: $$target for $(FUZZ_SECS) s"; \
+	  $(CARGO) $$toolchain fuzz run $$target fuzz/target/corpus/$$target fuzz/corpus/$$target -- \
+	    -max_total_time=$(FUZZ_SECS) -print_final_stats=1 || failed="$$failed $$target"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in fuzz/artifacts/)" >&2; exit 1; fi
 
 ## example: two client instances against a throwaway Redis (client/examples/two_instances.rs)
 example: build

@@ -134,7 +134,7 @@ fn set(ctx: &Context, info: &Info) -> Result<(), String> {
         sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    let mut command_info = raw::RedisModuleCommandInfo {
+    let command_info = raw::RedisModuleCommandInfo {
         version: &version,
         summary: summary.as_ptr(),
         complexity: complexity.as_ptr(),
@@ -160,7 +160,7 @@ fn set(ctx: &Context, info: &Info) -> Result<(), String> {
         if command.is_null() {
             return Err("command not found".into());
         }
-        if set(command, &mut command_info) != raw::REDISMODULE_OK as c_int {
+        if set(command, &command_info) != raw::REDISMODULE_OK as c_int {
             return Err("Redis refused the command info".into());
         }
     }

@@ -1,25 +1,45 @@
 //! The module's data type: how an [`Entry`] is saved, loaded, rewritten into the AOF, copied,
 //! measured and freed, and how the tag index learns that an entry left the keyspace.
 //!
-//! RDB encoding (version 1): value as a string buffer, the version as an unsigned, flags as
-//! an unsigned (bit 0: logically deleted), the tag count as an unsigned, then each tag as a
-//! string buffer.
+//! The RDB fields and their decoding are in [`crate::saved`]; this file backs its
+//! [`Source`] and [`Sink`] with Redis's RDB IO.
 
 use crate::entry::Entry;
 use crate::publisher::publish;
+use crate::saved::{self, Sink, Source, ENCODING_VERSION};
 use crate::state::{is_gone, is_loading, is_quiet, with_state};
 use hybridcache_protocol::{Change, Name, Op};
-use redis_module::{native_types::RedisType, raw, RedisString};
+use redis_module::{native_types::RedisType, raw, RedisBuffer, RedisString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
 
 /// Type name as `TYPE key` shows it (Redis requires exactly 9 characters).
 pub const TYPE_NAME: &str = "hc-entry0";
-const ENCODING_VERSION: i32 = 1;
-/// Tag counts above this in a payload are treated as corrupt rather than trusted.
-const MAX_TAGS_IN_PAYLOAD: u64 = 1 << 24;
-/// RDB flag: the entry is logically deleted.
-const FLAG_DEAD: u64 = 1;
+
+/// The RDB IO of a load or save, as a field [`Source`] and [`Sink`].
+struct RdbIo(*mut raw::RedisModuleIO);
+
+impl Source for RdbIo {
+    type Bytes = RedisBuffer;
+
+    fn string(&mut self) -> Option<RedisBuffer> {
+        raw::load_string_buffer(self.0).ok()
+    }
+
+    fn unsigned(&mut self) -> Option<u64> {
+        raw::load_unsigned(self.0).ok()
+    }
+}
+
+impl Sink for RdbIo {
+    fn string(&mut self, bytes: &[u8]) {
+        raw::save_slice(self.0, bytes);
+    }
+
+    fn unsigned(&mut self, n: u64) {
+        raw::save_unsigned(self.0, n);
+    }
+}
 
 /// The database an RDB/AOF IO belongs to, when Redis says.
 fn io_db(io: *mut raw::RedisModuleIO) -> Option<i32> {
@@ -77,7 +97,7 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
     if encver != ENCODING_VERSION {
         return ptr::null_mut();
     }
-    let Some(entry) = load_entry(rdb) else {
+    let Some(entry) = saved::load(&mut RdbIo(rdb)) else {
         return ptr::null_mut();
     };
     if is_loading() {
@@ -107,38 +127,11 @@ fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
     with_state(|s| s.index.insert(db, key, entry.tags()));
 }
 
-fn load_entry(rdb: *mut raw::RedisModuleIO) -> Option<Entry> {
-    let value = raw::load_string_buffer(rdb).ok()?;
-    let version = raw::load_unsigned(rdb).ok()?;
-    let flags = raw::load_unsigned(rdb).ok()?;
-    let count = raw::load_unsigned(rdb).ok()?;
-    if count > MAX_TAGS_IN_PAYLOAD {
-        return None;
-    }
-    let mut tags = Vec::with_capacity(count.min(64) as usize);
-    for _ in 0..count {
-        tags.push(Box::<[u8]>::from(
-            raw::load_string_buffer(rdb).ok()?.as_ref(),
-        ));
-    }
-    let entry = Entry::new(value.as_ref(), &tags, version)?;
-    if flags & FLAG_DEAD != 0 {
-        entry.mark_dead();
-    }
-    Some(entry)
-}
-
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     let Some(entry) = entry_ref(value) else {
         return;
     };
-    raw::save_slice(rdb, entry.value());
-    raw::save_unsigned(rdb, entry.version);
-    raw::save_unsigned(rdb, if gone_at(rdb, entry) { FLAG_DEAD } else { 0 });
-    raw::save_unsigned(rdb, entry.tags().count() as u64);
-    for tag in entry.tags() {
-        raw::save_slice(rdb, tag);
-    }
+    saved::save(entry, gone_at(rdb, entry), &mut RdbIo(rdb));
 }
 
 /// `HC.SET key value [TAGS tag ...]`; Redis appends the expiry itself (PEXPIREAT).

@@ -16,6 +16,8 @@ pub mod config;
 pub mod datatype;
 pub mod entry;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod index;
 pub mod info;
 pub mod key_handle;
@@ -25,6 +27,7 @@ pub mod pending;
 pub mod publisher;
 pub mod removal;
 pub mod role;
+pub mod saved;
 pub mod scan;
 pub mod sequencer;
 pub mod set_options;
@@ -34,7 +37,7 @@ pub mod text;
 /// `MODULE LIST` version: major * 10000 + minor * 100 + patch of the crate version.
 pub const MODULE_VERSION: i32 = 100;
 
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod registration {
     use crate::commands::{check, delete, read, set, tag_query};
     use crate::{

@@ -22,6 +22,9 @@
 
 pub mod command;
 mod event;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod name;
 
 pub use event::{Change, DecodeError, InvalidationEvent, Op};

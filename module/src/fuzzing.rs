@@ -1,0 +1,343 @@
+//! Fuzz target bodies for the module's parsers of untrusted bytes: `HC.SET` options and saved
+//! entries (RDB, `RESTORE`). Each body takes arbitrary bytes and panics only on a bug: a
+//! parser that panics, or a result that breaks an invariant the body checks.
+//!
+//! Run by `cargo fuzz` (`fuzz/fuzz_targets/`, `make fuzz`), and by the bounded tests below
+//! over the seed corpus (`fuzz/corpus/<target>/`) and deterministic mutations of it, which
+//! `cargo test` runs on stable.
+
+use crate::saved::{self, SliceSource, Source, FLAG_DEAD, MAX_TAGS_IN_PAYLOAD};
+use crate::set_options::{Expiry, SetOptions};
+
+/// The options of `HC.SET key value <options>`, split on NUL bytes (NULs inside arguments
+/// are left to the end-to-end tests).
+pub fn set_options(data: &[u8]) {
+    let args = split_args(data);
+    match SetOptions::parse(&args) {
+        Ok(options) => check_options(&args, &options),
+        Err(e) => {
+            // Becomes an error reply: a NUL would panic in redis-module, CR/LF would break
+            // the protocol.
+            let reply = e.to_string();
+            assert!(
+                reply.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+                "error reply {reply:?}"
+            );
+        }
+    }
+}
+
+/// The arguments in `data`, NUL-separated; none when it is empty.
+pub fn split_args(data: &[u8]) -> Vec<&[u8]> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|&b| b == 0).collect()
+}
+
+fn check_options(args: &[&[u8]], options: &SetOptions) {
+    if !options.tags.is_empty() {
+        assert!(args.ends_with(&options.tags), "tags are the last arguments");
+        let keyword = args
+            .len()
+            .checked_sub(options.tags.len() + 1)
+            .and_then(|at| args.get(at));
+        assert!(
+            keyword.is_some_and(|k| k.eq_ignore_ascii_case(b"TAGS")),
+            "tags follow TAGS"
+        );
+    }
+    if options.get_version {
+        assert!(args.iter().any(|a| a.eq_ignore_ascii_case(b"GETVERSION")));
+    }
+    if let Expiry::In(ms) | Expiry::At(ms) = options.expiry {
+        assert!(ms > 0, "expiry {ms} accepted");
+    }
+    for now in [i64::MIN, -1, 0, 1, 1_700_000_000_000, i64::MAX] {
+        let deadline = options.expiry.deadline(now);
+        match options.expiry {
+            Expiry::Never | Expiry::Keep => assert_eq!(deadline, Ok(None)),
+            Expiry::At(at) => assert_eq!(deadline, Ok(Some(at))),
+            Expiry::In(ms) => match now.checked_add(ms) {
+                Some(at) => assert_eq!(deadline, Ok(Some(at))),
+                None => assert!(deadline.is_err()),
+            },
+        }
+    }
+}
+
+/// A saved entry in the slice format of [`crate::saved`].
+pub fn entry_load(data: &[u8]) {
+    let loaded = saved::from_bytes(data);
+    // What the fields say, read one by one.
+    let mut fields = SliceSource::new(data);
+    let header = (|| {
+        let value = fields.string()?;
+        Some((
+            value,
+            fields.unsigned()?,
+            fields.unsigned()?,
+            fields.unsigned()?,
+        ))
+    })();
+    let Some((value, version, flags, count)) = header else {
+        assert!(loaded.is_none(), "loaded from a short header");
+        return;
+    };
+    if count > MAX_TAGS_IN_PAYLOAD {
+        assert!(loaded.is_none(), "loaded {count} tags");
+        return;
+    }
+    let mut tags = Vec::new();
+    for _ in 0..count {
+        match fields.string() {
+            Some(tag) => tags.push(tag),
+            None => {
+                assert!(loaded.is_none(), "loaded from a short tag list");
+                return;
+            }
+        }
+    }
+    let Some(entry) = loaded else {
+        // Refused although every field is there: only an oversized value may be.
+        assert!(
+            value.len() > crate::entry::MAX_VALUE_LEN,
+            "refused a good payload"
+        );
+        return;
+    };
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(entry.value(), value);
+    assert_eq!(entry.tag_list(), tags);
+    assert_eq!(entry.version, version);
+    assert_eq!(entry.is_dead(), flags & FLAG_DEAD != 0);
+    assert!(entry.memory_usage() >= value.len());
+
+    let bytes = saved::to_bytes(&entry, entry.is_dead());
+    let again = saved::from_bytes(&bytes);
+    assert_eq!(again.as_ref(), Some(&entry), "saved and loaded again");
+    let bytes_again = again.map(|e| saved::to_bytes(&e, e.is_dead()));
+    assert_eq!(bytes_again, Some(bytes), "saving is deterministic");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Entry;
+    use crate::saved::Sink;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    /// Generated inputs per target: 1.5 s in a debug build on an idle machine.
+    const ITERATIONS: usize = 200_000;
+
+    fn corpus(target: &str) -> Vec<Vec<u8>> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        paths.sort();
+        let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        assert!(!files.is_empty(), "no seeds in {}", dir.display());
+        files
+    }
+
+    /// splitmix64: a fixed sequence, so that a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// Byte strings the parsers give meaning to.
+    fn dictionary() -> Vec<Vec<u8>> {
+        let mut words: Vec<Vec<u8>> = [
+            "EX",
+            "px",
+            "EXAT",
+            "PxAt",
+            "KEEPTTL",
+            "NX",
+            "xx",
+            "GETVERSION",
+            "TAGS",
+            "0",
+            "1",
+            "-1",
+            "+1",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "99999999999999999999",
+            "%s%n",
+            "\r\n",
+            "\u{100}",
+        ]
+        .iter()
+        .map(|w| w.as_bytes().to_vec())
+        .collect();
+        // Huge, overlong and cut varints.
+        words.push(vec![0xff; 9].into_iter().chain([0x01]).collect());
+        words.push(vec![0xff; 9].into_iter().chain([0x7f]).collect());
+        words.push(vec![0x80; 12]);
+        words.push(vec![0xff, 0xff, 0xff, 0x0f]);
+        words.push(vec![0x81, 0x00]);
+        for n in [
+            0,
+            1,
+            MAX_TAGS_IN_PAYLOAD,
+            MAX_TAGS_IN_PAYLOAD + 1,
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ] {
+            words.push(n.to_le_bytes().to_vec());
+        }
+        words
+    }
+
+    /// A well-formed saved entry with random fields.
+    fn random_entry(rng: &mut Rng) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let value: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
+        bytes.string(&value);
+        bytes.unsigned(rng.next());
+        bytes.unsigned(rng.next() % 4);
+        let count = rng.below(6);
+        bytes.unsigned(count as u64);
+        for _ in 0..count {
+            let tag: Vec<u8> = (0..rng.below(20))
+                .map(|_| b'a' + rng.below(3) as u8)
+                .collect();
+            bytes.string(&tag);
+        }
+        bytes
+    }
+
+    fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>], words: &[Vec<u8>]) {
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(input.len() + 1);
+            match rng.below(8) {
+                0 if !input.is_empty() => {
+                    let i = rng.below(input.len());
+                    input[i] ^= 1 << rng.below(8);
+                }
+                1 if !input.is_empty() => {
+                    let i = rng.below(input.len());
+                    input[i] = *rng.pick(&[0, 0x7f, 0x80, 0xff, b'0', b'-']);
+                }
+                2 => input.truncate(at),
+                3 => {
+                    let end = (at + rng.below(16)).min(input.len());
+                    input.drain(at..end);
+                }
+                4 => {
+                    let word = rng.pick(words).clone();
+                    input.splice(at..at, word);
+                }
+                5 => {
+                    // A keyword as an argument of its own.
+                    let mut word: Vec<u8> = vec![0];
+                    let chosen: &Vec<u8> = rng.pick(words);
+                    word.extend_from_slice(chosen);
+                    input.splice(at..at, word);
+                }
+                6 => {
+                    let other = rng.pick(seeds);
+                    let from = rng.below(other.len() + 1);
+                    input.splice(at..at, other[from..].iter().copied());
+                }
+                _ => {
+                    let junk: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
+                    input.splice(at..at, junk);
+                }
+            }
+        }
+    }
+
+    /// Runs `body` on each seed, then on `ITERATIONS` mutations of seeds.
+    fn run(target: &str, body: fn(&[u8]), extra_seed: Option<fn(&mut Rng) -> Vec<u8>>) {
+        let started = Instant::now();
+        let seeds = corpus(target);
+        for seed in &seeds {
+            body(seed);
+        }
+        let words = dictionary();
+        let mut rng = Rng(0x6879_6272_6964_6361);
+        for i in 0..ITERATIONS {
+            let mut input = match extra_seed {
+                Some(make) if i % 2 == 0 => make(&mut rng),
+                _ => rng.pick(&seeds).clone(),
+            };
+            mutate(&mut rng, &mut input, &seeds, &words);
+            // On a failure the test output shows the input (cargo test prints panics).
+            body(&input);
+        }
+        eprintln!(
+            "{target}: {} inputs in {:?}",
+            seeds.len() + ITERATIONS,
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn set_options_never_panics_on_seeds_or_their_mutations() {
+        run("set_options", set_options, None);
+    }
+
+    #[test]
+    fn entry_load_never_panics_on_seeds_or_their_mutations() {
+        run("entry_load", entry_load, Some(random_entry));
+    }
+
+    #[test]
+    fn every_set_options_seed_parses() {
+        for seed in corpus("set_options") {
+            assert!(
+                SetOptions::parse(&split_args(&seed)).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(&seed)
+            );
+        }
+    }
+
+    /// The committed seeds pin the field order: a change to it fails here.
+    #[test]
+    fn every_entry_load_seed_loads() {
+        for seed in corpus("entry_load") {
+            assert!(saved::from_bytes(&seed).is_some(), "{seed:?}");
+        }
+        let seed = saved::to_bytes(
+            &Entry::new(b"value", &[&b"tag:1"[..], b"tag:2"], 42).unwrap(),
+            false,
+        );
+        assert!(corpus("entry_load").contains(&seed));
+    }
+
+    #[test]
+    fn bodies_accept_edge_inputs() {
+        for input in [&b""[..], b"\0", b"\0\0", b"TAGS", b"TAGS\0", b"EX\0"] {
+            set_options(input);
+        }
+        for input in [&b""[..], &[0xff; 11], &[0; 7], &[0; 25], &[0; 32]] {
+            entry_load(input);
+        }
+    }
+}
