@@ -31,6 +31,16 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
     raw::add_info_section(ctx, None);
+    raw::add_info_field_str(ctx, "version", env!("CARGO_PKG_VERSION"));
+    raw::add_info_field_str(
+        ctx,
+        "role",
+        if crate::role::publishes() {
+            "publishing"
+        } else {
+            "silent-cluster-replica"
+        },
+    );
     for (name, value) in [
         ("keys", stats.keys),
         ("tags", stats.tags),

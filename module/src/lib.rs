@@ -34,8 +34,24 @@ pub mod set_options;
 pub mod state;
 pub mod text;
 
-/// `MODULE LIST` version: major * 10000 + minor * 100 + patch of the crate version.
+/// `MODULE LIST` version: major * 10000 + minor * 100 + patch of the crate version
+/// (`INFO hybridcache` shows the crate version itself).
 pub const MODULE_VERSION: i32 = 100;
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn module_list_version_follows_the_crate_version() {
+        let parts: Vec<i32> = env!("CARGO_PKG_VERSION")
+            .split('.')
+            .map(|p| p.parse().unwrap_or(-1))
+            .collect();
+        assert_eq!(
+            parts.iter().fold(0, |acc, p| acc * 100 + p),
+            super::MODULE_VERSION
+        );
+    }
+}
 
 #[cfg(not(any(test, fuzzing)))]
 mod registration {

@@ -44,6 +44,17 @@ fn module_list_shows_hybridcache() {
         })
         .collect();
     assert_eq!(names, [MODULE_NAME]);
+    let listed = format!("{modules:?}");
+    assert!(listed.contains("int(100)"), "ver 100 = 0.1.0: {listed}");
+    let info = HcInfo::read(&mut con);
+    assert_eq!(
+        info.fields.get("version").map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        info.fields.get("role").map(String::as_str),
+        Some("publishing")
+    );
 }
 
 #[test]
