@@ -4,7 +4,7 @@ PORT        ?= 6379
 RELEASE_SO  := target/release/libhybridcache_module.so
 DEBUG_SO    := target/debug/libhybridcache_module.so
 
-.PHONY: all deps build run run-cluster test lint clean example bench fuzz
+.PHONY: all deps build run run-cluster test lint clean example bench fuzz package
 
 all: build
 
@@ -63,6 +63,10 @@ example: build
 bench: deps
 	$(CARGO) build --release -p hybridcache-module -p hybridcache-bench
 	HYBRIDCACHE_MODULE=$(abspath $(RELEASE_SO)) QUICK=$(QUICK) target/release/hybridcache-bench
+
+## package: cargo package of the publishable crates (hybridcache-protocol, hybridcache), verified
+package:
+	$(CARGO) package -p hybridcache-protocol -p hybridcache
 
 clean:
 	$(CARGO) clean
