@@ -144,15 +144,30 @@ impl PendingRemovals {
         self.keys += 1;
     }
 
-    /// The key left the keyspace: it no longer needs removing.
+    /// The key left the keyspace: it no longer needs removing. A set it empties is dropped
+    /// at once (its tombstone stays until [`Self::settle`], which may be far away: timers do
+    /// not run while a dataset loads, when an AOF replays one invalidation after another),
+    /// so that lookups stay proportional to the sets that still hold keys.
     pub fn forget(&mut self, key: &[u8]) {
         if self.keys == 0 {
             return;
         }
-        for queued in &mut self.queue {
-            if queued.keys.remove(key) {
-                self.keys -= 1;
-                return;
+        let Some(at) = self.queue.iter().position(|q| q.keys.contains(key)) else {
+            return;
+        };
+        self.keys -= 1;
+        let emptied = match self.queue.get_mut(at) {
+            Some(queued) => {
+                queued.keys.remove(key);
+                queued.keys.is_empty()
+            }
+            None => false,
+        };
+        if emptied {
+            if let Some(Queued { tag: Some(tag), .. }) = self.queue.remove(at) {
+                if let Some(stone) = self.tombstones.get_mut(&tag) {
+                    stone.sets = stone.sets.saturating_sub(1);
+                }
             }
         }
     }
@@ -189,12 +204,10 @@ impl PendingRemovals {
             if let Some(Queued { tag: Some(tag), .. }) = self.queue.pop_front() {
                 if let Some(stone) = self.tombstones.get_mut(&tag) {
                     stone.sets = stone.sets.saturating_sub(1);
-                    if stone.sets == 0 {
-                        self.tombstones.remove(&tag);
-                    }
                 }
             }
         }
+        self.tombstones.retain(|_, stone| stone.sets > 0);
         if self.queue.is_empty() {
             self.queue = VecDeque::new();
         }
@@ -255,6 +268,26 @@ mod tests {
         p.forget(b"a");
         assert_eq!(p.take(10), vec![Key::from(&b"b"[..])]);
         p.settle();
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_set_emptied_by_departures_is_dropped_at_once_and_its_tombstone_at_settle() {
+        let mut p = PendingRemovals::default();
+        for i in 0..100u32 {
+            let keys: Vec<String> = (0..3).map(|k| format!("{i}:{k}")).collect();
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            p.invalidate(format!("t{i}").as_bytes(), set(&refs), 10 + u64::from(i));
+            // The removals arrive as DELs (an AOF replay, a replica): no timer, no settle.
+            for key in &keys {
+                p.forget(key.as_bytes());
+            }
+            assert_eq!(p.queue.len(), 0, "emptied sets do not pile up");
+        }
+        assert_eq!(p.len(), 0);
+        assert!(p.dooms(tags(&["t5"]), 1), "tombstones wait for settle");
+        p.settle();
+        assert!(!p.dooms(tags(&["t5"]), 1));
         assert!(p.is_empty());
     }
 

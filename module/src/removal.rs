@@ -55,6 +55,14 @@ unsafe extern "C" fn run(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     let flags = raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx));
     let primary = flags & raw::REDISMODULE_CTX_FLAGS_MASTER as c_int != 0;
     if !primary || is_loading() {
+        if !is_loading() {
+            // A replica removes nothing itself (its primary's DELs empty its sets), but it
+            // drops the tombstones and emptied sets no longer needed.
+            with_state(|s| {
+                s.index.settle();
+                note_tombstones(s);
+            });
+        }
         arm(ctx, IDLE_PERIOD_MS);
         return;
     }
