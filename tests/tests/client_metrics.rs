@@ -11,7 +11,9 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 async fn events_are_counted_by_the_installed_metrics_recorder() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    recorder.install().expect("the only recorder of this test binary");
+    recorder
+        .install()
+        .expect("the only recorder of this test binary");
 
     let server = RedisServer::new();
     let h = build(builder(&server).name("shop")).await;
