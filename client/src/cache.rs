@@ -14,7 +14,7 @@ use crate::stats::{bump, Stats};
 use redis::IntoConnectionInfo;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, watch};
@@ -84,8 +84,10 @@ pub(crate) struct Inner {
     pub format: Format,
     pub defaults: EntryOptions,
     pub in_flight: Coalescer,
-    /// Keys being refreshed eagerly in the background.
-    pub refreshing: Mutex<HashSet<String>>,
+    /// Keys with a factory running in the background (eager refresh, a timed-out load
+    /// completing), and whether this handle wrote or removed the key since (then the
+    /// background result is stale and dropped).
+    pub background: Mutex<HashMap<String, bool>>,
     pub name: String,
 }
 
@@ -103,7 +105,7 @@ impl Inner {
             format,
             defaults,
             in_flight: Coalescer::default(),
-            refreshing: Mutex::new(HashSet::new()),
+            background: Mutex::new(HashMap::new()),
             name,
         }
     }
@@ -331,11 +333,12 @@ impl HybridCache {
         if options.skips_l2() {
             return Ok(None);
         }
+        let mark = self.inner.shared.log.mark();
         match self.read_l2::<T>(&key, &options).await {
             Ok(found) => Ok(found),
             Err(e) if e.is_unreachable() => match self.stale::<T>(&key).await {
                 Some((stale, entry)) => {
-                    self.activate_fail_safe(&key, &entry, &options).await;
+                    self.activate_fail_safe(&key, &entry, mark, &options).await;
                     Ok(Some(stale))
                 }
                 None => Err(e),
@@ -377,10 +380,15 @@ impl HybridCache {
         let bytes = self.inner.format.encode(&*value)?;
         let tags = self.full_tags(&options.tags);
         let weight = bytes.len() + key.len();
+        self.mark_dirty(key);
         let (origin, version) = if options.skips_l2() {
             (None, 0)
         } else {
-            match self.redis().set(key, &bytes, options.ttl, &tags).await {
+            let sent = match self.drain_outbox().await {
+                Ok(()) => self.redis().set(key, &bytes, options.ttl, &tags).await,
+                Err(e) => Err(e),
+            };
+            match sent {
                 Ok((origin, version)) => (Some(origin), version),
                 Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
                     self.queue(Pending::Set {
@@ -417,6 +425,27 @@ impl HybridCache {
         Ok(())
     }
 
+    /// Operations queued earlier go to Redis before a new one, so that an old queued write
+    /// never lands after a newer one. Fails (unreachable) when they cannot be sent.
+    async fn drain_outbox(&self) -> Result<()> {
+        if self.redis().outbox.is_empty() {
+            return Ok(());
+        }
+        self.redis().replay().await.map(|_| ())
+    }
+
+    /// Notes that this handle changed `key`: a background factory result for it is stale.
+    pub(crate) fn mark_dirty(&self, key: &str) {
+        let mut background = self
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(dirty) = background.get_mut(key) {
+            *dirty = true;
+        }
+    }
+
     fn queue(&self, op: Pending) {
         tracing::warn!(?op, "redis unreachable: operation queued for auto-recovery");
         if self.redis().outbox.push(op) {
@@ -429,7 +458,12 @@ impl HybridCache {
     #[tracing::instrument(level = "debug", skip(self), fields(cache = %self.inner.name))]
     pub async fn remove(&self, key: &str) -> Result<bool> {
         let key = self.full_key(key);
-        let removed = match self.redis().del(&key).await {
+        self.mark_dirty(&key);
+        let sent = match self.drain_outbox().await {
+            Ok(()) => self.redis().del(&key).await,
+            Err(e) => Err(e),
+        };
+        let removed = match sent {
             Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
                 self.queue(Pending::Del {
                     key: key.to_string(),
@@ -452,14 +486,29 @@ impl HybridCache {
     }
 
     /// Removes every entry carrying any of `tags` (an entry with several counts once).
-    #[tracing::instrument(level = "debug", skip(self), fields(cache = %self.inner.name))]
-    pub async fn remove_by_tags(&self, tags: &[&str]) -> Result<u64> {
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.inner.name))]
+    pub async fn remove_by_tags<I, S>(&self, tags: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tags: Vec<String> = tags.into_iter().map(|t| t.as_ref().to_string()).collect();
         if tags.is_empty() {
             return Ok(0);
         }
-        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         let tags = self.full_tags(&tags);
-        let removed = match self.redis().deltag(&tags).await {
+        // Any background result may carry one of the tags: all of them are stale now.
+        self.inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+            .for_each(|dirty| *dirty = true);
+        let sent = match self.drain_outbox().await {
+            Ok(()) => self.redis().deltag(&tags).await,
+            Err(e) => Err(e),
+        };
+        let removed = match sent {
             Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
                 self.queue(Pending::DelTags { tags: tags.clone() });
                 Ok(0)
@@ -478,19 +527,7 @@ impl HybridCache {
         skip_l1: bool,
     ) -> Option<(Arc<T>, Arc<L1Entry>)> {
         let shared = &self.inner.shared;
-        let fresh = if skip_l1 || !shared.is_connected() {
-            None
-        } else {
-            match shared.l1.get(key).await {
-                Some(entry) if shared.l1.is_fresh(&entry, Instant::now()) => entry
-                    .value
-                    .clone()
-                    .downcast::<T>()
-                    .ok()
-                    .map(|value| (value, entry)),
-                _ => None,
-            }
-        };
+        let fresh = self.l1_fresh::<T>(key, skip_l1).await;
         if fresh.is_some() {
             bump(&shared.counters.l1_hits);
             self.emit("hit", || CacheEvent::Hit {
@@ -503,6 +540,27 @@ impl HybridCache {
             });
         }
         fresh
+    }
+
+    /// A fresh L1 value of type `T` and its entry, not counted.
+    pub(crate) async fn l1_fresh<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        skip_l1: bool,
+    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
+        let shared = &self.inner.shared;
+        if skip_l1 || !shared.is_connected() {
+            return None;
+        }
+        match shared.l1.get(key).await {
+            Some(entry) if shared.l1.is_fresh(&entry, Instant::now()) => entry
+                .value
+                .clone()
+                .downcast::<T>()
+                .ok()
+                .map(|value| (value, entry)),
+            _ => None,
+        }
     }
 
     /// The value L1 keeps for `key` for fail-safe (opted in, within its maximum stale
@@ -522,11 +580,14 @@ impl HybridCache {
 
     /// Serves `entry` as fail-safe: counted, reported, and kept fresh for the throttle
     /// duration (within its maximum stale duration), so that the failing source is not
-    /// tried again on every read.
+    /// tried again on every read — unless an invalidation recorded since `mark` (taken
+    /// before `entry` was read) names it, or the subscription is down: a value known to be
+    /// replaced is served once at most, never kept.
     pub(crate) async fn activate_fail_safe(
         &self,
         key: &str,
         entry: &L1Entry,
+        mark: u64,
         options: &EntryOptions,
     ) {
         let shared = &self.inner.shared;
@@ -535,9 +596,15 @@ impl HybridCache {
         self.emit("fail_safe_activated", || CacheEvent::FailSafeActivated {
             key: key.to_string(),
         });
+        if !shared.is_connected() {
+            return;
+        }
         let now = Instant::now();
-        let until = now + options.throttle();
-        let fresh_until = Some(entry.keep_until.map_or(until, |keep| keep.min(until)));
+        let until = now.checked_add(options.throttle());
+        let fresh_until = match (entry.keep_until, until) {
+            (Some(keep), Some(until)) => Some(keep.min(until)),
+            (keep, until) => keep.or(until),
+        };
         shared
             .l1
             .insert(
@@ -550,7 +617,7 @@ impl HybridCache {
                     fresh_until,
                     keep_until: entry.keep_until,
                     epoch: shared.l1.epoch(),
-                    fail_safe: true,
+                    fail_safe: entry.fail_safe,
                     weight: entry.weight,
                     l2_expires_at: entry.l2_expires_at,
                     refresh_after: None,
@@ -559,6 +626,20 @@ impl HybridCache {
                 },
             )
             .await;
+        // Its own expiry in Redis (or a read of it making Redis reclaim it) is no change.
+        let expired = entry
+            .l2_expires_at
+            .is_some_and(|at| now + crate::shared::EXPIRY_TOLERANCE >= at);
+        if shared.log.affects_unless_expired(
+            mark,
+            key,
+            &entry.tags,
+            entry.origin.as_deref(),
+            entry.version,
+            expired,
+        ) {
+            shared.l1.invalidate(key).await;
+        }
     }
 
     /// Reads `key` from Redis; keeps what it finds in L1 unless an invalidation of it arrived
@@ -610,12 +691,15 @@ impl HybridCache {
             return;
         }
         let now = Instant::now();
-        let fresh_until = keep.lifetime.map(|d| now + d);
+        // A lifetime too long for the clock means no expiry.
+        let fresh_until = keep.lifetime.and_then(|d| now.checked_add(d));
         let keep_until = match (fresh_until, options.fail_safe) {
-            (Some(t), Some(extra)) => Some(t + extra),
+            (Some(t), Some(extra)) => t.checked_add(extra),
             (t, _) => t,
         };
-        let refresh_after = options.refresh_point(keep.lifetime).map(|d| now + d);
+        let refresh_after = options
+            .refresh_point(keep.lifetime)
+            .and_then(|d| now.checked_add(d));
         let check_origin = keep.origin.clone();
         let tags: Box<[String]> = keep.tags.into();
         let check_tags = tags.clone();
@@ -634,7 +718,7 @@ impl HybridCache {
                     epoch: shared.l1.epoch(),
                     fail_safe: options.fail_safe.is_some(),
                     weight: u32::try_from(keep.weight).unwrap_or(u32::MAX),
-                    l2_expires_at: keep.l2_remaining.map(|d| now + d),
+                    l2_expires_at: keep.l2_remaining.and_then(|d| now.checked_add(d)),
                     refresh_after,
                     etag: keep.etag,
                     last_modified: keep.last_modified,

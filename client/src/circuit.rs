@@ -77,7 +77,11 @@ impl CircuitBreaker {
             return Transition::None;
         }
         let was_open = state.open_until.is_some();
-        state.open_until = Some(now + self.open_for);
+        // An open time too long for the clock: a day, then a trial.
+        state.open_until = Some(
+            now.checked_add(self.open_for)
+                .unwrap_or(now + Duration::from_secs(86_400)),
+        );
         if was_open {
             Transition::None
         } else {

@@ -6,6 +6,7 @@ use std::time::Duration;
 /// Everything that can go wrong. Cheap to clone, so that callers waiting on the same
 /// in-flight load share one error.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Redis could not be reached or answered with an error.
     #[error("redis: {0}")]

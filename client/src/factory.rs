@@ -69,6 +69,16 @@ impl<T> FactoryContext<T> {
         self.options = options;
     }
 
+    /// Adaptive caching for tags known only once the value is loaded (e.g. its category):
+    /// the entry gets these tags instead of the ones it was asked with.
+    pub fn set_tags<I, S>(&mut self, tags: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.options = std::mem::take(&mut self.options).tags(tags);
+    }
+
     /// The produced value.
     pub fn value(self, value: T) -> FactoryOutput<T> {
         self.modified(value, None, None)
@@ -104,6 +114,15 @@ impl<T> FactoryContext<T> {
     /// fails with [`Error::Factory`](crate::Error::Factory).
     pub fn fail(self, reason: impl std::fmt::Display) -> FactoryOutput<T> {
         self.failed_with(Arc::new(FactoryFailed(reason.to_string())))
+    }
+
+    /// Like [`fail`](Self::fail) with the error itself, so that the caller can match or
+    /// downcast it from [`Error::Factory`](crate::Error::Factory).
+    pub fn fail_with(
+        self,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> FactoryOutput<T> {
+        self.failed_with(Arc::new(error))
     }
 
     /// A failure with its error value (`get_or_set`'s factory error).
@@ -179,6 +198,14 @@ mod tests {
         assert!(matches!(out.outcome, Outcome::Value(5)));
         assert_eq!(out.options.ttl, Some(Duration::from_secs(9)));
         assert_eq!(out.etag.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn tags_can_be_set_once_the_value_is_known() {
+        let mut c = ctx(None);
+        c.set_tags(["category:lamps"]);
+        assert_eq!(c.options().tag_list(), ["category:lamps"]);
+        assert_eq!(c.options().ttl, Some(Duration::from_secs(1)));
     }
 
     #[test]

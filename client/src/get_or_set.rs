@@ -19,10 +19,104 @@ use tokio::task::JoinHandle;
 /// How often a caller waiting for another instance's factory looks for its value.
 const LOCK_POLL: Duration = Duration::from_millis(20);
 
-/// The stale value a load may fall back on.
+/// The stale value a load may fall back on, and the invalidation-log mark taken before it
+/// was read (fail-safe never keeps it if an invalidation since names it).
 struct Stale<T> {
     value: Arc<T>,
     entry: Arc<L1Entry>,
+    mark: u64,
+}
+
+/// A factory running in the background for a key (eager refresh, a timed-out load); the
+/// key's registration ends when this is dropped, even if the factory panicked.
+struct Background {
+    cache: HybridCache,
+    key: String,
+    /// Invalidation-log mark taken before the factory started.
+    mark: u64,
+}
+
+impl Background {
+    /// Registers a background factory for `key`; `None` when one is already running.
+    fn start(cache: &HybridCache, key: &str) -> Option<Background> {
+        let mark = cache.inner.shared.log.mark();
+        let mut running = cache
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if running.contains_key(key) {
+            return None;
+        }
+        running.insert(key.to_string(), false);
+        Some(Background {
+            cache: cache.clone(),
+            key: key.to_string(),
+            mark,
+        })
+    }
+
+    /// Whether the key changed since the factory started (this handle wrote or removed it,
+    /// or an invalidation named it or one of `tags`): then its result is stale.
+    fn overtaken(&self, tags: &[String]) -> bool {
+        let dirty = self
+            .cache
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.key)
+            .copied()
+            .unwrap_or(true);
+        let ns = &self.cache.inner.shared.namespace;
+        let tags: Vec<String> = tags.iter().map(|t| format!("{ns}{t}")).collect();
+        dirty
+            || self
+                .cache
+                .inner
+                .shared
+                .log
+                // The key expiring in Redis meanwhile is no change: the result refills it.
+                .affects_unless_expired(self.mark, &self.key, &tags, None, 0, true)
+    }
+
+    /// Caches the factory's output unless the key changed meanwhile; never serves anything,
+    /// so a failure is only logged.
+    async fn finish<T>(self, output: FactoryOutput<T>, stale: Option<Stale<T>>)
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        if let Outcome::Failed { error, .. } = &output.outcome {
+            tracing::warn!(%error, key = self.key, "background factory failed");
+            self.cache
+                .emit("factory_error", || CacheEvent::FactoryError {
+                    key: self.key.clone(),
+                    error: error.to_string(),
+                });
+            return;
+        }
+        if self.overtaken(&output.options.tags) {
+            tracing::debug!(
+                key = self.key,
+                "background result dropped: the key changed meanwhile"
+            );
+            return;
+        }
+        if let Err(e) = self.cache.settle(&self.key, output, stale).await {
+            tracing::warn!(error = %e, key = self.key, "background result not cached");
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.cache
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl<T> Clone for Stale<T> {
@@ -30,6 +124,7 @@ impl<T> Clone for Stale<T> {
         Self {
             value: self.value.clone(),
             entry: self.entry.clone(),
+            mark: self.mark,
         }
     }
 }
@@ -119,7 +214,7 @@ impl HybridCache {
                 .refresh_after
                 .is_some_and(|at| std::time::Instant::now() >= at)
             {
-                self.refresh_in_background(key, factory, options, hit.clone(), &entry);
+                self.refresh_in_background(key, factory, options, hit.clone(), entry);
             }
             return Ok(hit);
         }
@@ -141,14 +236,16 @@ impl HybridCache {
         F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
         Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
     {
-        // A concurrent load may have filled L1 while this one waited for its turn.
-        if let Some((hit, _)) = self.l1_hit::<T>(key, options.skips_l1()).await {
+        // A concurrent load may have filled L1 while this one waited for its turn (the miss
+        // was counted already).
+        if let Some((hit, _)) = self.l1_fresh::<T>(key, options.skips_l1()).await {
             return Ok(hit);
         }
+        let mark = self.inner.shared.log.mark();
         let stale = self
             .stale::<T>(key)
             .await
-            .map(|(value, entry)| Stale { value, entry });
+            .map(|(value, entry)| Stale { value, entry, mark });
         let mut lock = None;
         if !options.skips_l2() {
             match self.read_l2::<T>(key, &options).await {
@@ -164,7 +261,8 @@ impl HybridCache {
                 }
                 Err(e) if e.is_unreachable() => {
                     if let Some(stale) = &stale {
-                        self.activate_fail_safe(key, &stale.entry, &options).await;
+                        self.activate_fail_safe(key, &stale.entry, stale.mark, &options)
+                            .await;
                         return Ok(stale.value.clone());
                     }
                     tracing::warn!(error = %e, key, "redis unreachable: running the factory");
@@ -215,21 +313,27 @@ impl HybridCache {
                     self.emit("factory_timed_out", || CacheEvent::FactoryTimedOut {
                         key: key.to_string(),
                     });
-                    if options.completes_in_background() {
-                        let (this, key, stale) = (self.clone(), key.to_string(), stale.clone());
-                        tokio::spawn(async move {
-                            if let Ok(output) = task.await {
-                                if let Err(e) = this.settle(&key, output, stale).await {
-                                    tracing::warn!(error = %e, key, "background factory failed");
+                    // At most one background factory per key: a later timed-out one is
+                    // cancelled instead of piling up.
+                    let background = options
+                        .completes_in_background()
+                        .then(|| Background::start(self, key))
+                        .flatten();
+                    match background {
+                        Some(background) => {
+                            let stale = stale.clone();
+                            tokio::spawn(async move {
+                                if let Ok(output) = task.await {
+                                    background.finish(output, stale).await;
                                 }
-                            }
-                        });
-                    } else {
-                        task.abort();
+                            });
+                        }
+                        None => task.abort(),
                     }
                     return match stale {
                         Some(stale) => {
-                            self.activate_fail_safe(key, &stale.entry, &options).await;
+                            self.activate_fail_safe(key, &stale.entry, stale.mark, &options)
+                                .await;
                             Ok(stale.value)
                         }
                         None => Err(Error::FactoryTimeout(limit)),
@@ -330,7 +434,8 @@ impl HybridCache {
             error: error.to_string(),
         });
         if let Some(stale) = stale {
-            self.activate_fail_safe(key, &stale.entry, options).await;
+            self.activate_fail_safe(key, &stale.entry, stale.mark, options)
+                .await;
             return Ok(stale.value);
         }
         match default {
@@ -340,29 +445,23 @@ impl HybridCache {
     }
 
     /// Starts one background refresh of `key` (unless one is running): the factory runs
-    /// with the current value as its stale value, and its result replaces it.
+    /// with the current value as its stale value, and its result replaces it unless the key
+    /// changed meanwhile.
     fn refresh_in_background<T, F, Fut>(
         &self,
         key: String,
         factory: F,
         options: EntryOptions,
         current: Arc<T>,
-        entry: &L1Entry,
+        entry: Arc<L1Entry>,
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
         Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
     {
-        {
-            let mut refreshing = self
-                .inner
-                .refreshing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if !refreshing.insert(key.clone()) {
-                return;
-            }
-        }
+        let Some(background) = Background::start(self, &key) else {
+            return;
+        };
         self.emit("eager_refresh", || CacheEvent::EagerRefresh {
             key: key.clone(),
         });
@@ -371,38 +470,31 @@ impl HybridCache {
             stale: Some(current.clone()),
             etag: entry.etag.clone(),
             last_modified: entry.last_modified,
-            options,
+            options: options.clone(),
         };
         let stale = Stale {
             value: current,
-            entry: Arc::new(L1Entry {
-                value: entry.value.clone(),
-                origin: entry.origin.clone(),
-                version: entry.version,
-                tags: entry.tags.clone(),
-                fresh_until: entry.fresh_until,
-                keep_until: entry.keep_until,
-                epoch: entry.epoch,
-                fail_safe: entry.fail_safe,
-                weight: entry.weight,
-                l2_expires_at: entry.l2_expires_at,
-                refresh_after: None,
-                etag: entry.etag.clone(),
-                last_modified: entry.last_modified,
-            }),
+            entry,
+            mark: background.mark,
         };
-        let this = self.clone();
+        let factory_runs = self.inner.shared.clone();
         tokio::spawn(async move {
-            bump(&this.inner.shared.counters.factory_runs);
-            let output = factory(ctx).await;
-            if let Err(e) = this.settle(&key, output, Some(stale)).await {
-                tracing::warn!(error = %e, key, "eager refresh failed");
+            bump(&factory_runs.counters.factory_runs);
+            let run = tokio::spawn(factory(ctx));
+            let output = match options.factory_hard_timeout {
+                Some(limit) => match tokio::time::timeout(limit, run).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        tracing::warn!(key = background.key, "eager refresh timed out");
+                        return;
+                    }
+                },
+                None => run.await,
+            };
+            // A panicking factory ends the refresh; the guard frees the key either way.
+            if let Ok(output) = output {
+                background.finish(output, Some(stale)).await;
             }
-            this.inner
-                .refreshing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
         });
     }
 
@@ -414,7 +506,10 @@ impl HybridCache {
     {
         let lock = lock_key(key);
         let token = lock_token();
-        let deadline = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(86_400));
         loop {
             match self.redis().try_lock(&lock, &token, wait).await {
                 Ok(true) => {

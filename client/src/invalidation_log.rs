@@ -20,6 +20,9 @@ pub(crate) enum Record {
         origin: Arc<str>,
         seq: u64,
         keys: Vec<String>,
+        /// The keys left Redis by other means than HC commands (`removed`: expiry among
+        /// them), rather than being written or removed on purpose.
+        removed: bool,
     },
     /// Keys carrying these tags are gone.
     Tags {
@@ -98,6 +101,21 @@ impl InvalidationLog {
         origin: Option<&str>,
         version: u64,
     ) -> bool {
+        self.affects_unless_expired(mark, key, tags, origin, version, false)
+    }
+
+    /// Like [`affects`](Self::affects); with `expired`, a `removed` record (the key's expiry
+    /// in Redis) does not count: an expired value is still the last one written, which is
+    /// what fail-safe serves.
+    pub fn affects_unless_expired(
+        &self,
+        mark: u64,
+        key: &str,
+        tags: &[String],
+        origin: Option<&str>,
+        version: u64,
+        expired: bool,
+    ) -> bool {
         let inner = self.lock();
         if inner.next_id == mark {
             return false;
@@ -116,7 +134,12 @@ impl InvalidationLog {
                     origin: o,
                     seq,
                     keys,
-                } => keys.iter().any(|k| k == key) && key_event_hits(origin, version, o, *seq),
+                    removed,
+                } => {
+                    !(expired && *removed)
+                        && keys.iter().any(|k| k == key)
+                        && key_event_hits(origin, version, o, *seq)
+                }
                 Record::Tags {
                     origin: o,
                     seq,
@@ -138,6 +161,7 @@ mod tests {
             origin: origin.into(),
             seq,
             keys: keys.iter().map(|k| k.to_string()).collect(),
+            removed: false,
         }
     }
 

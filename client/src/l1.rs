@@ -48,6 +48,25 @@ impl L1Entry {
     fn origin(&self) -> Option<&str> {
         self.origin.as_deref()
     }
+
+    /// This entry, no longer fresh as of `now` (kept for fail-safe only).
+    pub fn stale_copy(&self, now: Instant) -> L1Entry {
+        L1Entry {
+            value: self.value.clone(),
+            origin: self.origin.clone(),
+            version: self.version,
+            tags: self.tags.clone(),
+            fresh_until: Some(self.fresh_until.map_or(now, |t| t.min(now))),
+            keep_until: self.keep_until,
+            epoch: self.epoch,
+            fail_safe: self.fail_safe,
+            weight: self.weight,
+            l2_expires_at: self.l2_expires_at,
+            refresh_after: None,
+            etag: self.etag.clone(),
+            last_modified: self.last_modified,
+        }
+    }
 }
 
 struct KeepUntil;

@@ -272,8 +272,8 @@ impl EntryOptions {
             return self.clone();
         }
         let mut out = self.clone();
-        out.ttl = self.ttl.map(|t| t + extra);
-        out.l1_ttl = self.l1_ttl.map(|t| t + extra);
+        out.ttl = self.ttl.map(|t| t.saturating_add(extra));
+        out.l1_ttl = self.l1_ttl.map(|t| t.saturating_add(extra));
         out
     }
 

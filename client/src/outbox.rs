@@ -3,6 +3,7 @@
 //! before L1 is trusted again.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub(crate) struct Outbox {
     /// Most operations kept; 0: auto-recovery is off.
     max: usize,
     items: Mutex<VecDeque<Pending>>,
+    /// A background replay is running.
+    replaying: AtomicBool,
 }
 
 impl Outbox {
@@ -44,7 +47,17 @@ impl Outbox {
         Self {
             max,
             items: Mutex::new(VecDeque::new()),
+            replaying: AtomicBool::new(false),
         }
+    }
+
+    /// Claims the background replay; false when one is running.
+    pub fn begin_replay(&self) -> bool {
+        !self.replaying.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_replay(&self) {
+        self.replaying.store(false, Ordering::Release);
     }
 
     pub fn is_enabled(&self) -> bool {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A `removed` event this close to (or after) an entry's expiry in Redis is taken for that
 /// expiry: the clocks of client and server differ by the network delay.
-const EXPIRY_TOLERANCE: Duration = Duration::from_millis(250);
+pub(crate) const EXPIRY_TOLERANCE: Duration = Duration::from_millis(250);
 
 pub(crate) struct Shared {
     pub l1: L1,
@@ -148,25 +148,35 @@ impl Shared {
                     origin: origin.clone(),
                     seq: event.seq,
                     keys: keys.clone(),
+                    removed: event.op == Op::Removed,
                 });
                 let now = Instant::now();
                 for key in keys {
                     if let Some(entry) = self.l1.get(&key).await {
-                        // The key expired in Redis: an entry kept for fail-safe stays, as
-                        // the stale copy (it is past its own freshness already).
+                        // The key (most likely) expired in Redis: an entry kept for
+                        // fail-safe stays as a stale copy only, never served as fresh.
                         let expired = event.op == Op::Removed
                             && entry.fail_safe
                             && entry
                                 .l2_expires_at
                                 .is_some_and(|at| now + EXPIRY_TOLERANCE >= at);
-                        if !expired
-                            && key_event_hits(
-                                entry.origin.as_deref(),
-                                entry.version,
-                                &origin,
-                                event.seq,
-                            )
-                        {
+                        if expired {
+                            // An entry fail-safe keeps fresh past its expiry (throttle)
+                            // stays as it is.
+                            let throttled = entry.fresh_until.is_some_and(|fresh| {
+                                entry.l2_expires_at.is_some_and(|at| fresh > at)
+                            });
+                            if !throttled {
+                                self.l1.insert(key.clone(), entry.stale_copy(now)).await;
+                            }
+                            continue;
+                        }
+                        if key_event_hits(
+                            entry.origin.as_deref(),
+                            entry.version,
+                            &origin,
+                            event.seq,
+                        ) {
                             self.l1.invalidate(&key).await;
                         }
                     }

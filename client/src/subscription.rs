@@ -121,10 +121,15 @@ impl Subscription {
                     Some(_) => {}
                 },
                 _ = ping.tick() => {
-                    if !self.redis.outbox.is_empty() {
-                        if let Err(e) = self.redis.replay().await {
-                            tracing::debug!(error = %e, "queued operations not replayed yet");
-                        }
+                    // Replayed by a task of its own: events keep flowing meanwhile.
+                    if !self.redis.outbox.is_empty() && self.redis.outbox.begin_replay() {
+                        let redis = self.redis.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = redis.replay().await {
+                                tracing::debug!(error = %e, "queued operations not replayed yet");
+                            }
+                            redis.outbox.end_replay();
+                        });
                     }
                     if self.nodes.cluster {
                         if let Err(reason) = self.check_cluster(&mut con).await {

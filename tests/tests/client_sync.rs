@@ -173,7 +173,7 @@ async fn remove_by_tags_drops_entries_carrying_any_of_the_tags_everywhere() {
         eventually_reads::<u32>(&b, key, None).await;
     }
     assert_l1_hit(&b, "k3", 3u32).await;
-    assert_eq!(a.remove_by_tags(&[]).await.unwrap(), 0);
+    assert_eq!(a.remove_by_tags(Vec::<String>::new()).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
