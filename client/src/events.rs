@@ -18,26 +18,55 @@ const LISTENER_BUFFER: usize = 1024;
 #[non_exhaustive]
 pub enum CacheEvent {
     /// A read answered from L1.
-    Hit { key: String },
+    Hit {
+        /// The key.
+        key: String,
+    },
     /// A read L1 could not answer.
-    Miss { key: String },
+    Miss {
+        /// The key.
+        key: String,
+    },
     /// A value was written (Redis and L1).
-    Set { key: String },
+    Set {
+        /// The key.
+        key: String,
+    },
     /// A key was removed by this handle.
-    Remove { key: String },
+    Remove {
+        /// The key.
+        key: String,
+    },
     /// This handle removed the entries of tags.
-    RemoveByTag { tags: Vec<String> },
+    RemoveByTag {
+        /// The tags.
+        tags: Vec<String>,
+    },
     /// An invalidation event from the module was applied to L1.
     InvalidationReceived,
     /// A stale value was served instead of an error (Redis unreachable, factory failed or
     /// timed out).
-    FailSafeActivated { key: String },
+    FailSafeActivated {
+        /// The key.
+        key: String,
+    },
     /// A factory failed (returned an error or declared failure).
-    FactoryError { key: String, error: String },
+    FactoryError {
+        /// The key.
+        key: String,
+        /// The factory's error, as text.
+        error: String,
+    },
     /// A factory ran past its soft or hard timeout.
-    FactoryTimedOut { key: String },
+    FactoryTimedOut {
+        /// The key.
+        key: String,
+    },
     /// A hit past the eager-refresh threshold started a background refresh.
-    EagerRefresh { key: String },
+    EagerRefresh {
+        /// The key.
+        key: String,
+    },
     /// Redis failed too often: it is not called for a while.
     CircuitOpened,
     /// Redis answered again.
@@ -45,7 +74,10 @@ pub enum CacheEvent {
     /// An operation that could not reach Redis was queued for auto-recovery.
     Queued,
     /// Queued operations were replayed to Redis.
-    Replayed { count: usize },
+    Replayed {
+        /// How many.
+        count: usize,
+    },
 }
 
 impl CacheEvent {

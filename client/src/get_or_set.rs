@@ -3,7 +3,7 @@
 //! default values, declared failures), eager refresh, adaptive caching, conditional refresh
 //! and distributed stampede protection.
 
-use crate::cache::HybridCache;
+use crate::cache::{HybridCache, Inner};
 use crate::error::{Error, FactoryFailed, Result};
 use crate::events::CacheEvent;
 use crate::factory::{FactoryContext, FactoryOutput, Outcome};
@@ -12,7 +12,7 @@ use crate::options::EntryOptions;
 use crate::stats::bump;
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -28,9 +28,11 @@ struct Stale<T> {
 }
 
 /// A factory running in the background for a key (eager refresh, a timed-out load); the
-/// key's registration ends when this is dropped, even if the factory panicked.
+/// key's registration ends when this is dropped, even if the factory panicked. It holds the
+/// cache weakly: a factory that never finishes does not keep a dropped cache (and its
+/// connections) alive.
 struct Background {
-    cache: HybridCache,
+    cache: Weak<Inner>,
     key: String,
     /// Invalidation-log mark taken before the factory started.
     mark: u64,
@@ -50,7 +52,7 @@ impl Background {
         }
         running.insert(key.to_string(), false);
         Some(Background {
-            cache: cache.clone(),
+            cache: Arc::downgrade(&cache.inner),
             key: key.to_string(),
             mark,
         })
@@ -58,51 +60,47 @@ impl Background {
 
     /// Whether the key changed since the factory started (this handle wrote or removed it,
     /// or an invalidation named it or one of `tags`): then its result is stale.
-    fn overtaken(&self, tags: &[String]) -> bool {
-        let dirty = self
-            .cache
-            .inner
+    fn overtaken(&self, inner: &Inner, tags: &[String]) -> bool {
+        let dirty = inner
             .background
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&self.key)
             .copied()
             .unwrap_or(true);
-        let ns = &self.cache.inner.shared.namespace;
+        let ns = &inner.shared.namespace;
         let tags: Vec<String> = tags.iter().map(|t| format!("{ns}{t}")).collect();
         dirty
-            || self
-                .cache
-                .inner
+            || inner
                 .shared
                 .log
                 // The key expiring in Redis meanwhile is no change: the result refills it.
                 .affects_unless_expired(self.mark, &self.key, &tags, None, 0, true)
     }
 
-    /// Caches the factory's output unless the key changed meanwhile; never serves anything,
-    /// so a failure is only logged.
+    /// Caches the factory's output unless the key changed meanwhile (or the cache is
+    /// gone); never serves anything, so a failure is only logged.
     async fn finish<T>(self, output: FactoryOutput<T>, stale: Option<Stale<T>>)
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
+        let Some(inner) = self.cache.upgrade() else {
+            return;
+        };
+        let cache = HybridCache { inner };
         if let Outcome::Failed { error, .. } = &output.outcome {
             tracing::warn!(%error, key = self.key, "background factory failed");
-            self.cache
-                .emit("factory_error", || CacheEvent::FactoryError {
-                    key: self.key.clone(),
-                    error: error.to_string(),
-                });
+            cache.emit("factory_error", || CacheEvent::FactoryError {
+                key: self.key.clone(),
+                error: error.to_string(),
+            });
             return;
         }
-        if self.overtaken(&output.options.tags) {
-            tracing::debug!(
-                key = self.key,
-                "background result dropped: the key changed meanwhile"
-            );
+        if self.overtaken(&cache.inner, &output.options.tags) {
+            tracing::debug!(key = self.key, "background result dropped: the key changed meanwhile");
             return;
         }
-        if let Err(e) = self.cache.settle(&self.key, output, stale).await {
+        if let Err(e) = cache.settle(&self.key, output, stale).await {
             tracing::warn!(error = %e, key = self.key, "background result not cached");
         }
     }
@@ -110,12 +108,13 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
-        self.cache
-            .inner
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        if let Some(inner) = self.cache.upgrade() {
+            inner
+                .background
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.key);
+        }
     }
 }
 

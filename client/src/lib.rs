@@ -36,6 +36,8 @@
 //! [moka]: https://docs.rs/moka
 //! [hybridcache Redis module]: https://github.com/hybridcache/hybridcache
 
+#![warn(missing_docs)]
+
 mod builder;
 mod cache;
 mod circuit;

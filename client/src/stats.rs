@@ -21,7 +21,7 @@ pub struct Stats {
     pub l1_flushes: u64,
     /// Times the invalidation subscription was (re)established.
     pub subscriptions: u64,
-    /// Stale values served because Redis could not be reached (fail-safe).
+    /// Stale values served by fail-safe (Redis unreachable, factory failed or timed out).
     pub fail_safe_hits: u64,
 }
 

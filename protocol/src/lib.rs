@@ -20,6 +20,8 @@
 //! assert_eq!(InvalidationEvent::decode(&bytes).unwrap(), event);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod command;
 mod event;
 #[cfg(any(test, fuzzing))]

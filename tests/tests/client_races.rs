@@ -210,3 +210,29 @@ async fn h_duration_max_panics() {
     eprintln!("H: {:?}", r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     assert!(r.is_ok(), "set panicked");
 }
+
+/// G: a hung background factory keeps the subscription alive after every handle is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g_hung_background_factory_keeps_cache_alive() {
+    let server = RedisServer::new();
+    let h = build(builder(&server)).await;
+    for i in 0..3 {
+        let got = h
+            .get_or_set(
+                &format!("k{i}"),
+                || async { std::future::pending::<Result<u32, std::io::Error>>().await },
+                EntryOptions::new().factory_hard_timeout(Duration::from_millis(20)),
+            )
+            .await;
+        assert!(matches!(got, Err(Error::FactoryTimeout(_))));
+    }
+    drop(h);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clients: String = query(&mut server.connection(), redis::cmd("CLIENT").arg("LIST"));
+    let subs = clients.lines().filter(|l| l.contains(" sub=1")).count();
+    eprintln!("G: subscribers after drop = {subs}");
+    assert_eq!(
+        subs, 0,
+        "subscription still alive after the last handle was dropped"
+    );
+}
