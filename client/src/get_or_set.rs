@@ -97,7 +97,10 @@ impl Background {
             return;
         }
         if self.overtaken(&cache.inner, &output.options.tags) {
-            tracing::debug!(key = self.key, "background result dropped: the key changed meanwhile");
+            tracing::debug!(
+                key = self.key,
+                "background result dropped: the key changed meanwhile"
+            );
             return;
         }
         if let Err(e) = cache.settle(&self.key, output, stale).await {
