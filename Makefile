@@ -1,10 +1,10 @@
-# The front door: make build | run | run-cluster | test | lint | fuzz | example | clean
+# The front door: make build | run | run-cluster | test | lint | demo | example | bench | fuzz | soak | memcheck | package | clean
 CARGO       ?= cargo
 PORT        ?= 6379
 RELEASE_SO  := target/release/libhybridcache_module.so
 DEBUG_SO    := target/debug/libhybridcache_module.so
 
-.PHONY: all deps build run run-cluster test lint clean example bench fuzz package
+.PHONY: all deps build run run-cluster test memcheck soak lint clean example demo bench fuzz package
 
 all: build
 
@@ -32,13 +32,28 @@ test: deps
 	$(CARGO) build -p hybridcache-module
 	HYBRIDCACHE_MODULE=$(abspath $(DEBUG_SO)) $(CARGO) test --workspace
 
+## soak: the mixed load (expiry, eviction, tag invalidation) for SOAK_SECS (default 600) with HC.CHECK
+## and memory drift checks, then the crash-recovery cycles CRASH_RUNS times (default 20) per fsync mode
+SOAK_SECS  ?= 600
+CRASH_RUNS ?= 20
+soak: deps
+	$(CARGO) build -p hybridcache-module
+	HYBRIDCACHE_MODULE=$(abspath $(DEBUG_SO)) HC_SOAK_SECS=$(SOAK_SECS) HC_CRASH_RUNS=$(CRASH_RUNS) \
+	  $(CARGO) test -p hybridcache-tests --test soak --test crash_recovery -- --nocapture
+
+## memcheck: the module's end-to-end suites with redis-server under valgrind (installed if missing);
+## fails on memory errors in the module (logs and report in target/memcheck)
+memcheck: deps
+	CARGO=$(CARGO) ./scripts/memcheck.sh
+
 ## lint: formatting and clippy, warnings are errors
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## fuzz: each cargo-fuzz target (fuzz/fuzz_targets) for FUZZ_SECS seconds (default 60); crashes go to
-## fuzz/artifacts/<target>/. Nightly when rustup has it, else stable with RUSTC_BOOTSTRAP=1.
+## fuzz: each cargo-fuzz target (fuzz/fuzz_targets) for FUZZ_SECS seconds (default 60), then the live
+## command fuzzer as long; crashes go to fuzz/artifacts/<target>/. Nightly when rustup has it, else
+## stable with RUSTC_BOOTSTRAP=1.
 FUZZ_SECS    ?= 60
 FUZZ_TARGETS := set_options entry_load event_decode
 fuzz: deps
@@ -52,12 +67,21 @@ fuzz: deps
 	  $(CARGO) $$toolchain fuzz run $$target fuzz/target/corpus/$$target fuzz/corpus/$$target -- \
 	    -max_total_time=$(FUZZ_SECS) -print_final_stats=1 || failed="$$failed $$target"; \
 	done; \
+	echo "fuzz: random HC commands against a live server for $(FUZZ_SECS) s"; \
+	$(CARGO) build -p hybridcache-module && \
+	HYBRIDCACHE_MODULE=$(abspath $(DEBUG_SO)) HC_FUZZ_SECS=$(FUZZ_SECS) \
+	  $(CARGO) test -p hybridcache-tests --test command_fuzz -- --nocapture || failed="$$failed command_fuzz"; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed (inputs in fuzz/artifacts/)" >&2; exit 1; fi
 
 ## example: two client instances against a throwaway Redis (client/examples/two_instances.rs)
 example: build
 	$(CARGO) build --release -p hybridcache --example two_instances
 	./scripts/with-redis.sh $(abspath $(RELEASE_SO)) target/release/examples/two_instances
+
+## demo: the catalogue service (client/examples/demo) run twice on a throwaway Redis, and a scripted
+## story: a change through one instance served by the other at once (scripts/demo.sh)
+demo: build
+	CARGO=$(CARGO) ./scripts/demo.sh $(abspath $(RELEASE_SO))
 
 ## bench: benchmarks against their baselines (QUICK=1: short run); writes BENCHMARKS.md, docs/bench/
 bench: deps

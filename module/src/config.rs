@@ -91,8 +91,11 @@ unsafe extern "C" fn set_channel(
 }
 
 /// Registers `hybridcache.channel`, loads its value from the server's configuration, then
-/// applies the load arguments, which win.
+/// applies the load arguments, which win. The arguments are checked first, so that a bad
+/// `MODULE LOAD` allocates nothing that would outlive the unloaded library.
 pub fn register(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
+    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    let from_args = parse_load_args(&args)?;
     CHANNEL.set(DEFAULT_CHANNEL.as_bytes())?;
     // SAFETY: called from OnLoad with its context; the strings are NUL-terminated literals.
     unsafe {
@@ -120,26 +123,49 @@ pub fn register(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
             return Err("cannot load the module configuration".into());
         }
     }
-    apply_load_args(args)
+    if let Some(name) = from_args {
+        CHANNEL.set(&name)?;
+    }
+    Ok(())
 }
 
-/// Applies load arguments (`CHANNEL <name>`, keyword case-insensitive).
-fn apply_load_args(args: &[RedisString]) -> Result<(), String> {
+/// Frees what [`register`] allocated, when the module fails to load after it (the library
+/// is unloaded and its statics with it).
+pub fn release() {
+    *CHANNEL.bytes.lock().unwrap_or_else(|p| p.into_inner()) = Vec::new();
+    let old = CHANNEL.string.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: created by Channel::set, no longer handed out.
+        unsafe {
+            if let Some(free) = raw::RedisModule_FreeString {
+                free(ptr::null_mut(), old);
+            }
+        }
+    }
+}
+
+/// The channel named by the load arguments (`CHANNEL <name>`, keyword case-insensitive),
+/// if any. Pure: nothing is applied.
+pub fn parse_load_args(args: &[&[u8]]) -> Result<Option<Vec<u8>>, String> {
+    let mut channel = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
-        if arg.as_slice().eq_ignore_ascii_case(b"CHANNEL") {
+        if arg.eq_ignore_ascii_case(b"CHANNEL") {
             let name = rest
                 .next()
                 .ok_or_else(|| "CHANNEL needs a channel name".to_string())?;
-            CHANNEL.set(name.as_slice())?;
+            if name.is_empty() {
+                return Err("the invalidation channel name cannot be empty".into());
+            }
+            channel = Some(name.to_vec());
         } else {
             return Err(format!(
                 "unknown load argument '{}' (expected CHANNEL <name>)",
-                printable(arg.as_slice(), 64)
+                printable(arg, 64)
             ));
         }
     }
-    Ok(())
+    Ok(channel)
 }
 
 #[cfg(test)]
@@ -149,5 +175,18 @@ mod tests {
     #[test]
     fn default_name_is_the_protocol_channel() {
         assert_eq!(DEFAULT_CHANNEL, "hc:invalidations");
+    }
+
+    #[test]
+    fn load_arguments_are_checked_before_anything_is_applied() {
+        assert_eq!(parse_load_args(&[]), Ok(None));
+        assert_eq!(
+            parse_load_args(&[b"channel", b"x"]),
+            Ok(Some(b"x".to_vec()))
+        );
+        assert!(parse_load_args(&[b"CHANNEL"]).is_err());
+        assert!(parse_load_args(&[b"CHANNEL", b""]).is_err());
+        let bad = parse_load_args(&[b"%s%n"]).unwrap_err();
+        assert!(!bad.contains('%'), "{bad}");
     }
 }

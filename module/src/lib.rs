@@ -67,22 +67,27 @@ mod registration {
         // rdb_load reports short or corrupt payloads (RESTORE, RDB files) as errors instead
         // of Redis aborting on them.
         ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
-        if let Err(e) = config::register(ctx, args) {
-            ctx.log_warning(&format!("hybridcache: {e}"));
-            return Status::Err;
+        match try_init(ctx, args) {
+            Ok(()) => Status::Ok,
+            Err(e) => {
+                ctx.log_warning(&format!("hybridcache: {e}"));
+                // The library is unloaded: free what its statics hold.
+                config::release();
+                Status::Err
+            }
         }
+    }
+
+    /// Everything that can fail first; what allocates for good (the publishing context)
+    /// last.
+    fn try_init(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
+        config::register(ctx, args)?;
         command_info::set_all(ctx);
+        keyspace::subscribe_server_events(ctx)?;
+        role::init(ctx)?;
         publisher::init(ctx);
-        if let Err(e) = keyspace::subscribe_server_events(ctx) {
-            ctx.log_warning(&format!("hybridcache: {e}"));
-            return Status::Err;
-        }
-        if let Err(e) = role::init(ctx) {
-            ctx.log_warning(&format!("hybridcache: {e}"));
-            return Status::Err;
-        }
         info::register(ctx);
-        Status::Ok
+        Ok(())
     }
 
     redis_module! {

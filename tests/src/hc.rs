@@ -173,7 +173,7 @@ pub fn sorted_strings(items: Vec<Vec<u8>>) -> Vec<String> {
 /// commands (DBSIZE, EXISTS, SCAN) and the key counts do until then.
 pub fn wait_removals_done(con: &mut Connection) {
     crate::wait::wait_until(
-        std::time::Duration::from_secs(10),
+        crate::server::scaled(std::time::Duration::from_secs(10)),
         "HC.DELTAG's removals to finish",
         || crate::info::info_i64(con, "hybridcache", "hybridcache_pending_removals") == 0,
     );

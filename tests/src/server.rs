@@ -1,5 +1,25 @@
 //! A real `redis-server` process with the module loaded, on a free loopback port, in its
 //! own temporary data directory.
+//!
+//! # Under valgrind
+//!
+//! With `$HYBRIDCACHE_VALGRIND` set to a directory ([`VALGRIND_ENV`]), every server runs
+//! under valgrind's memcheck (`make memcheck` does this, see `scripts/memcheck.sh`):
+//!
+//! - one log per process in that directory, `vg-<test binary>-<test>-p<port>-<pid>.log`
+//!   (a BGSAVE/AOF-rewrite/diskless-sync fork writes its own, named by its own pid, since
+//!   the module's RDB and AOF callbacks run there);
+//! - the harness's start, shutdown, replica sync, connect and command timeouts are
+//!   [`VALGRIND_SLOWDOWN`] times longer ([`scaled`]): redis runs 20-50 times slower, and a
+//!   connection's handshake can wait behind a slow timer callback of the module;
+//! - dropping a running server stops it with `SHUTDOWN NOSAVE NOW FORCE` instead of
+//!   SIGKILL, so that valgrind's leak check runs at exit (SIGKILL would lose it; the errors
+//!   themselves are logged as they happen either way). [`RedisServer::kill`] still sends
+//!   SIGKILL: tests use it to simulate a crash.
+//!
+//! The valgrind options are [`valgrind_options`]; `$HYBRIDCACHE_VALGRIND_ARGS`
+//! ([`VALGRIND_ARGS_ENV`]) appends more, split on whitespace (e.g. `--track-origins=yes`,
+//! `--suppressions=<file>`).
 
 use crate::info::{info_section, parse_info};
 use crate::module_path::module_path;
@@ -10,6 +30,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
+
+/// Environment variable that runs every server under valgrind's memcheck, its logs in the
+/// directory it names (see the module documentation).
+pub const VALGRIND_ENV: &str = "HYBRIDCACHE_VALGRIND";
+
+/// Environment variable with more valgrind options, split on whitespace, appended to
+/// [`valgrind_options`].
+pub const VALGRIND_ARGS_ENV: &str = "HYBRIDCACHE_VALGRIND_ARGS";
+
+/// How many times longer the harness's timeouts are under valgrind.
+pub const VALGRIND_SLOWDOWN: u32 = 10;
 
 /// How long a server may take to answer PING after it was started.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +66,100 @@ fn redis_server_program() -> PathBuf {
     std::env::var_os("REDIS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// The directory of the valgrind logs when servers run under valgrind ([`VALGRIND_ENV`] is
+/// set and not empty), else `None`.
+pub fn valgrind_log_dir() -> Option<PathBuf> {
+    std::env::var_os(VALGRIND_ENV)
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `timeout`, made [`VALGRIND_SLOWDOWN`] times longer when servers run under valgrind.
+pub fn scaled(timeout: Duration) -> Duration {
+    if valgrind_log_dir().is_some() {
+        timeout * VALGRIND_SLOWDOWN
+    } else {
+        timeout
+    }
+}
+
+/// The valgrind options of a server on `port` whose log goes to `log_dir`, before
+/// [`VALGRIND_ARGS_ENV`]'s:
+///
+/// - `--soname-synonyms=somalloc=*jemalloc*`: Debian's redis-server calls malloc/free of
+///   the shared libjemalloc, which valgrind does not replace unless told to; without this
+///   it sees no heap blocks at all (neither Redis's nor the module's, which allocates through
+///   `RedisModule_Alloc`) and finds nothing but uninitialised values.
+/// - `--alignment=64`: the module's Rust allocator (`redis_module::alloc::RedisAlloc`) gets
+///   alignment by rounding sizes up to it, which jemalloc's size classes honour; valgrind's
+///   malloc aligns to 16 only.
+/// - `--leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite`: at a
+///   clean exit, list blocks nothing points to any more with where they were allocated.
+///   Redis does not free its keyspace at exit, so "still reachable" and "possibly lost"
+///   (SDS strings are pointed to past their header) are its normal state, not leaks.
+/// - `--keep-debuginfo=yes`: a module that failed to load (its OnLoad refused the
+///   arguments) is unloaded before the leak check; without this, what it leaked shows as
+///   `???` frames.
+/// - `--num-callers=30`: stacks reach from the module's frames back to the Redis command.
+/// - `--trace-children=no`: a fork (BGSAVE, AOF rewrite) stays under valgrind anyway; an
+///   exec (none expected) would not be traced.
+pub fn valgrind_options(log_dir: &Path, port: u16) -> Vec<String> {
+    let mut options = vec![
+        "--tool=memcheck".to_string(),
+        format!(
+            "--log-file={}",
+            log_dir
+                .join(format!("vg-{}-p{port}-%p.log", log_name_of_this_test()))
+                .display()
+        ),
+        "--soname-synonyms=somalloc=*jemalloc*".to_string(),
+        "--alignment=64".to_string(),
+        "--leak-check=full".to_string(),
+        "--show-leak-kinds=definite".to_string(),
+        "--errors-for-leak-kinds=definite".to_string(),
+        "--keep-debuginfo=yes".to_string(),
+        "--num-callers=30".to_string(),
+        "--trace-children=no".to_string(),
+    ];
+    if let Some(extra) = std::env::var_os(VALGRIND_ARGS_ENV) {
+        options.extend(
+            extra
+                .to_string_lossy()
+                .split_whitespace()
+                .map(str::to_string),
+        );
+    }
+    options
+}
+
+/// `<test binary>-<test name>` for log file names: the executable's name without cargo's
+/// hash, then the thread's name (libtest names each test's thread after the test), with
+/// anything but `[A-Za-z0-9_.-]` replaced by `_`.
+fn log_name_of_this_test() -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| match stem.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => stem,
+        })
+        .unwrap_or_else(|| "test".to_string());
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed");
+    let name: String = format!("{binary}-{test}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // Keep file names well under the usual 255-byte limit.
+    name.chars().take(160).collect()
 }
 
 /// How [`RedisServer::shutdown`] stops the server.
@@ -142,7 +267,7 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// When the module library is missing, or the server does not come up within
-    /// [`START_TIMEOUT`] (the message quotes the server log).
+    /// [`START_TIMEOUT`] ([`scaled`]; the message quotes the server log).
     pub fn start(self) -> RedisServer {
         let mut server_args = Vec::new();
         match &self.module {
@@ -195,7 +320,8 @@ impl ServerBuilder {
 struct PortTaken;
 
 /// A running (or stopped) `redis-server` process owned by a test. Dropping it kills the
-/// process; its data directory lives as long as this value, across restarts.
+/// process (under valgrind: shuts it down, see the module documentation); its data
+/// directory lives as long as this value, across restarts.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
@@ -264,14 +390,14 @@ impl RedisServer {
     }
 
     /// A new synchronous connection (database 0), with a read timeout of
-    /// [`COMMAND_TIMEOUT`].
+    /// [`COMMAND_TIMEOUT`] ([`scaled`]).
     ///
     /// # Panics
     /// When the server cannot be reached.
     pub fn connection(&self) -> redis::Connection {
         let con = self
             .client()
-            .get_connection_with_timeout(Duration::from_secs(5))
+            .get_connection_with_timeout(scaled(Duration::from_secs(5)))
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot connect to redis on port {}: {e}\n{}",
@@ -279,9 +405,9 @@ impl RedisServer {
                     self.log_tail()
                 )
             });
-        con.set_read_timeout(Some(COMMAND_TIMEOUT))
+        con.set_read_timeout(Some(scaled(COMMAND_TIMEOUT)))
             .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
-        con.set_write_timeout(Some(COMMAND_TIMEOUT))
+        con.set_write_timeout(Some(scaled(COMMAND_TIMEOUT)))
             .unwrap_or_else(|e| panic!("cannot set a write timeout: {e}"));
         con
     }
@@ -317,7 +443,7 @@ impl RedisServer {
     ///
     /// # Panics
     /// When the server refuses (e.g. SAVE fails) or does not exit within
-    /// [`SHUTDOWN_TIMEOUT`].
+    /// [`SHUTDOWN_TIMEOUT`] ([`scaled`]).
     pub fn shutdown(&mut self, mode: Shutdown) {
         let mut cmd = redis::cmd("SHUTDOWN");
         match mode {
@@ -336,25 +462,62 @@ impl RedisServer {
             Ok(reply) => panic!("SHUTDOWN answered {reply:?} instead of exiting"),
             Err(e) => panic!("SHUTDOWN failed: {e}\n{}", self.log_tail()),
         }
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        if !self.wait_for_exit(scaled(SHUTDOWN_TIMEOUT)) {
+            let log = self.log_tail();
+            self.kill();
+            panic!(
+                "redis-server did not exit within {:?} of SHUTDOWN\n{log}",
+                scaled(SHUTDOWN_TIMEOUT)
+            );
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit and reaps it; false when it still runs.
+    fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         loop {
-            let Some(child) = &mut self.child else { return };
+            let Some(child) = &mut self.child else {
+                return true;
+            };
             match child.try_wait() {
                 Ok(Some(_)) => {
                     self.child = None;
-                    return;
+                    return true;
                 }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                _ => {
-                    let log = self.log_tail();
-                    self.kill();
-                    panic!(
-                        "redis-server did not exit within {SHUTDOWN_TIMEOUT:?} of SHUTDOWN\n{log}"
-                    );
-                }
+                _ => return false,
             }
+        }
+    }
+
+    /// Under valgrind, lets a running server exit cleanly so that valgrind's leak check
+    /// runs: `SHUTDOWN NOSAVE NOW FORCE` (no RDB, no waiting for replicas, exit even if the
+    /// AOF cannot be flushed). Never panics (it runs on drop, maybe during a panic); the
+    /// caller kills whatever is still running afterwards.
+    fn stop_for_valgrind(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        let Ok(mut con) = self
+            .client()
+            .get_connection_with_timeout(scaled(Duration::from_secs(5)))
+        else {
+            return;
+        };
+        let _ = con.set_read_timeout(Some(scaled(SHUTDOWN_TIMEOUT)));
+        let _ = redis::cmd("SHUTDOWN")
+            .arg("NOSAVE")
+            .arg("NOW")
+            .arg("FORCE")
+            .query::<redis::Value>(&mut con);
+        if !self.wait_for_exit(scaled(SHUTDOWN_TIMEOUT)) {
+            eprintln!(
+                "redis-server on port {} did not exit within {:?} of SHUTDOWN; killing it (valgrind's leak check is lost)",
+                self.port,
+                scaled(SHUTDOWN_TIMEOUT)
+            );
         }
     }
 
@@ -396,10 +559,11 @@ impl RedisServer {
     /// the primary had written when this was called.
     ///
     /// # Panics
-    /// When that does not happen within [`SYNC_TIMEOUT`] (the message quotes both sides'
-    /// `INFO replication` and the replica's log).
+    /// When that does not happen within [`SYNC_TIMEOUT`] ([`scaled`]; the message quotes
+    /// both sides' `INFO replication` and the replica's log).
     pub fn wait_in_sync_with(&self, primary: &RedisServer) {
-        let deadline = Instant::now() + SYNC_TIMEOUT;
+        let sync_timeout = scaled(SYNC_TIMEOUT);
+        let deadline = Instant::now() + sync_timeout;
         let mut replica_con = self.connection();
         let mut primary_con = primary.connection();
         let replication = |con: &mut redis::Connection| -> String {
@@ -410,7 +574,7 @@ impl RedisServer {
         };
         let fail = |what: &str, replica: &str, primary_info: &str| -> ! {
             panic!(
-                "replica on port {} {what} within {SYNC_TIMEOUT:?}\n--- replica INFO replication\n{replica}\n--- primary INFO replication\n{primary_info}\n--- replica log\n{}\n--- primary log\n{}",
+                "replica on port {} {what} within {sync_timeout:?}\n--- replica INFO replication\n{replica}\n--- primary INFO replication\n{primary_info}\n--- replica log\n{}\n--- primary log\n{}",
                 self.port,
                 self.log_tail(),
                 primary.log_tail()
@@ -484,7 +648,23 @@ impl RedisServer {
             .append(true)
             .open(self.dir().join("redis.stderr"))
             .unwrap_or_else(|e| panic!("cannot open redis.stderr: {e}"));
-        let mut command = Command::new(redis_server_program());
+        let valgrind_dir = valgrind_log_dir();
+        let mut command = match &valgrind_dir {
+            Some(log_dir) => {
+                std::fs::create_dir_all(log_dir).unwrap_or_else(|e| {
+                    panic!(
+                        "cannot create the valgrind log directory {}: {e}",
+                        log_dir.display()
+                    )
+                });
+                let mut command = Command::new("valgrind");
+                command
+                    .args(valgrind_options(log_dir, self.port))
+                    .arg(redis_server_program());
+                command
+            }
+            None => Command::new(redis_server_program()),
+        };
         command
             .arg("--port")
             .arg(self.port.to_string())
@@ -504,14 +684,19 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr));
         let child = command.spawn().unwrap_or_else(|e| {
+            let program = match valgrind_dir {
+                Some(_) => PathBuf::from("valgrind"),
+                None => redis_server_program(),
+            };
             panic!(
-                "cannot run {}: {e} (is redis-server installed and on PATH?)",
-                redis_server_program().display()
+                "cannot run {}: {e} (is it installed and on PATH?)",
+                program.display()
             )
         });
         self.child = Some(child);
 
-        let deadline = Instant::now() + START_TIMEOUT;
+        let start_timeout = scaled(START_TIMEOUT);
+        let deadline = Instant::now() + start_timeout;
         loop {
             if let Some(child) = &mut self.child {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -535,7 +720,7 @@ impl RedisServer {
                 let log = self.log_tail();
                 self.kill();
                 panic!(
-                    "redis-server on port {} did not answer PING within {START_TIMEOUT:?}; args: {:?}\n{log}",
+                    "redis-server on port {} did not answer PING within {start_timeout:?}; args: {:?}\n{log}",
                     self.port, self.server_args
                 );
             }
@@ -549,11 +734,11 @@ impl RedisServer {
         let Some(pid) = self.pid() else { return false };
         let Ok(mut con) = self
             .client()
-            .get_connection_with_timeout(Duration::from_millis(500))
+            .get_connection_with_timeout(scaled(Duration::from_millis(500)))
         else {
             return false;
         };
-        let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = con.set_read_timeout(Some(scaled(Duration::from_secs(2))));
         if !matches!(
             redis::cmd("PING").query::<String>(&mut con).as_deref(),
             Ok("PONG")
@@ -586,6 +771,9 @@ impl Drop for RedisServer {
                 );
             }
         }
+        if valgrind_log_dir().is_some() {
+            self.stop_for_valgrind();
+        }
         self.kill();
     }
 }
@@ -615,4 +803,26 @@ fn read_from(path: &Path, offset: u64) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valgrind_logs_are_one_per_process_named_after_the_test_and_port() {
+        let options = valgrind_options(Path::new("/logs"), 4321);
+        let log_file = options
+            .iter()
+            .find_map(|o| o.strip_prefix("--log-file="))
+            .unwrap_or_else(|| panic!("no --log-file in {options:?}"));
+        assert!(log_file.starts_with("/logs/vg-"), "{log_file}");
+        assert!(log_file.ends_with("-p4321-%p.log"), "{log_file}");
+        // libtest names the thread after the test; `::` and the like become `_`.
+        assert!(
+            log_file.contains("-server__tests__valgrind_logs_are_one_per_process"),
+            "{log_file}"
+        );
+        assert!(options.contains(&"--soname-synonyms=somalloc=*jemalloc*".to_string()));
+    }
 }
