@@ -163,7 +163,11 @@ impl Events {
 
     /// Counts an event of `name` and, when someone listens, sends the one `make` builds.
     pub fn emit(&self, name: &'static str, make: impl FnOnce() -> CacheEvent) {
-        if let Some(i) = NAMES.iter().position(|n| *n == name) {
+        // Names are static strings of NAMES: compared by address first (the hit path).
+        if let Some(i) = NAMES
+            .iter()
+            .position(|n| std::ptr::eq(*n, name) || *n == name)
+        {
             if let Some(counter) = self.counters.get(i) {
                 counter.increment(1);
             }

@@ -143,7 +143,6 @@ impl HybridCache {
     /// When Redis cannot be reached, a stale value (fail-safe) is served if there is one,
     /// else the factory runs and its value is returned (and queued for Redis with
     /// auto-recovery).
-    #[tracing::instrument(level = "debug", skip(self, factory, options), fields(cache = %self.inner.name))]
     pub async fn get_or_set<T, F, Fut, E>(
         &self,
         key: &str,
@@ -210,13 +209,14 @@ impl HybridCache {
         F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
         Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
     {
-        let key = self.full_key(key).into_owned();
+        // Borrowed when there is no namespace: the hit path allocates nothing.
+        let key = self.full_key(key);
         if let Some((hit, entry)) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
             if entry
                 .refresh_after
                 .is_some_and(|at| std::time::Instant::now() >= at)
             {
-                self.refresh_in_background(key, factory, options, hit.clone(), entry);
+                self.refresh_in_background(key.into_owned(), factory, options, hit.clone(), entry);
             }
             return Ok(hit);
         }
@@ -244,10 +244,15 @@ impl HybridCache {
             return Ok(hit);
         }
         let mark = self.inner.shared.log.mark();
-        let stale = self
-            .stale::<T>(key)
-            .await
-            .map(|(value, entry)| Stale { value, entry, mark });
+        // Only entries that opted in to fail-safe are kept stale.
+        let stale = match options.fail_safe {
+            Some(_) => {
+                self.stale::<T>(key)
+                    .await
+                    .map(|(value, entry)| Stale { value, entry, mark })
+            }
+            None => None,
+        };
         let mut lock = None;
         if !options.skips_l2() {
             match self.read_l2::<T>(key, &options).await {
@@ -301,13 +306,19 @@ impl HybridCache {
             last_modified: stale.as_ref().and_then(|s| s.entry.last_modified),
             options: options.clone(),
         };
-        let mut task: JoinHandle<FactoryOutput<T>> = tokio::spawn(factory(ctx));
         let soft = options.factory_soft_timeout.filter(|_| stale.is_some());
         let limit = [soft, options.factory_hard_timeout]
             .into_iter()
             .flatten()
             .min();
-        let joined = match limit {
+        // Without a timeout the factory runs in the caller's task (no spawn on the miss
+        // path); with one it runs as a task of its own, so that it can outlive the timeout.
+        let Some(limit) = limit else {
+            let output = factory(ctx).await;
+            return self.settle(key, output, stale).await;
+        };
+        let mut task: JoinHandle<FactoryOutput<T>> = tokio::spawn(factory(ctx));
+        let joined = match Some(limit) {
             None => (&mut task).await,
             Some(limit) => match tokio::time::timeout(limit, &mut task).await {
                 Ok(joined) => joined,
