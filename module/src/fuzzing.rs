@@ -5,6 +5,10 @@
 //! Run by `cargo fuzz` (`fuzz/fuzz_targets/`, `make fuzz`), and by the bounded tests below
 //! over the seed corpus (`fuzz/corpus/<target>/`) and deterministic mutations of it, which
 //! `cargo test` runs on stable.
+//!
+//! Panics here are the point (a fuzzer's crash signal) and cannot reach Redis: this file is
+//! compiled only under `cfg(test)` or `cfg(fuzzing)`, never into the loadable module, and the
+//! `unwrap`s below are in its `#[cfg(test)]` corpus helpers.
 
 use crate::saved::{self, SliceSource, Source, FLAG_DEAD, MAX_TAGS_IN_PAYLOAD};
 use crate::set_options::{Expiry, SetOptions};
