@@ -149,6 +149,7 @@ pub fn from_bytes(bytes: &[u8]) -> Option<Entry> {
     load(&mut SliceSource::new(bytes))
 }
 
+// Test-only: `unwrap` here fails a unit test, it is never compiled into the module.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,34 @@ where
     }
 }
 
+/// The unsigned number in the environment variable `name`, or `default` when it is unset.
+///
+/// # Panics
+/// When the variable is set but is not a `u64`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={text:?} is not a u64: {e}")),
+        Err(_) => default,
+    }
+}
+
+/// The seed of a randomized test: the environment variable `name` when set (to replay a
+/// run), else one taken from the clock.
+///
+/// # Panics
+/// When the variable is set but is not a `u64`.
+pub fn seed_from_env(name: &str) -> u64 {
+    match std::env::var(name) {
+        Ok(_) => env_u64(name, 0),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    }
+}
+
 /// A small deterministic random number generator (SplitMix64), so that randomized tests
 /// can print their seed and be replayed without an extra dependency.
 #[derive(Debug, Clone)]

@@ -33,6 +33,7 @@
 //! checker such histories (and legitimate races) to show it.
 
 use hybridcache::{EntryOptions, HybridCache};
+use hybridcache_tests::client_support::seed_from_env;
 use hybridcache_tests::client_support::{build, builder, cache, eventually, get_value, SplitMix64};
 use hybridcache_tests::RedisServer;
 use serde::{Deserialize, Serialize};
@@ -408,17 +409,6 @@ impl Worker {
     }
 }
 
-fn seed() -> u64 {
-    match std::env::var("HC_STRESS_SEED") {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|e| panic!("HC_STRESS_SEED={text:?} is not a u64: {e}")),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    }
-}
-
 /// One run: `TASKS` tasks on `HANDLES` handles for `run_time`; the tasks of handle
 /// `READER` only read. With `deaf`, handle `READER` listens on a channel nobody
 /// publishes on, so it never hears of a change.
@@ -466,7 +456,7 @@ async fn stress(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_random_operations_never_read_a_value_older_than_the_delivery_bound() {
-    let seed = seed();
+    let seed = seed_from_env("HC_STRESS_SEED");
     println!("HC_STRESS_SEED={seed}");
     let server = RedisServer::new();
     let (handles, history) = stress(&server, seed, RUN_TIME, false).await;
@@ -524,7 +514,7 @@ async fn concurrent_random_operations_never_read_a_value_older_than_the_delivery
 /// main test would catch a client whose invalidation is broken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_flags_a_handle_that_misses_invalidations() {
-    let seed = seed();
+    let seed = seed_from_env("HC_STRESS_SEED");
     println!("HC_STRESS_SEED={seed}");
     let server = RedisServer::new();
     let (_handles, history) = stress(&server, seed, Duration::from_millis(1500), true).await;

@@ -39,6 +39,7 @@
 
 use hybridcache_protocol::command;
 use hybridcache_tests::client_support::SplitMix64;
+use hybridcache_tests::client_support::{env_u64, seed_from_env};
 use hybridcache_tests::RedisServer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1408,28 +1409,6 @@ fn visit_errors(reply: &Reply, f: &mut impl FnMut(&[u8])) {
     }
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={text:?} is not a u64: {e}")),
-        Err(_) => default,
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("HC_FUZZ_SEED") {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("HC_FUZZ_SEED={text:?} is not a u64: {e}")),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    }
-}
-
 fn start_fuzz(seed: u64) -> Fuzz {
     let server = RedisServer::builder()
         // A safety net for the rare huge values: evict only keys with a TTL (never the
@@ -1505,7 +1484,7 @@ fn start_fuzz(seed: u64) -> Fuzz {
 
 #[test]
 fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
-    let seed = seed();
+    let seed = seed_from_env("HC_FUZZ_SEED");
     let secs = env_u64("HC_FUZZ_SECS", DEFAULT_SECS);
     eprintln!("command_fuzz: HC_FUZZ_SEED={seed} HC_FUZZ_SECS={secs}");
     let mut fuzz = start_fuzz(seed);

@@ -31,6 +31,7 @@
 
 use hybridcache_protocol::{command, MODULE_NAME};
 use hybridcache_tests::client_support::SplitMix64;
+use hybridcache_tests::client_support::{env_u64, seed_from_env};
 use hybridcache_tests::hc::{
     all_keys, call, error_text, hc_deltag, query, tagcard, tagkeys, wait_removals_done,
 };
@@ -54,25 +55,6 @@ const EVERYSEC_WINDOW: Duration = Duration::from_secs(3);
 /// Keys of the large tag, and keys tagged with it after its invalidation.
 const BIG_KEYS: u64 = 40_000;
 const LATE_KEYS: u64 = 20;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={text:?} is not a u64: {e}")),
-        Err(_) => default,
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("HC_CRASH_SEED") {
-        Ok(_) => env_u64("HC_CRASH_SEED", 0),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    }
-}
 
 fn aof_server(fsync: &str) -> RedisServer {
     // The harness turns persistence off; these come after its defaults and win.
@@ -523,7 +505,7 @@ fn verify_after_restart(
 fn crash_cycles(fsync: &str) {
     let strict = fsync == "always";
     let runs = env_u64("HC_CRASH_RUNS", DEFAULT_RUNS);
-    let seed = seed();
+    let seed = seed_from_env("HC_CRASH_SEED");
     eprintln!("crash_recovery ({fsync}): HC_CRASH_SEED={seed} HC_CRASH_RUNS={runs}");
     let mut rng = SplitMix64::new(seed);
     let mut server = aof_server(fsync);

@@ -30,6 +30,7 @@
 
 use hybridcache_protocol::command;
 use hybridcache_tests::client_support::SplitMix64;
+use hybridcache_tests::client_support::{env_u64, seed_from_env};
 use hybridcache_tests::index_check::hc_check;
 use hybridcache_tests::info::{info_i64, info_section};
 use hybridcache_tests::{wait_until, HcInfo, RedisServer};
@@ -65,16 +66,6 @@ const DRIFT_BOUND: i64 = MAXMEMORY / 4;
 /// flushed: a few hash tables Redis and the module may keep at their grown size, nothing
 /// proportional to the 100,000s of entries written.
 const RETURN_BOUND: i64 = 2 << 20;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={text:?} is not a u64: {e}")),
-        Err(_) => default,
-    }
-}
 
 fn key_name(i: u64) -> String {
     format!("soak:{i}")
@@ -404,12 +395,7 @@ fn assert_check_clean(con: &mut redis::Connection, when: &str, server: &RedisSer
 #[test]
 fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_memory_flat() {
     let secs = env_u64("HC_SOAK_SECS", DEFAULT_SECS);
-    let seed = match std::env::var("HC_SOAK_SEED") {
-        Ok(_) => env_u64("HC_SOAK_SEED", 0),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    };
+    let seed = seed_from_env("HC_SOAK_SEED");
     eprintln!("soak: HC_SOAK_SEED={seed} HC_SOAK_SECS={secs}");
     let mut server = RedisServer::builder()
         .args(["--maxmemory", &MAXMEMORY.to_string()])
