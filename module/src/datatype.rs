@@ -5,9 +5,10 @@
 //! [`Source`] and [`Sink`] with Redis's RDB IO.
 
 use crate::entry::Entry;
+use crate::fills::KeyspaceChange;
 use crate::publisher::publish;
 use crate::saved::{self, Sink, Source, ENCODING_VERSION};
-use crate::state::{is_gone, is_loading, is_quiet, with_state};
+use crate::state::{is_gone, is_loading, is_quiet, record_change, with_state};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{native_types::RedisType, raw, RedisBuffer, RedisString};
 use std::os::raw::{c_int, c_void};
@@ -234,6 +235,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
     }
     let key = RedisString::string_as_slice(name);
     let db = db_id(ctx);
+    record_change(KeyspaceChange::Key { db, key });
     let gone = is_gone(db, entry);
     if gone {
         // RENAME and MOVE carry this very value elsewhere: it stays gone there.

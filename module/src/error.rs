@@ -9,7 +9,7 @@ pub enum CommandError {
     #[error("wrong number of arguments for '{0}' command")]
     Arity(&'static str),
     #[error(
-        "syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, GETVERSION or TAGS)"
+        "syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, LEASE, GETVERSION or TAGS)"
     )]
     UnknownOption(String),
     #[error("syntax error, {0} needs a value")]
@@ -20,6 +20,10 @@ pub enum CommandError {
     InvalidExpire(&'static str),
     #[error("EX, PX, EXAT, PXAT and KEEPTTL are mutually exclusive")]
     ExpiryConflict,
+    #[error("syntax error, unknown option '{0}' (expected LEASE)")]
+    UnknownFetchOption(String),
+    #[error("syntax error, {0} given twice")]
+    RepeatedOption(&'static str),
     #[error("NX and XX are mutually exclusive")]
     ConditionConflict,
     #[error("TAGS needs at least one tag")]
@@ -36,6 +40,11 @@ impl CommandError {
     /// An option name as it may appear in an error reply: printable, short.
     pub fn unknown_option(raw: &[u8]) -> Self {
         Self::UnknownOption(crate::text::printable(raw, 32))
+    }
+
+    /// An unknown `HC.FETCH` option, printable and short.
+    pub fn unknown_fetch_option(raw: &[u8]) -> Self {
+        Self::UnknownFetchOption(crate::text::printable(raw, 32))
     }
 }
 

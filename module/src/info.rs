@@ -15,6 +15,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
             s.index.stats(),
             s.sequencer.origin().to_string(),
             s.sequencer.last(),
+            s.fills.stats(),
         )
     };
     // A crash report may be printed while this thread holds the state: never wait for it.
@@ -23,7 +24,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
     } else {
         Some(with_state(read))
     };
-    let Some((stats, origin, last_seq)) = snapshot else {
+    let Some((stats, origin, last_seq, fills)) = snapshot else {
         return;
     };
     let channel: String = String::from_utf8_lossy(&CHANNEL.get())
@@ -48,6 +49,12 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
         ("events_published", last_seq),
         ("pending_removals", stats.pending_removals),
         ("tombstones", stats.tombstones),
+        ("fill_leases", fills.leases),
+        ("fill_tag_removals", fills.tag_removals),
+        ("fill_leases_bytes", fills.bytes),
+        ("fills_accepted", fills.accepted),
+        ("fills_refused", fills.refused),
+        ("fills_refused_untracked", fills.refused_untracked),
     ] {
         raw::add_info_field_unsigned_long_long(ctx, name, value);
     }

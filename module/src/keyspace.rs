@@ -3,10 +3,11 @@
 //! FLUSHALL, SWAPDB and dataset loads (server events). Keys leaving are seen by the data
 //! type's `unlink2` callback (see `datatype`).
 
+use crate::fills::KeyspaceChange;
 use crate::key_handle::KeyHandle;
 use crate::publisher::{publish, publish_numbered};
 use crate::removal;
-use crate::state::{is_gone, is_quiet, note_tombstones, set_loading, with_state};
+use crate::state::{is_gone, is_quiet, note_tombstones, record_change, set_loading, with_state};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::os::raw::c_void;
@@ -17,14 +18,47 @@ pub fn selected_db(ctx: &Context) -> i32 {
     unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.get_raw())) }
 }
 
-/// Generic keyspace events: a key that just entered the keyspace under a new name or in a
-/// new database is indexed (the context has that key's database selected).
-pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
-    if !matches!(event, "rename_to" | "move_to" | "copy_to" | "restore") {
+/// Every keyspace event of every class (the context has the key's database selected): any
+/// command that touches a key is a change for the fills in flight; a TTL changed on an
+/// entry is announced; a key that just entered the keyspace under a new name or in a new
+/// database is indexed.
+pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
+    let db = selected_db(ctx);
+    record_change(KeyspaceChange::Key { db, key });
+    if !kind.contains(NotifyEvent::GENERIC) {
         return;
     }
+    match event {
+        "rename_to" | "move_to" | "copy_to" | "restore" => index_arrival(ctx, db, event, key),
+        "expire" | "persist" => announce_ttl_change(ctx, db, key),
+        _ => {}
+    }
+}
+
+/// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST on an entry: the copies clients keep carry
+/// the old deadline, so they are told to drop them. (HC.SET sets TTLs through the module
+/// API, which sends no such event, and announces its write itself.)
+fn announce_ttl_change(ctx: &Context, db: i32, key: &[u8]) {
+    if is_quiet() {
+        return;
+    }
+    let name = RedisString::create_from_slice(ctx.get_raw(), key);
+    let holds_entry = KeyHandle::peek(ctx.get_raw(), name.inner)
+        .is_some_and(|handle| matches!(handle.entry(), Ok(Some(e)) if !is_gone(db, e)));
+    if holds_entry {
+        publish(
+            Some(db),
+            Op::Expire,
+            Change::Keys {
+                keys: vec![Name::from(key)],
+            },
+        );
+    }
+}
+
+/// A key that entered the keyspace by RENAME/MOVE/COPY/RESTORE is indexed.
+fn index_arrival(ctx: &Context, db: i32, event: &str, key: &[u8]) {
     let raw_ctx = ctx.get_raw();
-    let db = selected_db(ctx);
     let name = RedisString::create_from_slice(raw_ctx, key);
     let Some(mut handle) = KeyHandle::peek(raw_ctx, name.inner) else {
         return;
@@ -109,6 +143,7 @@ unsafe extern "C" fn on_flush(
     let Some(info) = data.cast::<raw::RedisModuleFlushInfo>().as_ref() else {
         return;
     };
+    record_change(KeyspaceChange::HistoryReset);
     if info.dbnum < 0 {
         with_state(|s| s.index.clear());
         publish(None, Op::Flushall, Change::Flush);
@@ -128,6 +163,7 @@ unsafe extern "C" fn on_swapdb(
         return;
     };
     let (a, b) = (info.dbnum_first, info.dbnum_second);
+    record_change(KeyspaceChange::HistoryReset);
     with_state(|s| s.index.swap(a, b));
     publish(Some(a), Op::Swapdb, Change::Flush);
     if b != a {
@@ -146,10 +182,12 @@ unsafe extern "C" fn on_loading(
         | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
         | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => {
             set_loading(true);
+            record_change(KeyspaceChange::HistoryReset);
             with_state(|s| s.index.clear());
         }
         raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
             rebuild_index(ctx);
+            record_change(KeyspaceChange::HistoryReset);
             set_loading(false);
             publish(None, Op::Loaded, Change::Flush);
             removal::schedule(ctx);

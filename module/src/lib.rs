@@ -16,6 +16,7 @@ pub mod config;
 pub mod datatype;
 pub mod entry;
 pub mod error;
+pub(crate) mod fills;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod index;
@@ -55,7 +56,7 @@ mod version_tests {
 
 #[cfg(not(any(test, fuzzing)))]
 mod registration {
-    use crate::commands::{check, delete, read, set, tag_query};
+    use crate::commands::{check, delete, hello, read, set, tag_query};
     use crate::{
         command_info, config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION,
     };
@@ -107,9 +108,10 @@ mod registration {
             [command::TAGKEYS, tag_query::hc_tagkeys, "readonly", 0, 0, 0, ""],
             [command::TAGCARD, tag_query::hc_tagcard, "readonly", 0, 0, 0, ""],
             [command::CHECK, check::hc_check, "readonly admin", 0, 0, 0, ""],
+            [command::HELLO, hello::hc_hello, "readonly fast", 0, 0, 0, ""],
         ],
         event_handlers: [
-            [@GENERIC: keyspace::on_generic_event],
+            [@ALL: keyspace::on_keyspace_event],
         ],
     }
 }

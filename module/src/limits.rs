@@ -6,10 +6,16 @@
 //! | `hybridcache.max-tags` | 256 | 1 .. 65 535 |
 //! | `hybridcache.max-tag-length` | 1024 (bytes) | 1 .. 1 MiB |
 //! | `hybridcache.max-value-size` | 512 MiB (Redis's `proto-max-bulk-len`) | 1 .. 4 GiB - 1 |
+//! | `hybridcache.fill-leases` | 100 000 | 1 .. 2^30 |
+//! | `hybridcache.fill-tag-removals` | 100 000 | 1 .. 2^30 |
+//!
+//! The last two bound the fill-lease table ([`crate::fills`]); a fill whose lease was
+//! pushed out is refused.
 //!
 //! Limits apply to writes only: data already stored, loaded or restored is never refused.
 
 use crate::error::CommandError;
+use crate::fills::FillBounds;
 use redis_module::{raw, Context};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_longlong, c_void};
@@ -72,7 +78,7 @@ struct Setting {
     value: AtomicI64,
 }
 
-static SETTINGS: [Setting; 3] = [
+static SETTINGS: [Setting; 5] = [
     Setting {
         name: c"max-tags",
         default: Limits::DEFAULT.max_tags as i64,
@@ -97,7 +103,44 @@ static SETTINGS: [Setting; 3] = [
         flags: raw::REDISMODULE_CONFIG_MEMORY,
         value: AtomicI64::new(Limits::DEFAULT.max_value_size as i64),
     },
+    Setting {
+        name: c"fill-leases",
+        default: DEFAULT_FILL_BOUNDS.max_leases as i64,
+        min: 1,
+        max: 1 << 30,
+        flags: raw::REDISMODULE_CONFIG_DEFAULT,
+        value: AtomicI64::new(DEFAULT_FILL_BOUNDS.max_leases as i64),
+    },
+    Setting {
+        name: c"fill-tag-removals",
+        default: DEFAULT_FILL_BOUNDS.max_tag_removals as i64,
+        min: 1,
+        max: 1 << 30,
+        flags: raw::REDISMODULE_CONFIG_DEFAULT,
+        value: AtomicI64::new(DEFAULT_FILL_BOUNDS.max_tag_removals as i64),
+    },
 ];
+
+/// Fill leases kept at most (`hybridcache.fill-leases`) and tag removals remembered for them
+/// (`hybridcache.fill-tag-removals`): about 100 bytes each plus the name, so the defaults
+/// bound the table near 10 MB + 10 MB with 64-byte names.
+const DEFAULT_FILL_BOUNDS: FillBounds = FillBounds {
+    max_leases: 100_000,
+    max_tag_removals: 100_000,
+};
+
+/// The fill-lease bounds in force.
+pub(crate) fn fill_bounds() -> FillBounds {
+    let get = |i: usize, default: usize| {
+        SETTINGS.get(i).map_or(default, |s| {
+            usize::try_from(s.value.load(Ordering::Relaxed)).unwrap_or(default)
+        })
+    };
+    FillBounds {
+        max_leases: get(3, DEFAULT_FILL_BOUNDS.max_leases),
+        max_tag_removals: get(4, DEFAULT_FILL_BOUNDS.max_tag_removals),
+    }
+}
 
 /// The limits in force.
 pub fn current() -> Limits {

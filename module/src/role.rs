@@ -10,8 +10,10 @@
 //! the old primary acknowledged but had not replicated are lost, so readers drop what they
 //! cached.
 
+use crate::fills::KeyspaceChange;
 use crate::publisher::publish;
 use crate::removal;
+use crate::state::record_change;
 use hybridcache_protocol::{Change, Op};
 use redis_module::{raw, Context};
 use std::os::raw::{c_int, c_void};
@@ -66,6 +68,7 @@ unsafe extern "C" fn on_role_changed(
     match subevent {
         raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER => {
             REPLICA.store(false, Ordering::Relaxed);
+            record_change(KeyspaceChange::HistoryReset);
             publish(None, Op::Promoted, Change::Flush);
             // Removals queued by replicated tag invalidations are this server's job now.
             removal::schedule(ctx);

@@ -50,6 +50,8 @@ pub struct SetOptions<'a> {
     pub tags: Vec<&'a [u8]>,
     /// GETVERSION: reply `[origin, version]` instead of `OK`.
     pub get_version: bool,
+    /// LEASE token: write only if nothing changed since the read that issued the token.
+    pub lease: Option<&'a [u8]>,
 }
 
 impl<'a> SetOptions<'a> {
@@ -60,6 +62,7 @@ impl<'a> SetOptions<'a> {
         let mut expiry: Option<Expiry> = None;
         let mut condition: Option<Condition> = None;
         let mut get_version = false;
+        let mut lease: Option<&[u8]> = None;
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             let name = arg.to_ascii_uppercase();
@@ -97,6 +100,13 @@ impl<'a> SetOptions<'a> {
                 get_version = true;
                 continue;
             }
+            if name.as_slice() == b"LEASE" {
+                let token = rest.next().ok_or(CommandError::MissingValue("LEASE"))?;
+                if lease.replace(token).is_some() {
+                    return Err(CommandError::RepeatedOption("LEASE"));
+                }
+                continue;
+            }
             let new_condition = match name.as_slice() {
                 b"NX" => Condition::IfAbsent,
                 b"XX" => Condition::IfPresent,
@@ -110,11 +120,16 @@ impl<'a> SetOptions<'a> {
                         condition: condition.unwrap_or(Condition::Always),
                         tags,
                         get_version,
+                        lease,
                     });
                 }
                 _ => return Err(CommandError::unknown_option(arg)),
             };
-            if condition.replace(new_condition).is_some() {
+            // NX NX is NX, as for SET; NX XX is a contradiction.
+            if condition
+                .replace(new_condition)
+                .is_some_and(|old| old != new_condition)
+            {
                 return Err(CommandError::ConditionConflict);
             }
         }
@@ -123,6 +138,7 @@ impl<'a> SetOptions<'a> {
             condition: condition.unwrap_or(Condition::Always),
             tags: Vec::new(),
             get_version,
+            lease,
         })
     }
 }
@@ -157,6 +173,7 @@ mod tests {
             condition: Condition::Always,
             tags: vec![b"<rejected>"],
             get_version: false,
+            lease: None,
         })
     }
 
@@ -261,6 +278,23 @@ mod tests {
         assert_eq!(
             parse(&["NX", "XX"]).unwrap_err(),
             CommandError::ConditionConflict
+        );
+    }
+
+    #[test]
+    fn a_repeated_condition_is_the_condition_and_lease_takes_a_token() {
+        assert_eq!(ok(&["NX", "NX"]).condition, Condition::IfAbsent);
+        let options = ok(&["lease", "abc:7", "EX", "5", "TAGS", "t"]);
+        assert_eq!(options.lease, Some(b"abc:7".as_slice()));
+        assert_eq!(options.tags, vec![b"t".as_slice()]);
+        assert_eq!(ok(&["EX", "5"]).lease, None);
+        assert_eq!(
+            parse(&["LEASE"]).unwrap_err(),
+            CommandError::MissingValue("LEASE")
+        );
+        assert_eq!(
+            parse(&["LEASE", "a:1", "LEASE", "a:2"]).unwrap_err(),
+            CommandError::RepeatedOption("LEASE")
         );
     }
 

@@ -5,6 +5,7 @@
 //! (Redis may call back into the module), so access goes through short closures.
 
 use crate::entry::Entry;
+use crate::fills::{FillLeases, KeyspaceChange};
 use crate::index::TagIndex;
 use crate::sequencer::{random_origin, Sequencer};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,12 +14,14 @@ use std::sync::{LazyLock, Mutex};
 pub struct State {
     pub index: TagIndex,
     pub sequencer: Sequencer,
+    pub(crate) fills: FillLeases,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
     Mutex::new(State {
         index: TagIndex::default(),
         sequencer: Sequencer::new(random_origin()),
+        fills: FillLeases::new(crate::limits::fill_bounds()),
     })
 });
 
@@ -54,6 +57,11 @@ pub fn is_gone(db: i32, entry: &Entry) -> bool {
     entry.is_dead()
         || (TOMBSTONES.load(Ordering::Relaxed)
             && with_state(|s| s.index.dooms(db, entry.tags(), entry.version)))
+}
+
+/// The one way a change reaches the fill-lease table (see [`crate::fills`]).
+pub(crate) fn record_change(change: KeyspaceChange<'_>) {
+    with_state(|s| s.fills.record(change));
 }
 
 static QUIET: AtomicU32 = AtomicU32::new(0);

@@ -2,10 +2,11 @@
 //!
 //! | command | reply |
 //! |---|---|
-//! | `HC.SET key value [EX s \| PX ms \| EXAT unix-s \| PXAT unix-ms \| KEEPTTL] [NX \| XX] [GETVERSION] [TAGS tag ...]` | `OK`, or nil when NX/XX prevented the write; with GETVERSION `[origin, version]` instead of `OK` |
+//! | `HC.SET key value [EX s \| PX ms \| EXAT unix-s \| PXAT unix-ms \| KEEPTTL] [NX \| XX] [LEASE token] [GETVERSION] [TAGS tag ...]` | `OK`, or nil when NX/XX or the LEASE condition prevented the write; with GETVERSION `[origin, version]` instead of `OK` |
 //! | `HC.GET key` | value or nil; `WRONGTYPE` for a key the module does not own |
 //! | `HC.MGET key [key ...]` | array of values/nils |
-//! | `HC.FETCH key` | nil, or `[value, [tag ...], pttl, origin, version]` (pttl -1: no expiry) |
+//! | `HC.FETCH key [LEASE]` | nil, or `[value, [tag ...], pttl, origin, version]` (pttl -1: no expiry); with LEASE always `[value or nil, [tag ...], pttl, origin, version, lease]` |
+//! | `HC.HELLO` | `["module", name, "version", "x.y.z", "events", format version, "leases", 1, "channel", channel, "origin", origin]` |
 //! | `HC.DEL key [key ...]` | number of keys removed |
 //! | `HC.DELTAG tag [tag ...]` | number of keys removed |
 //! | `HC.TAGS key` | the key's tags |
@@ -19,7 +20,7 @@ pub const SET: &str = "HC.SET";
 pub const GET: &str = "HC.GET";
 /// `HC.MGET key [key ...]`
 pub const MGET: &str = "HC.MGET";
-/// `HC.FETCH key`: everything a client cache needs in one round trip.
+/// `HC.FETCH key [LEASE]`: everything a client cache needs in one round trip.
 ///
 /// Reply: nil when the key is missing, else an array `[value, [tag ...], pttl, origin,
 /// version]`: `pttl` is the remaining time to live in milliseconds (-1 without expiry),
@@ -27,6 +28,12 @@ pub const MGET: &str = "HC.MGET";
 /// announced the write of this value (0 for values loaded from an AOF rewrite). An
 /// invalidation event with the same origin and a `seq` greater than `version` names a
 /// later change. `WRONGTYPE` for a key of another type.
+///
+/// With [`option::LEASE`] the reply is always an array of six: `[value, [tag ...], pttl,
+/// origin, version, lease]`. On a miss (and for a key of another type, which a fill may
+/// replace) `value` is nil, the tags empty, `pttl` -2 and `version` 0. `lease` is an opaque
+/// token (a bulk string): pass it to `HC.SET ... LEASE <lease>` to write a value computed
+/// after this read only if nothing changed the key since (see [`option::LEASE`]).
 pub const FETCH: &str = "HC.FETCH";
 /// `HC.DEL key [key ...]`
 pub const DEL: &str = "HC.DEL";
@@ -39,12 +46,23 @@ pub const TAGKEYS: &str = "HC.TAGKEYS";
 /// `HC.TAGCARD tag`
 pub const TAGCARD: &str = "HC.TAGCARD";
 
+/// `HC.HELLO`: what a client checks at start. Reply: a flat array of field/value pairs:
+/// `module` (the module's name), `version` (its crate version), `events` (the event format
+/// version, [`crate::FORMAT_VERSION`]), `leases` (the version of the fill-lease contract,
+/// [`LEASE_VERSION`]), `channel` (where events are published), `origin` (this server
+/// process's id).
+pub const HELLO: &str = "HC.HELLO";
+
+/// The version of the fill-lease contract (`HC.FETCH ... LEASE`, `HC.SET ... LEASE`) that
+/// `HC.HELLO` reports.
+pub const LEASE_VERSION: i64 = 1;
+
 /// `HC.CHECK`: compares the tag index with the keyspace (O(N); for tests and debugging).
 pub const CHECK: &str = "HC.CHECK";
 
 /// Every command the module registers.
-pub const ALL: [&str; 10] = [
-    SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK,
+pub const ALL: [&str; 11] = [
+    SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK, HELLO,
 ];
 
 /// Option keywords of `HC.SET` (matched case-insensitively by the module).
@@ -66,6 +84,16 @@ pub mod option {
     /// Reply `[origin, version]` instead of `OK`: the version of the written value, equal
     /// to the `seq` of the `set` event the write publishes (see [`super::FETCH`]).
     pub const GETVERSION: &str = "GETVERSION";
+    /// `HC.FETCH key LEASE`: also reply with a fill lease. `HC.SET ... LEASE <token>`: write
+    /// only if, since the `HC.FETCH ... LEASE` that gave the token, the key was not changed
+    /// in any way (written, deleted, expired, evicted, renamed, moved, copied over, its TTL
+    /// changed, touched by any command), no tag named in the write nor carried by the stored
+    /// entry was removed by `HC.DELTAG`, the server's history was not reset (flush, swapdb,
+    /// load, promotion, restart), and the token comes from this server process. Otherwise
+    /// the write is refused: the reply is nil and nothing is written, replicated or
+    /// published. A token the server no longer tracks (more leases than
+    /// `hybridcache.fill-leases`) is refused too.
+    pub const LEASE: &str = "LEASE";
     /// Everything after this keyword is a tag; it comes last.
     pub const TAGS: &str = "TAGS";
 }

@@ -72,6 +72,9 @@ pub enum Op {
     Removed,
     /// The key entered the keyspace another way: `RENAME`/`MOVE`/`COPY` target, `RESTORE`.
     Added,
+    /// The key's time to live was changed by a command (`EXPIRE`, `PEXPIRE`, `EXPIREAT`,
+    /// `PEXPIREAT`, `PERSIST`, `GETEX`): copies must be dropped, their deadline is stale.
+    Expire,
     /// `FLUSHDB` (or `SWAPDB`, `kind` flush, one event per database).
     Flushdb,
     /// `FLUSHALL`.

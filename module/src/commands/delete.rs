@@ -1,11 +1,12 @@
 //! `HC.DEL key [key ...]`, `HC.DELTAG tag [tag ...]`
 
 use crate::acl::KeyAcl;
+use crate::fills::KeyspaceChange;
 use crate::key_handle::KeyHandle;
 use crate::keyspace::selected_db;
 use crate::publisher::{publish, publish_numbered};
 use crate::removal;
-use crate::state::{note_tombstones, with_state, Quiet};
+use crate::state::{note_tombstones, record_change, with_state, Quiet};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -44,18 +45,23 @@ pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if names.is_empty() {
         return Err(RedisError::WrongArity);
     }
+    let db = selected_db(ctx);
     let removed: Vec<Name> = names
         .iter()
-        .filter(|name| delete_entry(ctx, name))
+        .filter(|name| {
+            // Even a key that is already gone: a fill that read it before this removal
+            // asked for it must not be written after it.
+            record_change(KeyspaceChange::Key {
+                db,
+                key: name.as_slice(),
+            });
+            delete_entry(ctx, name)
+        })
         .map(|name| Name::from(name.as_slice()))
         .collect();
     if !removed.is_empty() {
         let count = removed.len();
-        publish(
-            Some(selected_db(ctx)),
-            Op::Del,
-            Change::Keys { keys: removed },
-        );
+        publish(Some(db), Op::Del, Change::Keys { keys: removed });
         ctx.replicate_verbatim();
         return Ok(RedisValue::Integer(count as i64));
     }
@@ -92,6 +98,10 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     // The keys become logically deleted at once (moved out of the index in O(1) per tag,
     // behind a tombstone numbered like the event); the removal timer deletes them.
     let (removed, marker) = with_state(|s| {
+        // Whatever the tags held now: fills computed before this removal that name them
+        // are refused from here on.
+        s.fills
+            .record(KeyspaceChange::TagsRemoved { db, tags: &tags });
         let marker = s.sequencer.last() + 1;
         let removed = s.index.invalidate(db, &tags, marker);
         if removed > 0 {

@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod delete;
+pub mod hello;
+pub(crate) mod lease;
 pub mod read;
 pub mod set;
 pub mod tag_query;

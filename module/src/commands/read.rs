@@ -1,9 +1,12 @@
-//! `HC.GET key`, `HC.MGET key [key ...]`, `HC.FETCH key`, `HC.TAGS key`
+//! `HC.GET key`, `HC.MGET key [key ...]`, `HC.FETCH key [LEASE]`, `HC.TAGS key`
 
-use super::{now_ms, reply_array_header, reply_bytes, reply_null, REPLIED};
+use super::{lease, now_ms, reply_array_header, reply_bytes, reply_null, REPLIED};
+use crate::entry::Entry;
+use crate::error::CommandError;
 use crate::key_handle::KeyHandle;
 use crate::keyspace::selected_db;
 use crate::state::with_state;
+use hybridcache_protocol::command::option;
 use redis_module::raw;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -41,22 +44,59 @@ pub fn hc_mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// `[value, [tag ...], pttl, origin, version]` or nil: what a client cache needs to keep
-/// the value, drop it on the right events, and never outlive the Redis entry.
+/// the value, drop it on the right events, and never outlive the Redis entry. With LEASE,
+/// always `[value or nil, [tag ...], pttl, origin, version, lease]`.
 pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let [_, name] = args.as_slice() else {
-        return Err(RedisError::WrongArity);
+    let (name, with_lease) = match args.as_slice() {
+        [_, name] => (name, false),
+        [_, name, option]
+            if option
+                .as_slice()
+                .eq_ignore_ascii_case(option::LEASE.as_bytes()) =>
+        {
+            (name, true)
+        }
+        [_, _, option] => return Err(CommandError::unknown_fetch_option(option.as_slice()).into()),
+        _ => return Err(RedisError::WrongArity),
     };
-    let Some(key) = KeyHandle::open(ctx.get_raw(), name.inner, false) else {
+    let db = selected_db(ctx);
+    let key = KeyHandle::open(ctx.get_raw(), name.inner, false);
+    if with_lease {
+        // A key of another type reads as a miss: the fill may replace it, as HC.SET would.
+        let entry = key.as_ref().and_then(|k| k.live_entry(db).ok().flatten());
+        let token = lease::issue(db, name.as_slice());
+        match (&key, entry) {
+            (Some(key), Some(entry)) => reply_entry(ctx, key, entry, 6),
+            _ => {
+                let origin = with_state(|s| s.sequencer.origin().to_string());
+                reply_array_header(ctx, 6);
+                reply_null(ctx);
+                reply_array_header(ctx, 0);
+                raw::reply_with_long_long(ctx.get_raw(), -2);
+                reply_bytes(ctx, origin.as_bytes());
+                raw::reply_with_long_long(ctx.get_raw(), 0);
+            }
+        }
+        reply_bytes(ctx, token.as_bytes());
+        return Ok(REPLIED);
+    }
+    let Some(key) = key else {
         return Ok(RedisValue::Null);
     };
-    let Some(entry) = key.live_entry(selected_db(ctx))? else {
+    let Some(entry) = key.live_entry(db)? else {
         return Ok(RedisValue::Null);
     };
+    reply_entry(ctx, &key, entry, 5);
+    Ok(REPLIED)
+}
+
+/// The first five fields of HC.FETCH's reply, in an array of `len`.
+fn reply_entry(ctx: &Context, key: &KeyHandle, entry: &Entry, len: usize) {
     let pttl = key
         .expire_at()
         .map_or(-1, |at| at.saturating_sub(now_ms()).max(0));
     let origin = with_state(|s| s.sequencer.origin().to_string());
-    reply_array_header(ctx, 5);
+    reply_array_header(ctx, len);
     reply_bytes(ctx, entry.value());
     let tags = entry.tag_list();
     reply_array_header(ctx, tags.len());
@@ -69,7 +109,6 @@ pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         ctx.get_raw(),
         i64::try_from(entry.version).unwrap_or(i64::MAX),
     );
-    Ok(REPLIED)
 }
 
 pub fn hc_tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {

@@ -1,13 +1,14 @@
-//! `HC.SET key value [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [GETVERSION]
-//! [TAGS tag ...]`
+//! `HC.SET key value [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [LEASE token]
+//! [GETVERSION] [TAGS tag ...]`
 
-use super::{now_ms, REPLIED};
+use super::{lease, now_ms, REPLIED};
 use crate::entry::Entry;
+use crate::fills::KeyspaceChange;
 use crate::key_handle::KeyHandle;
 use crate::keyspace::selected_db;
 use crate::publisher::publish_numbered;
 use crate::set_options::{Condition, Expiry, SetOptions};
-use crate::state::{with_state, Quiet};
+use crate::state::{record_change, with_state, Quiet};
 use hybridcache_protocol::command::option;
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::raw;
@@ -25,6 +26,13 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
     let raw_ctx = ctx.get_raw();
     let db = selected_db(ctx);
+    if let Some(token) = options.lease {
+        // A fill computed from a read the server has seen overtaken: refused, and nothing
+        // is written, replicated or announced.
+        if !lease::fill_allowed(raw_ctx, db, name, token, &options.tags) {
+            return Ok(RedisValue::Null);
+        }
+    }
     if options.condition != Condition::Always {
         // Looked at before opening for writing, so that a refused write does not touch a
         // WATCH on the key.
@@ -106,6 +114,10 @@ fn success(ctx: &Context, options: &SetOptions, version: u64) -> RedisValue {
 /// Sends the keyspace notification and the `set` event (numbered `version` when the write
 /// took one); returns the event's number.
 fn announce(ctx: &Context, db: i32, name: &RedisString, version: Option<u64>) -> u64 {
+    record_change(KeyspaceChange::Key {
+        db,
+        key: name.as_slice(),
+    });
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "hc.set", name);
     let seq = version.unwrap_or_else(|| with_state(|s| s.sequencer.allocate()));
     publish_numbered(
@@ -124,6 +136,7 @@ fn announce(ctx: &Context, db: i32, name: &RedisString, version: Option<u64>) ->
 fn replicate(ctx: &Context, args: &[RedisString], options: &SetOptions, deadline: Option<i64>) {
     let verbatim = options.condition == Condition::Always
         && !options.get_version
+        && options.lease.is_none()
         && matches!(options.expiry, Expiry::Never | Expiry::At(_));
     if verbatim {
         ctx.replicate_verbatim();
