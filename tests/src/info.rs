@@ -99,6 +99,20 @@ impl HcInfo {
         }
     }
 
+    /// Any integer field of the section (prefix stripped), such as `fill_leases`.
+    ///
+    /// # Panics
+    /// When the field is missing or not an integer.
+    pub fn int(&self, name: &str) -> i64 {
+        let value = self
+            .fields
+            .get(name)
+            .unwrap_or_else(|| panic!("INFO {MODULE_NAME} has no field {name}: {:?}", self.fields));
+        value.parse().unwrap_or_else(|e| {
+            panic!("INFO {MODULE_NAME} field {name}={value:?} is not an integer: {e}")
+        })
+    }
+
     /// `(keys, tags, tag_links)`: the index counters, for one-line assertions.
     pub fn counts(&self) -> (i64, i64, i64) {
         (self.keys, self.tags, self.tag_links)
