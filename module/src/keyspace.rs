@@ -10,7 +10,8 @@ use crate::removal;
 use crate::state::{is_gone, is_quiet, note_tombstones, record_change, set_loading, with_state};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
-use std::os::raw::c_void;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
 
 /// The database a context is working on.
 pub fn selected_db(ctx: &Context) -> i32 {
@@ -109,6 +110,48 @@ fn index_arrival(ctx: &Context, db: i32, event: &str, key: &[u8]) {
         Some(seq) => publish_numbered(seq, Some(db), Op::Added, change),
         None => publish(Some(db), Op::Added, change),
     }
+}
+
+/// Subscribes [`on_keyspace_event`] to keyspace notifications of every class (but key
+/// misses and "new"), whatever `notify-keyspace-events` says. Registered by hand rather than
+/// through `redis_module!`, whose wrapper unwraps the event name as UTF-8: another module may
+/// send any bytes.
+pub fn subscribe_keyspace_events(ctx: &Context) -> Result<(), String> {
+    // SAFETY: called from OnLoad with its context.
+    let status = unsafe {
+        raw::RedisModule_SubscribeToKeyspaceEvents.map_or(1, |subscribe| {
+            subscribe(
+                ctx.get_raw(),
+                raw::REDISMODULE_NOTIFY_ALL as c_int,
+                Some(keyspace_notification),
+            )
+        })
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err("cannot subscribe to keyspace notifications".into());
+    }
+    Ok(())
+}
+
+extern "C" fn keyspace_notification(
+    ctx: *mut raw::RedisModuleCtx,
+    class: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    if event.is_null() || key.is_null() {
+        return raw::REDISMODULE_OK as c_int;
+    }
+    // SAFETY: Redis passes a NUL-terminated event name and the key for this call.
+    let event = unsafe { CStr::from_ptr(event) }.to_str().unwrap_or("");
+    let key = RedisString::string_as_slice(key);
+    on_keyspace_event(
+        &Context::new(ctx),
+        NotifyEvent::from_bits_truncate(class),
+        event,
+        key,
+    );
+    raw::REDISMODULE_OK as c_int
 }
 
 /// Subscribes to the server events that change many keys at once.

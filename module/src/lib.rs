@@ -85,6 +85,7 @@ mod registration {
         config::register(ctx, args)?;
         command_info::set_all(ctx);
         keyspace::subscribe_server_events(ctx)?;
+        keyspace::subscribe_keyspace_events(ctx)?;
         role::init(ctx)?;
         publisher::init(ctx);
         info::register(ctx);
@@ -109,9 +110,6 @@ mod registration {
             [command::TAGCARD, tag_query::hc_tagcard, "readonly", 0, 0, 0, ""],
             [command::CHECK, check::hc_check, "readonly admin", 0, 0, 0, ""],
             [command::HELLO, hello::hc_hello, "readonly fast", 0, 0, 0, ""],
-        ],
-        event_handlers: [
-            [@ALL: keyspace::on_keyspace_event],
         ],
     }
 }
