@@ -1,21 +1,20 @@
 //! Building a [`HybridCache`].
 
-use crate::cache::{HybridCache, Inner, Link};
+use crate::cache::{CacheState, HybridCache};
 use crate::circuit::CircuitBreaker;
+use crate::connections::{self, Connections, Opened, Target};
 use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::format::Format;
+use crate::hub::Hub;
 use crate::l1::{Capacity, L1};
-use crate::l2::{Connection, L2};
-use crate::nodes::Nodes;
+use crate::l2::L2;
+use crate::local_tier::LocalTier;
 use crate::options::EntryOptions;
 use crate::outbox::Outbox;
-use crate::shared::{Hub, Shared};
+use crate::server_check;
 use crate::subscription::{Subscription, Timing};
 use hybridcache_protocol::DEFAULT_CHANNEL;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
-use redis::{ConnectionInfo, ProtocolVersion};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,24 +35,6 @@ pub struct HybridCacheBuilder {
     name: String,
     circuit: Option<(u32, Duration)>,
     auto_recovery: usize,
-}
-
-/// Where the cache's Redis is.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Single(redis::Client),
-    /// Seed nodes of a Redis Cluster.
-    Cluster(Vec<ConnectionInfo>),
-}
-
-/// `info` speaking RESP3: redis-rs then notices a closed connection at once and reconnects,
-/// instead of on the next command.
-fn resp3(info: &ConnectionInfo) -> ConnectionInfo {
-    info.clone().set_redis_settings(
-        info.redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3),
-    )
 }
 
 impl HybridCacheBuilder {
@@ -104,8 +85,9 @@ impl HybridCacheBuilder {
         self
     }
 
-    /// The module's invalidation channel (default `hc:invalidations`; must match the module's
-    /// `hybridcache.channel`).
+    /// The module's invalidation channel (default `hc:invalidations`). It must be the
+    /// module's `hybridcache.channel`: [`build`](Self::build) checks it and fails with
+    /// [`Error::IncompatibleServer`] otherwise.
     pub fn channel(mut self, channel: impl Into<String>) -> Self {
         self.channel = channel.into();
         self
@@ -175,72 +157,59 @@ impl HybridCacheBuilder {
     /// per key wins, the oldest operation is dropped when full) and replayed, in order, as
     /// soon as Redis answers again, before L1 is trusted again. A queued `remove` reports
     /// `false` and a queued `remove_by_tag` 0, as the count is not known yet.
+    ///
+    /// A queued `set` is the write of record: replayed, it overwrites whatever another
+    /// instance wrote to the key in between (last write wins). A `get_or_set` fill whose
+    /// write could not reach Redis is queued with its lease: replayed, it is written only if
+    /// nothing changed the key since the read before its factory, so after a server
+    /// restart it is refused (counted in [`Stats::fills_refused`](crate::Stats::fills_refused)).
+    /// A fill never replaces an operation of its key queued before it. A value produced
+    /// while Redis could not even be read has no lease and is not queued.
     pub fn auto_recovery(mut self, max_items: usize) -> Self {
         self.auto_recovery = max_items;
         self
     }
 
-    /// Connects, subscribes, and returns the cache once the subscription is confirmed, so
-    /// that no invalidation can be missed by what L1 will serve. Must run inside a Tokio
-    /// runtime (the subscription runs as a task of it).
+    /// Connects, checks the server, subscribes, and returns the cache once the subscription
+    /// is confirmed, so that no invalidation can be missed by what L1 will serve. Must run
+    /// inside a Tokio runtime (the subscription runs as a task of it).
+    ///
+    /// The check sends `HC.HELLO` to the server (to every primary of a cluster) and fails
+    /// with [`Error::IncompatibleServer`] when the hybridcache module is not loaded, writes
+    /// events in another format or speaks another version of the fill-lease contract than
+    /// this client, or publishes on another channel than [`channel`](Self::channel). A user
+    /// restricted by ACLs needs `+hc.hello`.
     pub async fn build(self) -> Result<HybridCache> {
         if self.channel.is_empty() {
             return Err(Error::Config("the channel name is empty".into()));
         }
-        let (redis, nodes, db) = match self.target? {
-            Target::Single(client) => {
-                let info = client.get_connection_info().clone();
-                let db = u32::try_from(info.redis_settings().db())
-                    .map_err(|_| Error::Config("negative database number".into()))?;
-                let manager_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.command_timeout))
-                    .set_response_timeout(Some(self.command_timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(self.command_timeout);
-                let con = ConnectionManager::new_with_config(
-                    redis::Client::open(resp3(&info))?,
-                    manager_config,
-                )
-                .await?;
-                (Connection::Single(con), Nodes::single(resp3(&info)), db)
-            }
-            Target::Cluster(seeds) => {
-                if seeds.is_empty() {
-                    return Err(Error::Config("no cluster node given".into()));
-                }
-                if seeds.iter().any(|s| s.redis_settings().db() != 0) {
-                    return Err(Error::Config("a Redis Cluster has only database 0".into()));
-                }
-                let client = ClusterClientBuilder::new(seeds.clone())
-                    .use_protocol(ProtocolVersion::RESP3)
-                    .connection_timeout(self.command_timeout)
-                    .response_timeout(self.command_timeout)
-                    .build()?;
-                let con = client.get_async_connection().await?;
-                let seeds = seeds.iter().map(resp3).collect();
-                (Connection::Cluster(con), Nodes::cluster(seeds), 0)
-            }
-        };
+        let Opened {
+            con,
+            nodes,
+            db,
+            label,
+        } = connections::open(self.target?, self.command_timeout).await?;
+        server_check::verify(&con, &label, &self.channel, self.command_timeout).await?;
         let events = Arc::new(Events::new(&self.name));
         let breaker = match self.circuit {
             Some((failures, open_for)) => CircuitBreaker::new(failures, open_for),
             None => CircuitBreaker::disabled(),
         };
-        let redis = L2 {
-            con: redis,
-            timeout: self.command_timeout,
-            breaker: Arc::new(breaker),
-            outbox: Arc::new(Outbox::new(self.auto_recovery)),
-            events: events.clone(),
-        };
-        let shared = Arc::new(Shared::new(
+        let redis = L2::new(
+            con,
+            self.command_timeout,
+            breaker,
+            Outbox::new(self.auto_recovery),
+            events.clone(),
+        );
+        let tier = Arc::new(LocalTier::new(
             L1::new(self.capacity),
             self.namespace,
             db,
             events,
         ));
         let hub = Arc::new(Hub::default());
-        hub.add(&shared);
+        hub.add(&tier);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(
             Subscription {
@@ -253,9 +222,9 @@ impl HybridCacheBuilder {
             }
             .run(),
         );
-        let link = Arc::new(Link::new(redis, hub.clone(), db, shutdown_tx));
+        let connections = Arc::new(Connections::new(redis, hub.clone(), db, shutdown_tx));
         let deadline = tokio::time::Instant::now() + self.subscribe_timeout;
-        while !shared.is_connected() {
+        while !tier.is_connected() {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::SubscriptionTimeout {
                     waited: self.subscribe_timeout,
@@ -266,14 +235,12 @@ impl HybridCacheBuilder {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(HybridCache {
-            inner: Arc::new(Inner::new(
-                shared,
-                link,
-                self.format,
-                self.defaults,
-                self.name,
-            )),
-        })
+        Ok(HybridCache::from_state(CacheState::new(
+            tier,
+            connections,
+            self.format,
+            self.defaults,
+            self.name,
+        )))
     }
 }

@@ -1,23 +1,26 @@
-//! The cache handle and its basic operations; `get_or_set` lives in `get_or_set.rs`.
+//! The cache handle and its public API; `get_or_set` lives in `get_or_set.rs`, what enters
+//! L1 in `l1_admission.rs`, reads and writes of Redis in `store.rs`, the connections in
+//! `connections.rs`.
 
-use crate::builder::{HybridCacheBuilder, Target};
+use crate::background::BackgroundFactories;
+use crate::builder::HybridCacheBuilder;
 use crate::coalesce::Coalescer;
+use crate::connections::{Connections, Target};
 use crate::error::{Error, Result};
 use crate::events::{CacheEvent, Events};
 use crate::format::Format;
-use crate::l1::{Capacity, L1Entry, L1};
+use crate::l1::{Capacity, L1};
 use crate::l2::L2;
+use crate::local_tier::LocalTier;
 use crate::options::EntryOptions;
 use crate::outbox::Pending;
-use crate::shared::{Hub, Shared};
-use crate::stats::{bump, Stats};
+use crate::stats::Stats;
 use redis::IntoConnectionInfo;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{broadcast, watch};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::broadcast;
 
 /// A two-tier cache: values in process memory (L1) in front of Redis (L2), kept in sync
 /// across every instance by the hybridcache module's invalidation events.
@@ -50,89 +53,53 @@ use tokio::sync::{broadcast, watch};
 /// ```
 #[derive(Clone)]
 pub struct HybridCache {
-    pub(crate) inner: Arc<Inner>,
+    state: Arc<CacheState>,
 }
 
-/// What the caches made from one builder share: the Redis connection and the subscription.
-pub(crate) struct Link {
-    pub redis: L2,
-    pub hub: Arc<Hub>,
-    pub db: u32,
-    shutdown: watch::Sender<bool>,
+/// Everything one cache handle (and its clones) holds.
+pub(crate) struct CacheState {
+    tier: Arc<LocalTier>,
+    connections: Arc<Connections>,
+    format: Format,
+    defaults: EntryOptions,
+    in_flight: Coalescer,
+    background: BackgroundFactories,
+    name: String,
 }
 
-impl Link {
-    pub fn new(redis: L2, hub: Arc<Hub>, db: u32, shutdown: watch::Sender<bool>) -> Self {
-        Self {
-            redis,
-            hub,
-            db,
-            shutdown,
-        }
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-    }
-}
-
-pub(crate) struct Inner {
-    pub shared: Arc<Shared>,
-    pub link: Arc<Link>,
-    pub format: Format,
-    pub defaults: EntryOptions,
-    pub in_flight: Coalescer,
-    /// Keys with a factory running in the background (eager refresh, a timed-out load
-    /// completing), and whether this handle wrote or removed the key since (then the
-    /// background result is stale and dropped).
-    pub background: Mutex<HashMap<String, bool>>,
-    pub name: String,
-}
-
-impl Inner {
-    pub fn new(
-        shared: Arc<Shared>,
-        link: Arc<Link>,
+impl CacheState {
+    pub(crate) fn new(
+        tier: Arc<LocalTier>,
+        connections: Arc<Connections>,
         format: Format,
         defaults: EntryOptions,
         name: String,
     ) -> Self {
         Self {
-            shared,
-            link,
+            tier,
+            connections,
             format,
             defaults,
             in_flight: Coalescer::default(),
-            background: Mutex::new(HashMap::new()),
+            background: BackgroundFactories::default(),
             name,
         }
+    }
+
+    pub(crate) fn background(&self) -> &BackgroundFactories {
+        &self.background
     }
 }
 
 impl std::fmt::Debug for HybridCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HybridCache")
-            .field("name", &self.inner.name)
-            .field("namespace", &self.inner.shared.namespace)
-            .field("connected", &self.inner.shared.is_connected())
+            .field("name", &self.state.name)
+            .field("namespace", &self.tier().namespace())
+            .field("connected", &self.tier().is_connected())
             .field("stats", &self.stats())
             .finish()
     }
-}
-
-/// What L1 is told about a value besides the value itself.
-pub(crate) struct Keep {
-    pub origin: Option<Arc<str>>,
-    pub version: u64,
-    pub tags: Vec<String>,
-    pub lifetime: Option<Duration>,
-    /// What remains of the value's lifetime in Redis.
-    pub l2_remaining: Option<Duration>,
-    pub weight: usize,
-    pub etag: Option<String>,
-    pub last_modified: Option<SystemTime>,
 }
 
 impl HybridCache {
@@ -185,6 +152,16 @@ impl HybridCache {
         HybridCacheBuilder::new(seeds.map(Target::Cluster).map_err(Error::from))
     }
 
+    pub(crate) fn from_state(state: CacheState) -> Self {
+        Self {
+            state: Arc::new(state),
+        }
+    }
+
+    pub(crate) fn from_shared_state(state: Arc<CacheState>) -> Self {
+        Self { state }
+    }
+
     /// Another cache on the same Redis connection and subscription, with its own name
     /// (metrics label), namespace (prefix of its keys and tags in Redis), default options
     /// and L1 of `l1_max_entries` entries. Builds at once: nothing new is connected.
@@ -209,39 +186,37 @@ impl HybridCache {
         defaults: EntryOptions,
         l1_max_entries: u64,
     ) -> HybridCache {
-        let link = self.inner.link.clone();
-        let shared = Arc::new(Shared::new(
+        let connections = self.state.connections.clone();
+        let tier = Arc::new(LocalTier::new(
             L1::new(Capacity::Entries(l1_max_entries)),
             namespace.to_string(),
-            link.db,
+            connections.db(),
             Arc::new(Events::new(name)),
         ));
-        link.hub.add(&shared);
-        HybridCache {
-            inner: Arc::new(Inner::new(
-                shared,
-                link,
-                self.inner.format,
-                defaults,
-                name.to_string(),
-            )),
-        }
+        connections.hub().add(&tier);
+        HybridCache::from_state(CacheState::new(
+            tier,
+            connections,
+            self.state.format,
+            defaults,
+            name.to_string(),
+        ))
     }
 
     /// The cache's counters.
     pub fn stats(&self) -> Stats {
-        self.inner.shared.counters.snapshot()
+        self.tier().stats()
     }
 
     /// The cache's name (the `cache` label of its metrics).
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.state.name
     }
 
     /// A stream of what happens in this cache (hits, misses, writes, invalidations,
-    /// fail-safe, factory errors and timeouts, circuit breaker changes, ...). Events are
-    /// built only once someone has subscribed; a listener that falls more than 1024 events
-    /// behind misses some (`RecvError::Lagged`).
+    /// fail-safe, factory errors and timeouts, refused fills, circuit breaker changes,
+    /// ...). Events are built only once someone has subscribed; a listener that falls more
+    /// than 1024 events behind misses some (`RecvError::Lagged`).
     ///
     /// ```no_run
     /// # async fn example(cache: hybridcache::HybridCache) {
@@ -257,31 +232,63 @@ impl HybridCache {
     /// # }
     /// ```
     pub fn events(&self) -> broadcast::Receiver<CacheEvent> {
-        self.inner.shared.events.subscribe()
+        self.tier().events().subscribe()
     }
 
     /// Whether the invalidation subscription is up (L1 is used only then).
     pub fn is_subscribed(&self) -> bool {
-        self.inner.shared.is_connected()
+        self.tier().is_connected()
     }
 
     /// Whether the circuit breaker is open now (Redis is not being called).
     pub fn is_circuit_open(&self) -> bool {
-        self.redis().breaker.is_open(Instant::now())
+        self.redis().breaker().is_open(Instant::now())
     }
 
     /// Operations waiting for Redis (auto-recovery), for all caches of this connection.
     pub fn queued_operations(&self) -> usize {
-        self.inner.link.redis.outbox.len()
+        self.redis().outbox().len()
     }
 
     /// Entries in L1 (approximate, as moka counts them).
     pub fn l1_entry_count(&self) -> u64 {
-        self.inner.shared.l1.entry_count()
+        self.tier().l1().entry_count()
+    }
+
+    pub(crate) fn state(&self) -> &Arc<CacheState> {
+        &self.state
+    }
+
+    pub(crate) fn tier(&self) -> &LocalTier {
+        &self.state.tier
+    }
+
+    pub(crate) fn tier_handle(&self) -> Arc<LocalTier> {
+        self.state.tier.clone()
+    }
+
+    pub(crate) fn redis(&self) -> &L2 {
+        self.state.connections.l2()
+    }
+
+    pub(crate) fn format(&self) -> Format {
+        self.state.format
+    }
+
+    pub(crate) fn defaults(&self) -> &EntryOptions {
+        &self.state.defaults
+    }
+
+    pub(crate) fn in_flight(&self) -> &Coalescer {
+        &self.state.in_flight
+    }
+
+    pub(crate) fn emit(&self, name: &'static str, make: impl FnOnce() -> CacheEvent) {
+        self.tier().emit(name, make);
     }
 
     pub(crate) fn full_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
-        let ns = &self.inner.shared.namespace;
+        let ns = self.tier().namespace();
         if ns.is_empty() {
             Cow::Borrowed(key)
         } else {
@@ -289,29 +296,25 @@ impl HybridCache {
         }
     }
 
+    pub(crate) fn full_tags(&self, tags: &[String]) -> Vec<String> {
+        let ns = self.tier().namespace();
+        tags.iter().map(|t| format!("{ns}{t}")).collect()
+    }
+
     /// Whether `options` (over the defaults) keep the entry out of L1, without merging the
     /// rest: the L1 hit path allocates nothing it can avoid.
     pub(crate) fn skips_l1(&self, options: &EntryOptions) -> bool {
         options
             .skip_l1
-            .or(self.inner.defaults.skip_l1)
+            .or(self.state.defaults.skip_l1)
             .unwrap_or(false)
     }
 
-    fn full_tags(&self, tags: &[String]) -> Vec<String> {
-        let ns = &self.inner.shared.namespace;
-        tags.iter().map(|t| format!("{ns}{t}")).collect()
-    }
-
-    pub(crate) fn redis(&self) -> &L2 {
-        &self.inner.link.redis
-    }
-
-    pub(crate) fn emit(&self, name: &'static str, make: impl FnOnce() -> CacheEvent) {
-        self.inner.shared.events.emit(name, make);
-    }
-
     /// The value under `key`, from L1 or else Redis; `None` when Redis has none.
+    ///
+    /// A key that holds a value of another type in Redis (e.g. a raw `SET` over an entry)
+    /// reads as `None`, like a missing key: the next [`get_or_set`](Self::get_or_set) or
+    /// [`set`](Self::set) replaces it.
     pub async fn get<T>(&self, key: &str) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
@@ -320,25 +323,26 @@ impl HybridCache {
     }
 
     /// [`get`](Self::get) with options (skip flags, L1 lifetime, fail-safe of the L1 copy).
-    #[tracing::instrument(level = "debug", skip(self, options), fields(cache = %self.inner.name))]
+    #[tracing::instrument(level = "debug", skip(self, options), fields(cache = %self.state.name))]
     pub async fn get_with<T>(&self, key: &str, options: EntryOptions) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let key = self.full_key(key);
-        if let Some((hit, _)) = self.l1_hit::<T>(&key, self.skips_l1(&options)).await {
+        let tier = self.tier();
+        if let Some((hit, _)) = tier.lookup::<T>(&key, self.skips_l1(&options)).await {
             return Ok(Some(hit));
         }
-        let options = options.over(&self.inner.defaults);
+        let options = options.over(self.defaults());
         if options.skips_l2() {
             return Ok(None);
         }
-        let mark = self.inner.shared.log.mark();
+        let mark = tier.log().mark();
         match self.read_l2::<T>(&key, &options).await {
             Ok(found) => Ok(found),
-            Err(e) if e.is_unreachable() => match self.stale::<T>(&key).await {
+            Err(e) if e.is_unreachable() => match tier.stale::<T>(&key).await {
                 Some((stale, entry)) => {
-                    self.activate_fail_safe(&key, &entry, mark, &options).await;
+                    tier.activate_fail_safe(&key, &entry, mark, &options).await;
                     Ok(Some(stale))
                 }
                 None => Err(e),
@@ -349,122 +353,34 @@ impl HybridCache {
 
     /// Writes `value` under `key` to Redis (with the options' TTL and tags) and to L1. When
     /// this returns, every other instance's L1 copy of `key` is being invalidated, and this
-    /// instance reads the new value. With auto-recovery, a write that cannot reach Redis is
-    /// queued and this returns `Ok`.
-    #[tracing::instrument(level = "debug", skip(self, value, options), fields(cache = %self.inner.name))]
+    /// instance reads the new value.
+    ///
+    /// `set` is the write of record: it is unconditional, whatever was written or removed
+    /// before. With auto-recovery, a write that cannot reach Redis is queued and this
+    /// returns `Ok`; replayed once Redis answers again, it overwrites whatever another
+    /// instance wrote to the key in between (the last write to reach Redis wins), and
+    /// fills that read the key before the replay are refused.
+    #[tracing::instrument(level = "debug", skip(self, value, options), fields(cache = %self.state.name))]
     pub async fn set<T>(&self, key: &str, value: T, options: EntryOptions) -> Result<()>
     where
         T: Serialize + Send + Sync + 'static,
     {
-        let options = options.over(&self.inner.defaults);
-        self.write(&self.full_key(key), Arc::new(value), &options, None, None)
+        let options = options.over(self.defaults());
+        self.write_of_record(&self.full_key(key), Arc::new(value), &options)
             .await
     }
 
-    /// Writes to Redis and L1 (see [`set`](Self::set)); `etag`/`last_modified` are kept
-    /// with the L1 copy for the next conditional refresh.
-    pub(crate) async fn write<T>(
-        &self,
-        key: &str,
-        value: Arc<T>,
-        options: &EntryOptions,
-        etag: Option<String>,
-        last_modified: Option<SystemTime>,
-    ) -> Result<()>
-    where
-        T: Serialize + Send + Sync + 'static,
-    {
-        let shared = &self.inner.shared;
-        let options = options.jittered();
-        let mark = shared.log.mark();
-        let bytes = self.inner.format.encode(&*value)?;
-        let tags = self.full_tags(&options.tags);
-        let weight = bytes.len() + key.len();
-        self.mark_dirty(key);
-        let (origin, version) = if options.skips_l2() {
-            (None, 0)
-        } else {
-            let sent = match self.drain_outbox().await {
-                Ok(()) => self.redis().set(key, &bytes, options.ttl, &tags).await,
-                Err(e) => Err(e),
-            };
-            match sent {
-                Ok((origin, version)) => (Some(origin), version),
-                Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
-                    self.queue(Pending::Set {
-                        key: key.to_string(),
-                        bytes,
-                        ttl: options.ttl,
-                        tags,
-                    });
-                    shared.l1.invalidate(key).await;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        self.emit("set", || CacheEvent::Set {
-            key: key.to_string(),
-        });
-        if options.skips_l1() {
-            shared.l1.invalidate(key).await;
-            return Ok(());
-        }
-        let lifetime = options.l1_lifetime(None);
-        let keep = Keep {
-            origin,
-            version,
-            tags,
-            lifetime,
-            l2_remaining: options.ttl.filter(|_| !options.skips_l2()),
-            weight,
-            etag,
-            last_modified,
-        };
-        self.keep(key, value, keep, &options, mark).await;
-        Ok(())
-    }
-
-    /// Operations queued earlier go to Redis before a new one, so that an old queued write
-    /// never lands after a newer one. Fails (unreachable) when they cannot be sent.
-    async fn drain_outbox(&self) -> Result<()> {
-        if self.redis().outbox.is_empty() {
-            return Ok(());
-        }
-        self.redis().replay().await.map(|_| ())
-    }
-
-    /// Notes that this handle changed `key`: a background factory result for it is stale.
-    pub(crate) fn mark_dirty(&self, key: &str) {
-        let mut background = self
-            .inner
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(dirty) = background.get_mut(key) {
-            *dirty = true;
-        }
-    }
-
-    fn queue(&self, op: Pending) {
-        tracing::warn!(?op, "redis unreachable: operation queued for auto-recovery");
-        if self.redis().outbox.push(op) {
-            tracing::warn!("auto-recovery queue full: the oldest queued operation was dropped");
-        }
-        self.emit("queued", || CacheEvent::Queued);
-    }
-
     /// Removes `key` from Redis and from every instance's L1; true when Redis held it.
-    #[tracing::instrument(level = "debug", skip(self), fields(cache = %self.inner.name))]
+    #[tracing::instrument(level = "debug", skip(self), fields(cache = %self.state.name))]
     pub async fn remove(&self, key: &str) -> Result<bool> {
         let key = self.full_key(key);
-        self.mark_dirty(&key);
+        self.state.background.mark_changed(&key);
         let sent = match self.drain_outbox().await {
             Ok(()) => self.redis().del(&key).await,
             Err(e) => Err(e),
         };
         let removed = match sent {
-            Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
+            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
                 self.queue(Pending::Del {
                     key: key.to_string(),
                 });
@@ -472,7 +388,7 @@ impl HybridCache {
             }
             other => other,
         };
-        self.inner.shared.l1.invalidate(&key).await;
+        self.tier().l1().invalidate(&key).await;
         self.emit("remove", || CacheEvent::Remove {
             key: key.to_string(),
         });
@@ -486,7 +402,7 @@ impl HybridCache {
     }
 
     /// Removes every entry carrying any of `tags` (an entry with several counts once).
-    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.inner.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.state.name))]
     pub async fn remove_by_tags<I, S>(&self, tags: I) -> Result<u64>
     where
         I: IntoIterator<Item = S>,
@@ -498,238 +414,20 @@ impl HybridCache {
         }
         let tags = self.full_tags(&tags);
         // Any background result may carry one of the tags: all of them are stale now.
-        self.inner
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values_mut()
-            .for_each(|dirty| *dirty = true);
+        self.state.background.mark_all_changed();
         let sent = match self.drain_outbox().await {
             Ok(()) => self.redis().deltag(&tags).await,
             Err(e) => Err(e),
         };
         let removed = match sent {
-            Err(e) if e.is_unreachable() && self.redis().outbox.is_enabled() => {
+            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
                 self.queue(Pending::DelTags { tags: tags.clone() });
                 Ok(0)
             }
             other => other,
         };
-        self.inner.shared.l1.remove_tagged(&tags).await;
+        self.tier().l1().remove_tagged(&tags).await;
         self.emit("remove_by_tag", || CacheEvent::RemoveByTag { tags });
         removed
-    }
-
-    /// A fresh L1 value of type `T` and its entry, counting the hit or the miss.
-    pub(crate) async fn l1_hit<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-        skip_l1: bool,
-    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
-        let shared = &self.inner.shared;
-        let fresh = self.l1_fresh::<T>(key, skip_l1).await;
-        if fresh.is_some() {
-            bump(&shared.counters.l1_hits);
-            self.emit("hit", || CacheEvent::Hit {
-                key: key.to_string(),
-            });
-        } else {
-            bump(&shared.counters.l1_misses);
-            self.emit("miss", || CacheEvent::Miss {
-                key: key.to_string(),
-            });
-        }
-        fresh
-    }
-
-    /// A fresh L1 value of type `T` and its entry, not counted.
-    pub(crate) async fn l1_fresh<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-        skip_l1: bool,
-    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
-        let shared = &self.inner.shared;
-        if skip_l1 || !shared.is_connected() {
-            return None;
-        }
-        match shared.l1.get(key).await {
-            Some(entry) if shared.l1.is_fresh(&entry, Instant::now()) => entry
-                .value
-                .clone()
-                .downcast::<T>()
-                .ok()
-                .map(|value| (value, entry)),
-            _ => None,
-        }
-    }
-
-    /// The value L1 keeps for `key` for fail-safe (opted in, within its maximum stale
-    /// duration, none of its tags removed), whether or not it is fresh.
-    pub(crate) async fn stale<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
-        let shared = &self.inner.shared;
-        let entry = shared.l1.get(key).await?;
-        if !shared.l1.is_fail_safe(&entry, Instant::now()) {
-            return None;
-        }
-        let value = entry.value.clone().downcast::<T>().ok()?;
-        Some((value, entry))
-    }
-
-    /// Serves `entry` as fail-safe: counted, reported, and kept fresh for the throttle
-    /// duration (within its maximum stale duration), so that the failing source is not
-    /// tried again on every read — unless an invalidation recorded since `mark` (taken
-    /// before `entry` was read) names it, or the subscription is down: a value known to be
-    /// replaced is served once at most, never kept.
-    pub(crate) async fn activate_fail_safe(
-        &self,
-        key: &str,
-        entry: &L1Entry,
-        mark: u64,
-        options: &EntryOptions,
-    ) {
-        let shared = &self.inner.shared;
-        bump(&shared.counters.fail_safe_hits);
-        tracing::warn!(key, "serving a stale value (fail-safe)");
-        self.emit("fail_safe_activated", || CacheEvent::FailSafeActivated {
-            key: key.to_string(),
-        });
-        if !shared.is_connected() {
-            return;
-        }
-        let now = Instant::now();
-        let until = now.checked_add(options.throttle());
-        let fresh_until = match (entry.keep_until, until) {
-            (Some(keep), Some(until)) => Some(keep.min(until)),
-            (keep, until) => keep.or(until),
-        };
-        shared
-            .l1
-            .insert(
-                key.to_string(),
-                L1Entry {
-                    value: entry.value.clone(),
-                    origin: entry.origin.clone(),
-                    version: entry.version,
-                    tags: entry.tags.clone(),
-                    fresh_until,
-                    keep_until: entry.keep_until,
-                    epoch: shared.l1.epoch(),
-                    fail_safe: entry.fail_safe,
-                    weight: entry.weight,
-                    l2_expires_at: entry.l2_expires_at,
-                    refresh_after: None,
-                    etag: entry.etag.clone(),
-                    last_modified: entry.last_modified,
-                },
-            )
-            .await;
-        // Its own expiry in Redis (or a read of it making Redis reclaim it) is no change.
-        let expired = entry
-            .l2_expires_at
-            .is_some_and(|at| now + crate::shared::EXPIRY_TOLERANCE >= at);
-        if shared.log.affects_unless_expired(
-            mark,
-            key,
-            &entry.tags,
-            entry.origin.as_deref(),
-            entry.version,
-            expired,
-        ) {
-            shared.l1.invalidate(key).await;
-        }
-    }
-
-    /// Reads `key` from Redis; keeps what it finds in L1 unless an invalidation of it arrived
-    /// meanwhile.
-    pub(crate) async fn read_l2<T>(
-        &self,
-        key: &str,
-        options: &EntryOptions,
-    ) -> Result<Option<Arc<T>>>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-    {
-        let shared = &self.inner.shared;
-        let mark = shared.log.mark();
-        let Some(found) = self.redis().fetch(key).await? else {
-            bump(&shared.counters.l2_misses);
-            return Ok(None);
-        };
-        bump(&shared.counters.l2_hits);
-        let value: Arc<T> = Arc::new(self.inner.format.decode(&found.value)?);
-        if !options.skips_l1() {
-            let keep = Keep {
-                weight: found.value.len() + key.len(),
-                lifetime: options.l1_lifetime(found.remaining),
-                l2_remaining: found.remaining,
-                origin: Some(found.origin),
-                version: found.version,
-                tags: found.tags,
-                etag: None,
-                last_modified: None,
-            };
-            self.keep(key, value.clone(), keep, options, mark).await;
-        }
-        Ok(Some(value))
-    }
-
-    /// Puts a value into L1, then takes it out again if an invalidation recorded since
-    /// `mark` names it (see `invalidation_log`).
-    async fn keep<T: Send + Sync + 'static>(
-        &self,
-        key: &str,
-        value: Arc<T>,
-        keep: Keep,
-        options: &EntryOptions,
-        mark: u64,
-    ) {
-        let shared = &self.inner.shared;
-        if !shared.is_connected() {
-            return;
-        }
-        let now = Instant::now();
-        // A lifetime too long for the clock means no expiry.
-        let fresh_until = keep.lifetime.and_then(|d| now.checked_add(d));
-        let keep_until = match (fresh_until, options.fail_safe) {
-            (Some(t), Some(extra)) => t.checked_add(extra),
-            (t, _) => t,
-        };
-        let refresh_after = options
-            .refresh_point(keep.lifetime)
-            .and_then(|d| now.checked_add(d));
-        let check_origin = keep.origin.clone();
-        let tags: Box<[String]> = keep.tags.into();
-        let check_tags = tags.clone();
-        let version = keep.version;
-        shared
-            .l1
-            .insert(
-                key.to_string(),
-                L1Entry {
-                    value,
-                    origin: keep.origin,
-                    version,
-                    tags,
-                    fresh_until,
-                    keep_until,
-                    epoch: shared.l1.epoch(),
-                    fail_safe: options.fail_safe.is_some(),
-                    weight: u32::try_from(keep.weight).unwrap_or(u32::MAX),
-                    l2_expires_at: keep.l2_remaining.and_then(|d| now.checked_add(d)),
-                    refresh_after,
-                    etag: keep.etag,
-                    last_modified: keep.last_modified,
-                },
-            )
-            .await;
-        if shared
-            .log
-            .affects(mark, key, &check_tags, check_origin.as_deref(), version)
-        {
-            shared.l1.invalidate(key).await;
-        }
     }
 }

@@ -28,7 +28,7 @@ struct State {
 }
 
 impl CircuitBreaker {
-    pub fn new(threshold: u32, open_for: Duration) -> Self {
+    pub(crate) fn new(threshold: u32, open_for: Duration) -> Self {
         Self {
             threshold,
             open_for,
@@ -37,7 +37,7 @@ impl CircuitBreaker {
     }
 
     /// A breaker that never opens.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self::new(0, Duration::ZERO)
     }
 
@@ -47,16 +47,16 @@ impl CircuitBreaker {
 
     /// Whether Redis may be called now: the circuit is closed, or its open time is over
     /// (the next call is the trial).
-    pub fn allows(&self, now: Instant) -> bool {
+    pub(crate) fn allows(&self, now: Instant) -> bool {
         self.lock().open_until.is_none_or(|until| now >= until)
     }
 
     /// Whether the circuit is open now.
-    pub fn is_open(&self, now: Instant) -> bool {
+    pub(crate) fn is_open(&self, now: Instant) -> bool {
         !self.allows(now)
     }
 
-    pub fn on_success(&self) -> Transition {
+    pub(crate) fn on_success(&self) -> Transition {
         let mut state = self.lock();
         let was_open = state.open_until.take().is_some();
         state.failures = 0;
@@ -67,7 +67,7 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn on_failure(&self, now: Instant) -> Transition {
+    pub(crate) fn on_failure(&self, now: Instant) -> Transition {
         if self.threshold == 0 {
             return Transition::None;
         }

@@ -18,7 +18,7 @@ pub(crate) struct Coalescer {
 impl Coalescer {
     /// Runs `load` unless a load of `key` is already running, in which case its result is
     /// awaited instead. If the running load is cancelled, a waiter runs its own.
-    pub async fn run<F>(&self, key: &str, load: F) -> Result<Value>
+    pub(crate) async fn run<F>(&self, key: &str, load: F) -> Result<Value>
     where
         F: Future<Output = Result<Value>>,
     {

@@ -1,5 +1,6 @@
 //! The errors of this crate.
 
+use crate::server_check::ServerCheck;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,20 @@ pub enum Error {
     /// The builder was given something unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// `build()` checked the server (every primary of a cluster) with `HC.HELLO` and it does
+    /// not fit this client: the module is missing or of another version, or it publishes
+    /// its invalidation events on another channel than the client subscribes to.
+    #[error("incompatible server {node}: {check}: found {found}; expected {expected}")]
+    IncompatibleServer {
+        /// The server (`host:port`).
+        node: String,
+        /// Which check failed.
+        check: ServerCheck,
+        /// What the server reported.
+        found: String,
+        /// What this client needs.
+        expected: String,
+    },
 }
 
 impl From<redis::RedisError> for Error {

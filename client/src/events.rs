@@ -78,6 +78,13 @@ pub enum CacheEvent {
         /// How many.
         count: usize,
     },
+    /// Redis refused to store a factory's value because the key changed (or one of its
+    /// tags was removed) after the read that preceded the factory. The value was returned to
+    /// its caller and is cached nowhere.
+    FillRefused {
+        /// The key.
+        key: String,
+    },
 }
 
 impl CacheEvent {
@@ -98,12 +105,13 @@ impl CacheEvent {
             CacheEvent::CircuitClosed => "circuit_closed",
             CacheEvent::Queued => "queued",
             CacheEvent::Replayed { .. } => "replayed",
+            CacheEvent::FillRefused { .. } => "fill_refused",
         }
     }
 }
 
 /// Every event name, in the order of [`Kind`].
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "hit",
     "miss",
     "set",
@@ -118,6 +126,7 @@ const NAMES: [&str; 14] = [
     "circuit_closed",
     "queued",
     "replayed",
+    "fill_refused",
 ];
 
 pub(crate) struct Events {
@@ -201,6 +210,7 @@ mod tests {
             CacheEvent::InvalidationReceived,
             CacheEvent::Replayed { count: 1 },
             CacheEvent::CircuitOpened,
+            CacheEvent::FillRefused { key: String::new() },
         ] {
             assert!(NAMES.contains(&event.name()));
         }

@@ -78,11 +78,11 @@ impl InvalidationLog {
     }
 
     /// The position of the next record: records from here on happened after this call.
-    pub fn mark(&self) -> u64 {
+    pub(crate) fn mark(&self) -> u64 {
         self.lock().next_id
     }
 
-    pub fn push(&self, record: Record) {
+    pub(crate) fn push(&self, record: Record) {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -93,7 +93,8 @@ impl InvalidationLog {
     }
 
     /// Whether a record since `mark` invalidates the entry `key` (tags, origin, version).
-    pub fn affects(
+    #[cfg(test)]
+    pub(crate) fn affects(
         &self,
         mark: u64,
         key: &str,
@@ -107,7 +108,7 @@ impl InvalidationLog {
     /// Like [`affects`](Self::affects); with `expired`, a `removed` record (the key's expiry
     /// in Redis) does not count: an expired value is still the last one written, which is
     /// what fail-safe serves.
-    pub fn affects_unless_expired(
+    pub(crate) fn affects_unless_expired(
         &self,
         mark: u64,
         key: &str,

@@ -21,27 +21,27 @@ pub(crate) type Value = Arc<dyn Any + Send + Sync>;
 
 /// One L1 entry.
 pub(crate) struct L1Entry {
-    pub value: Value,
+    pub(crate) value: Value,
     /// The server the value came from; `None` for entries kept out of Redis.
-    pub origin: Option<Arc<str>>,
+    pub(crate) origin: Option<Arc<str>>,
     /// Its version on that server (the `seq` of the event that announced it).
-    pub version: u64,
-    pub tags: Box<[String]>,
+    pub(crate) version: u64,
+    pub(crate) tags: Box<[String]>,
     /// Served until then (`None`: until evicted or invalidated).
-    pub fresh_until: Option<Instant>,
+    pub(crate) fresh_until: Option<Instant>,
     /// Kept until then, for fail-safe (at least `fresh_until`).
-    pub keep_until: Option<Instant>,
+    pub(crate) keep_until: Option<Instant>,
     /// Served only while the cache's epoch is still this one.
-    pub epoch: u64,
-    pub fail_safe: bool,
-    pub weight: u32,
+    pub(crate) epoch: u64,
+    pub(crate) fail_safe: bool,
+    pub(crate) weight: u32,
     /// When the value expires in Redis (`None`: no expiry, or not from Redis).
-    pub l2_expires_at: Option<Instant>,
+    pub(crate) l2_expires_at: Option<Instant>,
     /// A hit from then on starts an eager refresh.
-    pub refresh_after: Option<Instant>,
+    pub(crate) refresh_after: Option<Instant>,
     /// Validators of the value, for a conditional refresh.
-    pub etag: Option<String>,
-    pub last_modified: Option<std::time::SystemTime>,
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<std::time::SystemTime>,
 }
 
 impl L1Entry {
@@ -50,7 +50,7 @@ impl L1Entry {
     }
 
     /// This entry, no longer fresh as of `now` (kept for fail-safe only).
-    pub fn stale_copy(&self, now: Instant) -> L1Entry {
+    pub(crate) fn stale_copy(&self, now: Instant) -> L1Entry {
         L1Entry {
             value: self.value.clone(),
             origin: self.origin.clone(),
@@ -114,7 +114,7 @@ pub(crate) struct L1 {
 }
 
 impl L1 {
-    pub fn new(capacity: Capacity) -> Self {
+    pub(crate) fn new(capacity: Capacity) -> Self {
         let builder = Cache::builder().expire_after(KeepUntil);
         let hasher = foldhash::fast::RandomState::default();
         let cache = match capacity {
@@ -131,18 +131,18 @@ impl L1 {
         }
     }
 
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
     /// The entry under `key`, whatever its state.
-    pub async fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
+    pub(crate) async fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
         self.cache.get(key).await
     }
 
     /// Whether `entry` may be served now: same epoch, not expired, none of its tags removed
     /// after it was written.
-    pub fn is_fresh(&self, entry: &L1Entry, now: Instant) -> bool {
+    pub(crate) fn is_fresh(&self, entry: &L1Entry, now: Instant) -> bool {
         entry.epoch == self.epoch()
             && entry.fresh_until.is_none_or(|t| t > now)
             && !self.tag_removed(entry)
@@ -150,7 +150,7 @@ impl L1 {
 
     /// Whether `entry` may be served as a fail-safe fallback: it opted in, is still kept,
     /// and none of its tags was removed (a value known to be gone is never served).
-    pub fn is_fail_safe(&self, entry: &L1Entry, now: Instant) -> bool {
+    pub(crate) fn is_fail_safe(&self, entry: &L1Entry, now: Instant) -> bool {
         entry.fail_safe && entry.keep_until.is_none_or(|t| t > now) && !self.tag_removed(entry)
     }
 
@@ -171,16 +171,16 @@ impl L1 {
         })
     }
 
-    pub async fn insert(&self, key: String, entry: L1Entry) {
-        self.cache.insert(key, Arc::new(entry)).await;
+    pub(crate) async fn insert(&self, key: String, entry: Arc<L1Entry>) {
+        self.cache.insert(key, entry).await;
     }
 
-    pub async fn invalidate(&self, key: &str) {
+    pub(crate) async fn invalidate(&self, key: &str) {
         self.cache.invalidate(key).await;
     }
 
     /// Records that every key carrying `tag` up to event `seq` of `origin` is gone.
-    pub fn mark_tag_removed(&self, tag: String, origin: Arc<str>, seq: u64) {
+    pub(crate) fn mark_tag_removed(&self, tag: String, origin: Arc<str>, seq: u64) {
         let mut marks = self.tag_marks.write().unwrap_or_else(|p| p.into_inner());
         if marks.len() >= MAX_TAG_MARKS && !marks.contains_key(&tag) {
             marks.clear();
@@ -196,7 +196,7 @@ impl L1 {
     }
 
     /// Entries with any of `tags`, as of now, are removed (the writer's own tag removal).
-    pub async fn remove_tagged(&self, tags: &[String]) {
+    pub(crate) async fn remove_tagged(&self, tags: &[String]) {
         let doomed: Vec<Arc<String>> = self
             .cache
             .iter()
@@ -209,17 +209,17 @@ impl L1 {
     }
 
     /// Nothing in L1 is served any more (its values may still serve fail-safe).
-    pub fn mark_all_stale(&self) {
+    pub(crate) fn mark_all_stale(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Drops everything.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.mark_all_stale();
         self.cache.invalidate_all();
     }
 
-    pub fn entry_count(&self) -> u64 {
+    pub(crate) fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
 }

@@ -4,26 +4,67 @@
 use crate::circuit::{CircuitBreaker, Transition};
 use crate::error::{Error, Result};
 use crate::events::{CacheEvent, Events};
+use crate::fill::Lease;
 use crate::outbox::{Outbox, Pending};
 use hybridcache_protocol::command;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
-use redis::{Cmd, FromRedisValue, RedisResult};
+use redis::{Cmd, FromRedisValue, RedisResult, Value};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// An entry as `HC.FETCH` returns it.
 pub(crate) struct Fetched {
-    pub value: Vec<u8>,
-    pub tags: Vec<String>,
-    /// Remaining lifetime in Redis (`None`: no expiry).
-    pub remaining: Option<Duration>,
-    pub origin: Arc<str>,
-    pub version: u64,
+    pub(crate) value: Vec<u8>,
+    pub(crate) tags: Vec<String>,
+    /// When the entry expires in Redis, as seen from here (`None`: no expiry): the moment
+    /// the request was sent plus the remaining lifetime the server reported, so never later
+    /// than the real deadline.
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) origin: Arc<str>,
+    pub(crate) version: u64,
+}
+
+/// `HC.FETCH key LEASE`: the entry if there is one, and the lease a fill of the key needs.
+pub(crate) struct Leased {
+    pub(crate) found: Option<Fetched>,
+    pub(crate) lease: Lease,
+}
+
+/// A value Redis stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub(crate) origin: Arc<str>,
+    pub(crate) version: u64,
+    /// When it expires in Redis, as seen from here (the moment the write was sent plus its
+    /// TTL); `None`: no expiry.
+    pub(crate) expires_at: Option<Instant>,
+}
+
+/// What a conditional write (`HC.SET ... LEASE`) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Filled {
+    Accepted(Written),
+    /// The key changed since the lease was given: nothing was written.
+    Refused,
 }
 
 type FetchReply = Option<(Vec<u8>, Vec<String>, i64, String, u64)>;
+type LeasedReply = (Option<Vec<u8>>, Vec<String>, i64, String, u64, Vec<u8>);
+
+/// `sent_at` plus a `pttl` reply (negative: no expiry or no key).
+fn deadline(sent_at: Instant, pttl: i64) -> Option<Instant> {
+    u64::try_from(pttl)
+        .ok()
+        .and_then(|ms| sent_at.checked_add(Duration::from_millis(ms)))
+}
+
+/// Whether Redis answered `WRONGTYPE`: the key holds a value of another type than the
+/// module's (e.g. a raw `SET` over an entry).
+fn is_wrong_type(e: &Error) -> bool {
+    matches!(e, Error::Redis(e) if e.code() == Some("WRONGTYPE"))
+}
 
 /// The command connection: to one server, or to a cluster (commands routed by key slot).
 #[derive(Clone)]
@@ -47,21 +88,78 @@ impl Connection {
             Connection::Cluster(con) => cmd.query_async(&mut con.clone()).await,
         }
     }
+
+    /// Runs `cmd` on the server, or on every primary of a cluster: each node's address
+    /// (`None` for the single server) with its reply or error.
+    pub(crate) async fn on_every_primary(
+        &self,
+        cmd: &Cmd,
+    ) -> RedisResult<Vec<(Option<String>, RedisResult<Value>)>> {
+        match self {
+            Connection::Single(con) => Ok(vec![(None, cmd.query_async(&mut con.clone()).await)]),
+            Connection::Cluster(con) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let reply = con.clone().route_command(cmd.clone(), routing).await?;
+                let Value::Map(by_node) = reply else {
+                    return Ok(vec![(None, Ok(reply))]);
+                };
+                Ok(by_node
+                    .into_iter()
+                    .map(|(node, reply)| {
+                        let node = match node {
+                            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                            Value::SimpleString(s) => s,
+                            other => format!("{other:?}"),
+                        };
+                        let reply = match reply {
+                            Value::ServerError(e) => Err(e.into()),
+                            other => Ok(other),
+                        };
+                        (Some(node), reply)
+                    })
+                    .collect())
+            }
+        }
+    }
 }
 
 /// The command connection, its timeout, the circuit breaker in front of it and the outbox
 /// of operations waiting for it.
 #[derive(Clone)]
 pub(crate) struct L2 {
-    pub con: Connection,
-    pub timeout: Duration,
-    pub breaker: Arc<CircuitBreaker>,
-    pub outbox: Arc<Outbox>,
+    con: Connection,
+    timeout: Duration,
+    breaker: Arc<CircuitBreaker>,
+    outbox: Arc<Outbox>,
     /// Where circuit and replay events go (the cache built with the connection).
-    pub events: Arc<Events>,
+    events: Arc<Events>,
 }
 
 impl L2 {
+    pub(crate) fn new(
+        con: Connection,
+        timeout: Duration,
+        breaker: CircuitBreaker,
+        outbox: Outbox,
+        events: Arc<Events>,
+    ) -> Self {
+        Self {
+            con,
+            timeout,
+            breaker: Arc::new(breaker),
+            outbox: Arc::new(outbox),
+            events,
+        }
+    }
+
+    pub(crate) fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
     /// Runs `cmd`; a connection found dead (e.g. after a server restart) is reconnected and
     /// the command sent once more, within the same deadline.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
@@ -115,44 +213,112 @@ impl L2 {
         }
     }
 
-    pub async fn fetch(&self, key: &str) -> Result<Option<Fetched>> {
-        let reply: FetchReply = self.query(redis::cmd(command::FETCH).arg(key)).await?;
+    /// `HC.FETCH key`: the entry, or `None` when there is none. A key holding a value of
+    /// another type reads as missing too (a fill will replace it).
+    pub(crate) async fn fetch(&self, key: &str) -> Result<Option<Fetched>> {
+        let sent_at = Instant::now();
+        let reply: FetchReply = match self.query(redis::cmd(command::FETCH).arg(key)).await {
+            Err(e) if is_wrong_type(&e) => return Ok(None),
+            other => other?,
+        };
         Ok(reply.map(|(value, tags, pttl, origin, version)| Fetched {
             value,
             tags,
-            remaining: u64::try_from(pttl).ok().map(Duration::from_millis),
+            expires_at: deadline(sent_at, pttl),
             origin: origin.into(),
             version,
         }))
     }
 
-    /// Writes an entry; returns its (origin, version).
-    pub async fn set(
+    /// `HC.FETCH key LEASE`: the entry (a key of another type reads as missing) and a lease
+    /// for a fill computed from now on.
+    pub(crate) async fn fetch_leased(&self, key: &str) -> Result<Leased> {
+        let sent_at = Instant::now();
+        let (value, tags, pttl, origin, version, lease): LeasedReply = self
+            .query(
+                redis::cmd(command::FETCH)
+                    .arg(key)
+                    .arg(command::option::LEASE),
+            )
+            .await?;
+        Ok(Leased {
+            found: value.map(|value| Fetched {
+                value,
+                tags,
+                expires_at: deadline(sent_at, pttl),
+                origin: origin.into(),
+                version,
+            }),
+            lease: Lease::new(lease),
+        })
+    }
+
+    /// `HC.SET` with `lease` (nil: refused) or without (the write of record).
+    async fn write(
         &self,
         key: &str,
         value: &[u8],
         ttl: Option<Duration>,
         tags: &[String],
-    ) -> Result<(Arc<str>, u64)> {
+        lease: Option<&Lease>,
+    ) -> Result<Option<Written>> {
         let mut cmd = redis::cmd(command::SET);
         cmd.arg(key).arg(value);
         if let Some(ttl) = ttl {
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             cmd.arg(command::option::PX).arg(ms);
         }
+        if let Some(lease) = lease {
+            cmd.arg(command::option::LEASE).arg(lease.token());
+        }
         cmd.arg(command::option::GETVERSION);
         if !tags.is_empty() {
             cmd.arg(command::option::TAGS).arg(tags);
         }
+        let sent_at = Instant::now();
         let reply: Option<(String, u64)> = self.query(&cmd).await?;
-        let (origin, version) = reply.ok_or_else(|| Error::UnexpectedReply {
-            command: command::SET,
-            detail: "nil without NX/XX".into(),
-        })?;
-        Ok((origin.into(), version))
+        Ok(reply.map(|(origin, version)| Written {
+            origin: origin.into(),
+            version,
+            expires_at: ttl.and_then(|ttl| sent_at.checked_add(ttl)),
+        }))
     }
 
-    pub async fn del(&self, key: &str) -> Result<bool> {
+    /// Writes an entry unconditionally (the write of record).
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[String],
+    ) -> Result<Written> {
+        self.write(key, value, ttl, tags, None)
+            .await?
+            .ok_or_else(|| Error::UnexpectedReply {
+                command: command::SET,
+                detail: "nil without NX/XX or LEASE".into(),
+            })
+    }
+
+    /// Writes an entry only if nothing changed the key (or removed one of `tags` or of the
+    /// stored entry's tags) since `lease` was given.
+    pub(crate) async fn fill(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        tags: &[String],
+        lease: &Lease,
+    ) -> Result<Filled> {
+        Ok(
+            match self.write(key, value, ttl, tags, Some(lease)).await? {
+                Some(written) => Filled::Accepted(written),
+                None => Filled::Refused,
+            },
+        )
+    }
+
+    pub(crate) async fn del(&self, key: &str) -> Result<bool> {
         let removed: u64 = self.query(redis::cmd(command::DEL).arg(key)).await?;
         Ok(removed > 0)
     }
@@ -166,6 +332,19 @@ impl L2 {
                 ttl,
                 tags,
             } => self.set(key, bytes, *ttl, tags).await.map(|_| ()),
+            Pending::Fill {
+                key,
+                bytes,
+                ttl,
+                tags,
+                lease,
+                refusals,
+            } => {
+                if self.fill(key, bytes, *ttl, tags, lease).await? == Filled::Refused {
+                    refusals.refused(key);
+                }
+                Ok(())
+            }
             Pending::Del { key } => self.del(key).await.map(|_| ()),
             Pending::DelTags { tags } => self.deltag(tags).await.map(|_| ()),
         }
@@ -173,7 +352,7 @@ impl L2 {
 
     /// Replays the outbox in order; stops at the first failure (the operation goes back
     /// first in line). Returns how many were replayed.
-    pub async fn replay(&self) -> Result<usize> {
+    pub(crate) async fn replay(&self) -> Result<usize> {
         let mut replayed = 0;
         while let Some(op) = self.outbox.pop() {
             match self.send(&op).await {
@@ -195,7 +374,7 @@ impl L2 {
     }
 
     /// Takes the stampede lock `lock` for `ttl` with `token`; false when someone holds it.
-    pub async fn try_lock(&self, lock: &str, token: &str, ttl: Duration) -> Result<bool> {
+    pub(crate) async fn try_lock(&self, lock: &str, token: &str, ttl: Duration) -> Result<bool> {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let reply: Option<String> = self
             .query(
@@ -211,7 +390,7 @@ impl L2 {
     }
 
     /// Releases the stampede lock if `token` still holds it.
-    pub async fn unlock(&self, lock: &str, token: &str) -> Result<()> {
+    pub(crate) async fn unlock(&self, lock: &str, token: &str) -> Result<()> {
         const RELEASE: &str =
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
         let _: i64 = self
@@ -222,7 +401,7 @@ impl L2 {
 
     /// Removes the keys of `tags`; in a cluster on every primary (each removes its own keys),
     /// with the counts summed.
-    pub async fn deltag(&self, tags: &[String]) -> Result<u64> {
+    pub(crate) async fn deltag(&self, tags: &[String]) -> Result<u64> {
         self.query_on(redis::cmd(command::DELTAG).arg(tags), true)
             .await
     }

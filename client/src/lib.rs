@@ -29,6 +29,13 @@
 //! - every L1 entry remembers the server `origin` and `version` it was read or written at,
 //!   so an event for an older version drops it and the writer's own event does not;
 //! - a value read from Redis before an invalidation arrived is never kept after it;
+//! - a value a factory computed is written to Redis only if nothing changed the key (or
+//!   removed one of its tags) since the read made before the factory ran (a fill lease,
+//!   `HC.SET ... LEASE`); otherwise it is returned to its caller and cached nowhere;
+//! - an L1 copy is not served past the entry's deadline in Redis (except by fail-safe,
+//!   when the entry opted in), and a TTL changed by any client drops every L1 copy;
+//! - [`build`](HybridCacheBuilder::build) checks that the module is loaded, speaks this
+//!   client's protocol and publishes on the client's channel, on every primary;
 //! - a gap in an origin's event sequence numbers, or an event of an unknown format, marks
 //!   all of L1 stale; a replica that takes over announces itself and L1 is cleared;
 //! - Redis Cluster works through [`HybridCache::cluster_builder`] with the same API.
@@ -38,23 +45,32 @@
 
 #![warn(missing_docs)]
 
+mod background;
 mod builder;
 mod cache;
 mod circuit;
 mod coalesce;
+mod connections;
 mod error;
 mod events;
 mod factory;
+mod factory_outcome;
+mod fill;
 mod format;
 mod get_or_set;
+mod hub;
 mod invalidation_log;
 mod l1;
+mod l1_admission;
 mod l2;
+mod local_tier;
 mod nodes;
 mod options;
 mod outbox;
-mod shared;
+mod server_check;
+mod stampede_lock;
 mod stats;
+mod store;
 mod subscription;
 
 pub use builder::HybridCacheBuilder;
@@ -64,4 +80,5 @@ pub use events::CacheEvent;
 pub use factory::{FactoryContext, FactoryOutput};
 pub use format::Format;
 pub use options::{EntryOptions, DEFAULT_FAIL_SAFE_THROTTLE};
+pub use server_check::ServerCheck;
 pub use stats::Stats;

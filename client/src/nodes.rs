@@ -9,11 +9,11 @@ pub(crate) struct Nodes {
     known: Vec<ConnectionInfo>,
     next: usize,
     /// Cluster mode: learn more nodes from `CLUSTER SLOTS`, check `cluster_state`.
-    pub cluster: bool,
+    pub(crate) cluster: bool,
 }
 
 impl Nodes {
-    pub fn single(info: ConnectionInfo) -> Self {
+    pub(crate) fn single(info: ConnectionInfo) -> Self {
         Self {
             known: vec![info],
             next: 0,
@@ -21,7 +21,7 @@ impl Nodes {
         }
     }
 
-    pub fn cluster(seeds: Vec<ConnectionInfo>) -> Self {
+    pub(crate) fn cluster(seeds: Vec<ConnectionInfo>) -> Self {
         Self {
             known: seeds,
             next: 0,
@@ -30,7 +30,7 @@ impl Nodes {
     }
 
     /// The node to try now; each call moves on to the next one.
-    pub fn next(&mut self) -> Option<ConnectionInfo> {
+    pub(crate) fn next(&mut self) -> Option<ConnectionInfo> {
         let info = self.known.get(self.next % self.known.len().max(1))?.clone();
         self.next = self.next.wrapping_add(1);
         Some(info)
@@ -38,7 +38,7 @@ impl Nodes {
 
     /// Adds the nodes of a `CLUSTER SLOTS` reply not known yet (with the seeds' settings:
     /// credentials, protocol, TLS).
-    pub fn learn(&mut self, reply: &Value) {
+    pub(crate) fn learn(&mut self, reply: &Value) {
         let Some(template) = self.known.first().cloned() else {
             return;
         };
@@ -64,7 +64,7 @@ impl Nodes {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.known.len()
     }
 }

@@ -23,19 +23,24 @@ pub struct Stats {
     pub subscriptions: u64,
     /// Stale values served by fail-safe (Redis unreachable, factory failed or timed out).
     pub fail_safe_hits: u64,
+    /// Factory values Redis refused to store because the key changed (or one of its tags was
+    /// removed) after the read that preceded the factory: returned to their caller, cached
+    /// nowhere.
+    pub fills_refused: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub l1_hits: AtomicU64,
-    pub l1_misses: AtomicU64,
-    pub l2_hits: AtomicU64,
-    pub l2_misses: AtomicU64,
-    pub factory_runs: AtomicU64,
-    pub events_received: AtomicU64,
-    pub l1_flushes: AtomicU64,
-    pub subscriptions: AtomicU64,
-    pub fail_safe_hits: AtomicU64,
+    pub(crate) l1_hits: AtomicU64,
+    pub(crate) l1_misses: AtomicU64,
+    pub(crate) l2_hits: AtomicU64,
+    pub(crate) l2_misses: AtomicU64,
+    pub(crate) factory_runs: AtomicU64,
+    pub(crate) events_received: AtomicU64,
+    pub(crate) l1_flushes: AtomicU64,
+    pub(crate) subscriptions: AtomicU64,
+    pub(crate) fail_safe_hits: AtomicU64,
+    pub(crate) fills_refused: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -43,7 +48,7 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
-    pub fn snapshot(&self) -> Stats {
+    pub(crate) fn snapshot(&self) -> Stats {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             l1_hits: read(&self.l1_hits),
@@ -55,6 +60,7 @@ impl Counters {
             l1_flushes: read(&self.l1_flushes),
             subscriptions: read(&self.subscriptions),
             fail_safe_hits: read(&self.fail_safe_hits),
+            fills_refused: read(&self.fills_refused),
         }
     }
 }

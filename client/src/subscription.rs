@@ -3,9 +3,9 @@
 //! up), re-established with backoff (in a cluster: on the next known node). While it is
 //! down, L1 serves nothing.
 
+use crate::hub::Hub;
 use crate::l2::L2;
 use crate::nodes::{cluster_state_ok, Nodes};
-use crate::shared::Hub;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,27 +15,27 @@ use tokio::sync::{mpsc, watch};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
     /// Time between two health-check PINGs.
-    pub ping_interval: Duration,
+    pub(crate) ping_interval: Duration,
     /// A PING (or connection attempt) slower than this means the link is dead.
-    pub ping_timeout: Duration,
+    pub(crate) ping_timeout: Duration,
     /// First and longest wait between reconnection attempts.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
 }
 
 pub(crate) struct Subscription {
-    pub nodes: Nodes,
-    pub channel: String,
-    pub timing: Timing,
-    pub hub: Arc<Hub>,
+    pub(crate) nodes: Nodes,
+    pub(crate) channel: String,
+    pub(crate) timing: Timing,
+    pub(crate) hub: Arc<Hub>,
     /// Queued operations are replayed through it before L1 is trusted again.
-    pub redis: L2,
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) redis: L2,
+    pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 impl Subscription {
     /// Runs until the cache is dropped.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut backoff = self.timing.backoff_min;
         loop {
             match self.session().await {
@@ -122,13 +122,13 @@ impl Subscription {
                 },
                 _ = ping.tick() => {
                     // Replayed by a task of its own: events keep flowing meanwhile.
-                    if !self.redis.outbox.is_empty() && self.redis.outbox.begin_replay() {
+                    if !self.redis.outbox().is_empty() && self.redis.outbox().begin_replay() {
                         let redis = self.redis.clone();
                         tokio::spawn(async move {
                             if let Err(e) = redis.replay().await {
                                 tracing::debug!(error = %e, "queued operations not replayed yet");
                             }
-                            redis.outbox.end_replay();
+                            redis.outbox().end_replay();
                         });
                     }
                     if self.nodes.cluster {

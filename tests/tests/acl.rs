@@ -116,6 +116,7 @@ async fn a_client_needs_the_channel_and_a_minimal_command_set() {
     let client_rules = [
         "~svc:*",
         "+hc.fetch",
+        "+hc.hello",
         "+hc.set",
         "+hc.del",
         "+hc.deltag",

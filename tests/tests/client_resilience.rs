@@ -264,20 +264,21 @@ async fn eager_refresh_renews_a_hot_key_once_in_the_background() {
     let h = build(builder(&server)).await;
     let n = runs();
     let options = EntryOptions::new()
-        .ttl(Duration::from_millis(500))
+        .ttl(Duration::from_millis(1000))
         .eager_refresh(0.5);
     let mut events = h.events();
     h.get_or_set("hot", slow_factory(&n, 1, Duration::ZERO), options.clone())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Past half of its lifetime: hits return at once and one refresh starts.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    // Past half of its lifetime: hits return at once and one refresh starts. Its factory
+    // finishes before the entry expires in Redis (an expiry in between refuses the fill).
     for _ in 0..10 {
         let started = Instant::now();
         let got = h
             .get_or_set(
                 "hot",
-                slow_factory(&n, 2, Duration::from_millis(400)),
+                slow_factory(&n, 2, Duration::from_millis(200)),
                 options.clone(),
             )
             .await

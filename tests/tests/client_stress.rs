@@ -33,8 +33,10 @@
 //! checker such histories (and legitimate races) to show it.
 
 use hybridcache::{EntryOptions, HybridCache};
+use hybridcache_protocol::{CHANNEL_CONFIG, DEFAULT_CHANNEL};
 use hybridcache_tests::client_support::seed_from_env;
 use hybridcache_tests::client_support::{build, builder, cache, eventually, get_value, SplitMix64};
+use hybridcache_tests::hc::query;
 use hybridcache_tests::RedisServer;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -51,6 +53,8 @@ const RUN_TIME: Duration = Duration::from_secs(3);
 const READER: usize = HANDLES - 1;
 /// How long after a change returned every handle must reflect it.
 const BOUND: Duration = Duration::from_millis(500);
+/// Where the deaf handle listens: nobody publishes there.
+const DEAF_CHANNEL: &str = "hc:nobody-publishes-here";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Val {
@@ -420,11 +424,25 @@ async fn stress(
 ) -> (Vec<HybridCache>, History) {
     let mut handles = Vec::new();
     for i in 0..HANDLES {
-        let mut b = builder(server);
         if deaf && i == READER {
-            b = b.channel("hc:nobody-publishes-here");
+            // build() checks that the module publishes on the handle's channel: the module
+            // is moved there while the handle is built, and back before anything is written.
+            let mut con = server.connection();
+            let set_channel = |con: &mut redis::Connection, channel: &str| {
+                let _: () = query(
+                    con,
+                    redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg(CHANNEL_CONFIG)
+                        .arg(channel),
+                );
+            };
+            set_channel(&mut con, DEAF_CHANNEL);
+            handles.push(build(builder(server).channel(DEAF_CHANNEL)).await);
+            set_channel(&mut con, DEFAULT_CHANNEL);
+        } else {
+            handles.push(build(builder(server)).await);
         }
-        handles.push(build(b).await);
     }
     let versions = Arc::new(AtomicU64::new(1));
     let t0 = Instant::now();

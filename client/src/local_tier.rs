@@ -1,41 +1,44 @@
-//! State shared by the cache handles and the subscription task, and how an invalidation
-//! event changes it.
+//! The in-process tier of one cache with everything that keeps it in step with Redis: L1,
+//! the invalidation log, the subscription state, the counters and events; how an
+//! invalidation event changes it; and the reads that may serve from it. What enters L1 is
+//! decided in `l1_admission.rs`.
 
 use crate::events::{CacheEvent, Events};
+use crate::fill::Refusals;
 use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
-use crate::l1::L1;
-use crate::stats::{bump, Counters};
+use crate::l1::{L1Entry, L1};
+use crate::stats::{bump, Counters, Stats};
 use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A `removed` event this close to (or after) an entry's expiry in Redis is taken for that
 /// expiry: the clocks of client and server differ by the network delay.
 pub(crate) const EXPIRY_TOLERANCE: Duration = Duration::from_millis(250);
 
-pub(crate) struct Shared {
-    pub l1: L1,
-    pub log: InvalidationLog,
-    pub counters: Counters,
+pub(crate) struct LocalTier {
+    l1: L1,
+    log: InvalidationLog,
+    counters: Arc<Counters>,
     /// The subscription is confirmed and healthy: only then is L1 read or filled.
     connected: AtomicBool,
     /// Prefix of every key and tag this cache writes.
-    pub namespace: String,
+    namespace: String,
     /// The Redis database this cache works in.
-    pub db: u32,
+    db: u32,
     /// Last `seq` seen per origin since the subscription was (re)established.
     last_seq: Mutex<HashMap<Arc<str>, u64>>,
-    pub events: Arc<Events>,
+    events: Arc<Events>,
 }
 
-impl Shared {
-    pub fn new(l1: L1, namespace: String, db: u32, events: Arc<Events>) -> Self {
+impl LocalTier {
+    pub(crate) fn new(l1: L1, namespace: String, db: u32, events: Arc<Events>) -> Self {
         Self {
             l1,
             log: InvalidationLog::default(),
-            counters: Counters::default(),
+            counters: Arc::new(Counters::default()),
             connected: AtomicBool::new(false),
             namespace,
             db,
@@ -44,13 +47,102 @@ impl Shared {
         }
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn l1(&self) -> &L1 {
+        &self.l1
+    }
+
+    pub(crate) fn log(&self) -> &InvalidationLog {
+        &self.log
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    pub(crate) fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Where this cache's refused fills are counted and reported.
+    pub(crate) fn refusals(&self) -> Refusals {
+        Refusals::new(self.counters.clone(), self.events.clone())
+    }
+
+    /// Prefix of every key and tag this cache writes.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn emit(&self, name: &'static str, make: impl FnOnce() -> CacheEvent) {
+        self.events.emit(name, make);
+    }
+
+    /// A fresh L1 value of type `T` and its entry, counting the hit or the miss.
+    pub(crate) async fn lookup<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        skip_l1: bool,
+    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
+        let fresh = self.fresh::<T>(key, skip_l1).await;
+        if fresh.is_some() {
+            bump(&self.counters.l1_hits);
+            self.emit("hit", || CacheEvent::Hit {
+                key: key.to_string(),
+            });
+        } else {
+            bump(&self.counters.l1_misses);
+            self.emit("miss", || CacheEvent::Miss {
+                key: key.to_string(),
+            });
+        }
+        fresh
+    }
+
+    /// A fresh L1 value of type `T` and its entry, not counted.
+    pub(crate) async fn fresh<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        skip_l1: bool,
+    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
+        if skip_l1 || !self.is_connected() {
+            return None;
+        }
+        match self.l1.get(key).await {
+            Some(entry) if self.l1.is_fresh(&entry, Instant::now()) => entry
+                .value
+                .clone()
+                .downcast::<T>()
+                .ok()
+                .map(|value| (value, entry)),
+            _ => None,
+        }
+    }
+
+    /// The value L1 keeps for `key` for fail-safe (opted in, within its maximum stale
+    /// duration, none of its tags removed), whether or not it is fresh.
+    pub(crate) async fn stale<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
+        let entry = self.l1.get(key).await?;
+        if !self.l1.is_fail_safe(&entry, Instant::now()) {
+            return None;
+        }
+        let value = entry.value.clone().downcast::<T>().ok()?;
+        Some((value, entry))
     }
 
     /// The subscription is confirmed: what L1 held before may have missed events, so it is
     /// marked stale, and serving from L1 starts.
-    pub fn subscription_up(&self) {
+    pub(crate) fn subscription_up(&self) {
         self.reset("subscription established");
         self.last_seq
             .lock()
@@ -61,13 +153,13 @@ impl Shared {
     }
 
     /// The subscription is gone: stop serving from L1 at once.
-    pub fn subscription_down(&self) {
+    pub(crate) fn subscription_down(&self) {
         self.connected.store(false, Ordering::Release);
         self.reset("subscription lost");
     }
 
     /// Everything in L1 may be wrong: stop serving it (fail-safe may still use it).
-    pub fn reset(&self, why: &str) {
+    pub(crate) fn reset(&self, why: &str) {
         tracing::debug!(why, "L1 marked stale");
         self.log.push(Record::Reset);
         self.l1.mark_all_stale();
@@ -75,7 +167,7 @@ impl Shared {
     }
 
     /// Applies one decoded message from the invalidation channel.
-    async fn apply_decoded(&self, decoded: Result<InvalidationEvent, &DecodeError>) {
+    pub(crate) async fn apply_decoded(&self, decoded: Result<InvalidationEvent, &DecodeError>) {
         match decoded {
             Ok(event) => {
                 self.apply(event).await;
@@ -167,7 +259,9 @@ impl Shared {
                                 entry.l2_expires_at.is_some_and(|at| fresh > at)
                             });
                             if !throttled {
-                                self.l1.insert(key.clone(), entry.stale_copy(now)).await;
+                                self.l1
+                                    .insert(key.clone(), Arc::new(entry.stale_copy(now)))
+                                    .await;
                             }
                             continue;
                         }
@@ -210,76 +304,75 @@ impl Shared {
     }
 }
 
-/// The caches fed by one subscription: a cache and the named caches made from it.
-#[derive(Default)]
-pub(crate) struct Hub {
-    members: Mutex<Vec<Weak<Shared>>>,
-    up: AtomicBool,
-    /// Why the subscription last failed, for the builder's error.
-    last_failure: Mutex<Option<String>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l1::Capacity;
+    use crate::l1_admission::Admission;
+    use crate::options::EntryOptions;
+    use std::time::Duration;
 
-impl Hub {
-    /// Adds a cache; if the subscription is up, the cache starts connected.
-    pub fn add(&self, shared: &Arc<Shared>) {
-        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
-        members.retain(|m| m.strong_count() > 0);
-        members.push(Arc::downgrade(shared));
-        if self.up.load(Ordering::Acquire) {
-            shared.subscription_up();
-        }
+    fn tier() -> LocalTier {
+        let tier = LocalTier::new(
+            L1::new(Capacity::Entries(100)),
+            String::new(),
+            0,
+            Arc::new(Events::new("test")),
+        );
+        tier.subscription_up();
+        tier
     }
 
-    fn members(&self) -> Vec<Arc<Shared>> {
-        self.members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect()
+    async fn admit(tier: &LocalTier, key: &str, version: u64, options: &EntryOptions) {
+        let admission = Admission {
+            origin: Some("o".into()),
+            version,
+            tags: Vec::new(),
+            l2_expires_at: Instant::now().checked_add(Duration::from_millis(100)),
+            weight: 1,
+            etag: None,
+            last_modified: None,
+        };
+        let mark = tier.log().mark();
+        tier.admit(key, Arc::new(1u32), admission, options, mark)
+            .await;
     }
 
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+    fn event(seq: u64, op: Op, key: &str) -> InvalidationEvent {
+        InvalidationEvent::new(
+            "o",
+            seq,
+            Some(0),
+            op,
+            Change::Keys {
+                keys: vec![Name::from(key)],
+            },
+        )
     }
 
-    pub fn subscription_up(&self) {
-        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
-        self.up.store(true, Ordering::Release);
-        for member in members.iter().filter_map(Weak::upgrade) {
-            member.subscription_up();
-        }
+    #[tokio::test]
+    async fn an_expire_event_drops_the_copy_even_one_kept_for_fail_safe_near_its_expiry() {
+        let tier = tier();
+        let fail_safe = EntryOptions::new().fail_safe(Duration::from_secs(60));
+        admit(&tier, "k", 5, &EntryOptions::new()).await;
+        admit(&tier, "f", 5, &fail_safe).await;
+        assert!(tier.fresh::<u32>("k", false).await.is_some());
+        tier.apply(event(6, Op::Expire, "k")).await;
+        tier.apply(event(7, Op::Expire, "f")).await;
+        assert!(tier.l1().get("k").await.is_none());
+        assert!(tier.stale::<u32>("f").await.is_none(), "no fail-safe copy");
     }
 
-    pub fn subscription_down(&self) {
-        self.up.store(false, Ordering::Release);
-        for member in self.members() {
-            member.subscription_down();
-        }
-    }
-
-    /// Remembers why the subscription could not be (re)established.
-    pub fn note_failure(&self, reason: &str) {
-        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
-    }
-
-    /// Why the subscription last failed, if it did.
-    pub fn last_failure(&self) -> Option<String> {
-        self.last_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Applies one message from the invalidation channel to every cache.
-    pub async fn apply_message(&self, payload: &[u8]) {
-        let decoded = InvalidationEvent::decode(payload);
-        for member in self.members() {
-            let event = match &decoded {
-                Ok(event) => Ok(event.clone()),
-                Err(e) => Err(e),
-            };
-            member.apply_decoded(event).await;
-        }
+    #[tokio::test]
+    async fn an_l1_copy_never_outlives_the_redis_deadline_it_was_admitted_with() {
+        let tier = tier();
+        let long = EntryOptions::new()
+            .ttl(Duration::from_secs(600))
+            .l1_ttl(Duration::from_secs(600));
+        admit(&tier, "k", 5, &long).await;
+        let entry = tier.l1().get("k").await.unwrap();
+        assert!(entry.fresh_until <= entry.l2_expires_at);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(tier.fresh::<u32>("k", false).await.is_none());
     }
 }

@@ -1,0 +1,297 @@
+//! Reading from and writing to Redis on behalf of a cache handle: reads that keep what
+//! they find in L1, the write of record (`set`), fills (conditional writes of factory
+//! values, decided by `fill.rs`), and the outbox in front of them.
+
+use crate::cache::HybridCache;
+use crate::error::Result;
+use crate::events::CacheEvent;
+use crate::fill::{self, FillBasis, FillWrite, L1AfterFill, Lease, Route};
+use crate::l1_admission::Admission;
+use crate::l2::{Fetched, Filled, Leased};
+use crate::options::EntryOptions;
+use crate::outbox::{Pending, Pushed};
+use crate::stats::bump;
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The validators a factory produced its value with (conditional refresh).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Validators {
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<SystemTime>,
+}
+
+impl HybridCache {
+    /// Reads `key` from Redis (`HC.FETCH`); keeps what it finds in L1 unless an
+    /// invalidation of it arrived meanwhile.
+    pub(crate) async fn read_l2<T>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+    ) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let mark = self.tier().log().mark();
+        let found = self.redis().fetch(key).await?;
+        self.take_fetched(key, found, options, mark).await
+    }
+
+    /// [`read_l2`](Self::read_l2) with a lease (`HC.FETCH key LEASE`), for a fill computed
+    /// after this read.
+    pub(crate) async fn read_l2_leased<T>(
+        &self,
+        key: &str,
+        options: &EntryOptions,
+    ) -> Result<(Option<Arc<T>>, Lease)>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let mark = self.tier().log().mark();
+        let Leased { found, lease } = self.redis().fetch_leased(key).await?;
+        let found = self.take_fetched(key, found, options, mark).await?;
+        Ok((found, lease))
+    }
+
+    async fn take_fetched<T>(
+        &self,
+        key: &str,
+        found: Option<Fetched>,
+        options: &EntryOptions,
+        mark: u64,
+    ) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let tier = self.tier();
+        let Some(found) = found else {
+            bump(&tier.counters().l2_misses);
+            return Ok(None);
+        };
+        bump(&tier.counters().l2_hits);
+        let value: Arc<T> = Arc::new(self.format().decode(&found.value)?);
+        if !options.skips_l1() {
+            let admission = Admission {
+                weight: found.value.len() + key.len(),
+                l2_expires_at: found.expires_at,
+                origin: Some(found.origin),
+                version: found.version,
+                tags: found.tags,
+                etag: None,
+                last_modified: None,
+            };
+            tier.admit(key, value.clone(), admission, options, mark)
+                .await;
+        }
+        Ok(Some(value))
+    }
+
+    /// The write of record: writes `value` to Redis unconditionally and keeps it in L1.
+    /// With auto-recovery, a write that cannot reach Redis is queued (and L1's copy
+    /// dropped).
+    pub(crate) async fn write_of_record<T>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        options: &EntryOptions,
+    ) -> Result<()>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let tier = self.tier();
+        let options = options.jittered();
+        let mark = tier.log().mark();
+        let bytes = self.format().encode(&*value)?;
+        let tags = self.full_tags(&options.tags);
+        let weight = bytes.len() + key.len();
+        self.state().background().mark_changed(key);
+        let written = if options.skips_l2() {
+            None
+        } else {
+            let sent = match self.drain_outbox().await {
+                Ok(()) => self.redis().set(key, &bytes, options.ttl, &tags).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(written) => Some(written),
+                Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
+                    self.queue(Pending::Set {
+                        key: key.to_string(),
+                        bytes,
+                        ttl: options.ttl,
+                        tags,
+                    });
+                    tier.l1().invalidate(key).await;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.emit("set", || CacheEvent::Set {
+            key: key.to_string(),
+        });
+        if options.skips_l1() {
+            tier.l1().invalidate(key).await;
+            return Ok(());
+        }
+        let admission = Admission {
+            origin: written.as_ref().map(|w| w.origin.clone()),
+            version: written.as_ref().map_or(0, |w| w.version),
+            tags,
+            l2_expires_at: written.and_then(|w| w.expires_at),
+            weight,
+            etag: None,
+            last_modified: None,
+        };
+        tier.admit(key, value, admission, &options, mark).await;
+        Ok(())
+    }
+
+    /// Keeps a value a factory produced where `fill::route` and `fill::l1_after_write`
+    /// say: in Redis only through a conditional write with the lease of `basis`, in L1 only
+    /// once Redis accepted it (or for entries kept out of Redis). Never fails: the value is
+    /// served whatever happens here. `changed_here`: this handle wrote or removed the key
+    /// while the factory ran.
+    pub(crate) async fn fill<T>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        options: &EntryOptions,
+        validators: Validators,
+        basis: &FillBasis,
+        changed_here: bool,
+    ) where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let tier = self.tier();
+        let options = options.jittered();
+        let lease = match fill::route(basis.lease.as_ref(), options.skips_l2(), changed_here) {
+            Route::Discard(why) => {
+                tracing::debug!(key, ?why, "factory value served, not cached");
+                return;
+            }
+            Route::L1Only => {
+                if options.skips_l1() {
+                    tier.l1().invalidate(key).await;
+                    return;
+                }
+                // Weighed as it would be stored (for an L1 bounded in bytes).
+                let size = self.format().encode(&*value).map_or(0, |b| b.len());
+                let admission = Admission {
+                    origin: None,
+                    version: 0,
+                    tags: self.full_tags(&options.tags),
+                    l2_expires_at: None,
+                    weight: size + key.len(),
+                    etag: validators.etag,
+                    last_modified: validators.last_modified,
+                };
+                tier.admit(key, value, admission, &options, basis.mark)
+                    .await;
+                return;
+            }
+            Route::Conditional(lease) => lease,
+        };
+        let bytes = match self.format().encode(&*value) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(error = %e, key, "factory value not cached");
+                return;
+            }
+        };
+        let tags = self.full_tags(&options.tags);
+        let weight = bytes.len() + key.len();
+        let sent = match self.drain_outbox().await {
+            Ok(()) => {
+                self.redis()
+                    .fill(key, &bytes, options.ttl, &tags, &lease)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let write = match sent {
+            Ok(Filled::Accepted(written)) => {
+                self.emit("set", || CacheEvent::Set {
+                    key: key.to_string(),
+                });
+                FillWrite::Accepted {
+                    origin: written.origin,
+                    version: written.version,
+                    expires_at: written.expires_at,
+                }
+            }
+            Ok(Filled::Refused) => {
+                tier.refusals().refused(key);
+                FillWrite::Refused
+            }
+            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
+                self.queue(Pending::Fill {
+                    key: key.to_string(),
+                    bytes,
+                    ttl: options.ttl,
+                    tags: tags.clone(),
+                    lease,
+                    refusals: tier.refusals(),
+                });
+                FillWrite::Queued
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key, "factory value not cached: writing it to Redis failed");
+                FillWrite::Failed
+            }
+        };
+        match fill::l1_after_write(&write, options.skips_l1()) {
+            L1AfterFill::Keep {
+                origin,
+                version,
+                expires_at,
+            } => {
+                let admission = Admission {
+                    origin: Some(origin),
+                    version,
+                    tags,
+                    l2_expires_at: expires_at,
+                    weight,
+                    etag: validators.etag,
+                    last_modified: validators.last_modified,
+                };
+                tier.admit(key, value, admission, &options, basis.mark)
+                    .await;
+            }
+            L1AfterFill::Drop => tier.l1().invalidate(key).await,
+            L1AfterFill::Untouched => {}
+        }
+    }
+
+    /// Operations queued earlier go to Redis before a new one, so that an old queued write
+    /// never lands after a newer one. Fails (unreachable) when they cannot be sent.
+    pub(crate) async fn drain_outbox(&self) -> Result<()> {
+        if self.redis().outbox().is_empty() {
+            return Ok(());
+        }
+        self.redis().replay().await.map(|_| ())
+    }
+
+    pub(crate) fn queue(&self, op: Pending) {
+        let described = format!("{op:?}");
+        match self.redis().outbox().push(op) {
+            Pushed::FillSuperseded => {
+                tracing::debug!(
+                    op = described,
+                    "fill not queued: its key has a queued operation"
+                );
+                return;
+            }
+            Pushed::QueuedDroppingOldest => {
+                tracing::warn!("auto-recovery queue full: the oldest queued operation was dropped");
+            }
+            Pushed::Queued => {}
+        }
+        tracing::warn!(
+            op = described,
+            "redis unreachable: operation queued for auto-recovery"
+        );
+        self.emit("queued", || CacheEvent::Queued);
+    }
+}
