@@ -50,6 +50,61 @@ async fn handle(server: &RedisServer) -> HybridCache {
         .unwrap_or_else(|e| panic!("cannot build a cache handle: {e}"))
 }
 
+/// A handle whose fills are written unconditionally (the baseline of conditional fills).
+async fn racy_handle(server: &RedisServer) -> HybridCache {
+    HybridCache::builder(server.url())
+        .l1_max_entries(1_000_000)
+        .default_options(EntryOptions::new().ttl(Duration::from_secs(3600)))
+        .racy_unconditional_fills_for_benchmarks()
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cannot build a cache handle: {e}"))
+}
+
+/// ops/s of `cfg.gos_tasks` concurrent get_or_set loops on keys never seen (every call a
+/// miss, a factory run and a fill), for `cfg.gos_duration`.
+async fn miss_rate(cfg: &Config, cache: &HybridCache, label: &str, round: usize) -> f64 {
+    let options = EntryOptions::new().tags(["gos"]);
+    let started = Instant::now();
+    let deadline = started + cfg.gos_duration;
+    let before = cache.stats();
+    let tasks: Vec<_> = (0..cfg.gos_tasks)
+        .map(|task| {
+            let (cache, options, label) = (cache.clone(), options.clone(), label.to_string());
+            tokio::spawn(async move {
+                let mut ops: u64 = 0;
+                while Instant::now() < deadline {
+                    ops += 1;
+                    let key = format!("miss:{label}:{round}:{task}:{ops}");
+                    let id = ops as u32;
+                    let value = cache
+                        .get_or_set(
+                            &key,
+                            move || async move { Ok::<_, Infallible>(product(id)) },
+                            options.clone(),
+                        )
+                        .await
+                        .unwrap_or_else(|e| panic!("get_or_set failed: {e}"));
+                    std::hint::black_box(value);
+                }
+                ops
+            })
+        })
+        .collect();
+    let mut ops = 0;
+    for task in tasks {
+        ops += task
+            .await
+            .unwrap_or_else(|e| panic!("a get_or_set task failed: {e}"));
+    }
+    let after = cache.stats();
+    assert_eq!(
+        after.fills_refused, before.fills_refused,
+        "{label}: fills of keys nobody else touches were refused"
+    );
+    ops as f64 / started.elapsed().as_secs_f64()
+}
+
 /// p50 and p99 of a sample, in seconds.
 fn p50_p99(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort_unstable();
@@ -424,6 +479,7 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
         let (mut gos_l1, mut gos_l2, mut gos_hits) = (Vec::new(), Vec::new(), Vec::new());
         let (mut prop_event, mut prop_value) = (Latency::default(), Latency::default());
         let (mut absorbed, mut produced, mut lag) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut miss_conditional, mut miss_racy) = (Vec::new(), Vec::new());
         for round in 0..cfg.rounds {
             let r = format!("client round {}/{}", round + 1, cfg.rounds);
             let (p50, p99) = l1.push(l1_hits(&c, cfg.l1_reads).await);
@@ -476,6 +532,17 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
                 say!("{r}: propagation to B's event p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
                 let (p50, p99) = prop_value.push(propagation(&a, &b, cfg.propagation_writes, false, round).await);
                 say!("{r}: propagation to B's new value p50 {} p99 {}", report::seconds(p50), report::seconds(p99));
+            }
+
+            {
+                let racy = racy_handle(&server).await;
+                let order: [bool; 2] = if round % 2 == 0 { [true, false] } else { [false, true] };
+                for conditional in order {
+                    let (cache, label) = if conditional { (&c, "conditional") } else { (&racy, "unconditional") };
+                    let rate = miss_rate(cfg, cache, label, round).await;
+                    say!("{r}: get_or_set misses only, {label} fills: {} ops/s", thousands(rate));
+                    if conditional { miss_conditional.push(rate) } else { miss_racy.push(rate) }
+                }
             }
 
             let (rate, producer, behind) = flood(&server, &c, cfg.flood_events, round as u64).await;
@@ -554,6 +621,26 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
             ratio_spread(gos),
             "≥ 25×".into(),
             verdict(gos_met),
+        ]);
+        let fills = Spread::of(&ratios(&miss_conditional, &miss_racy));
+        let fills_met = Goal::AtLeast(0.9).met(fills.median);
+        report.goals.push(GoalCheck {
+            what: "get_or_set, misses only: conditional fills ÷ unconditional".into(),
+            value: report::ratio(fills.median),
+            goal: "≥ 0.9×".into(),
+            met: fills_met,
+        });
+        rows.push(vec![
+            format!(
+                "get_or_set ops/s, {} tasks, every call a miss (`HC.FETCH … LEASE`, factory, `HC.SET … LEASE`)",
+                cfg.gos_tasks
+            ),
+            thousands(median(&miss_conditional)),
+            "same, fills read with `HC.FETCH` and written without a lease (the racy way)".into(),
+            thousands(median(&miss_racy)),
+            ratio_spread(fills),
+            "≥ 0.9×".into(),
+            verdict(fills_met),
         ]);
         let prop_p99 = median(&prop_event.p99);
         let prop_met = Goal::AtMost(2e-3).met(prop_p99);

@@ -3,7 +3,7 @@
 //! loopback ports, and writes `BENCHMARKS.md` and `docs/bench/*.svg` at the workspace root.
 //!
 //! Environment: `HYBRIDCACHE_MODULE` (the module library; `make bench` passes the release
-//! build), `QUICK=1` for a short run, `BENCH_ONLY=throughput,memory,deltag,client` to run
+//! build), `QUICK=1` for a short run, `BENCH_ONLY=throughput,memory,deltag,fills,client` to run
 //! some parts only (while working on them: the partial report then goes to
 //! `target/bench-partial/`, not over BENCHMARKS.md).
 
@@ -29,6 +29,7 @@ mod client_side;
 mod config;
 mod deltag;
 mod fill;
+mod fills;
 mod redis_benchmark;
 mod report;
 mod server_side;
@@ -158,6 +159,9 @@ fn main() {
         }
         if wanted("deltag") {
             deltag::deltag(&cfg, &pair, &mut report);
+        }
+        if wanted("fills") {
+            fills::fills(&cfg, &module_server, &mut report);
         }
         say!(
             "server side done; the subscribers read {} events and {} Lua messages",

@@ -35,6 +35,7 @@ pub struct HybridCacheBuilder {
     name: String,
     circuit: Option<(u32, Duration)>,
     auto_recovery: usize,
+    unconditional_fills: bool,
 }
 
 impl HybridCacheBuilder {
@@ -57,6 +58,7 @@ impl HybridCacheBuilder {
             name: "default".to_string(),
             circuit: None,
             auto_recovery: 0,
+            unconditional_fills: false,
         }
     }
 
@@ -170,6 +172,16 @@ impl HybridCacheBuilder {
         self
     }
 
+    /// For benchmarks only, never for a service: fills are read without a lease and written
+    /// unconditionally, which reopens the race conditional fills close (a value read before
+    /// another instance's change can be cached after it). `make bench` uses it to measure
+    /// what conditional fills cost.
+    #[doc(hidden)]
+    pub fn racy_unconditional_fills_for_benchmarks(mut self) -> Self {
+        self.unconditional_fills = true;
+        self
+    }
+
     /// Connects, checks the server, subscribes, and returns the cache once the subscription
     /// is confirmed, so that no invalidation can be missed by what L1 will serve. Must run
     /// inside a Tokio runtime (the subscription runs as a task of it).
@@ -201,7 +213,8 @@ impl HybridCacheBuilder {
             breaker,
             Outbox::new(self.auto_recovery),
             events.clone(),
-        );
+        )
+        .with_unconditional_fills(self.unconditional_fills);
         let tier = Arc::new(LocalTier::new(
             L1::new(self.capacity),
             self.namespace,

@@ -133,6 +133,9 @@ pub(crate) struct L2 {
     outbox: Arc<Outbox>,
     /// Where circuit and replay events go (the cache built with the connection).
     events: Arc<Events>,
+    /// Benchmarks only: fills read without a lease and are written unconditionally (the
+    /// racy behaviour every fill used to have), to measure what conditional fills cost.
+    unconditional_fills: bool,
 }
 
 impl L2 {
@@ -149,7 +152,14 @@ impl L2 {
             breaker: Arc::new(breaker),
             outbox: Arc::new(outbox),
             events,
+            unconditional_fills: false,
         }
+    }
+
+    /// See the field; set by the builder's benchmark switch.
+    pub(crate) fn with_unconditional_fills(mut self, unconditional: bool) -> Self {
+        self.unconditional_fills = unconditional;
+        self
     }
 
     pub(crate) fn breaker(&self) -> &CircuitBreaker {
@@ -233,6 +243,13 @@ impl L2 {
     /// `HC.FETCH key LEASE`: the entry (a key of another type reads as missing) and a lease
     /// for a fill computed from now on.
     pub(crate) async fn fetch_leased(&self, key: &str) -> Result<Leased> {
+        if self.unconditional_fills {
+            let found = self.fetch(key).await?;
+            return Ok(Leased {
+                found,
+                lease: Lease::new(Vec::new()),
+            });
+        }
         let sent_at = Instant::now();
         let (value, tags, pttl, origin, version, lease): LeasedReply = self
             .query(
@@ -310,12 +327,11 @@ impl L2 {
         tags: &[String],
         lease: &Lease,
     ) -> Result<Filled> {
-        Ok(
-            match self.write(key, value, ttl, tags, Some(lease)).await? {
-                Some(written) => Filled::Accepted(written),
-                None => Filled::Refused,
-            },
-        )
+        let lease = (!self.unconditional_fills).then_some(lease);
+        Ok(match self.write(key, value, ttl, tags, lease).await? {
+            Some(written) => Filled::Accepted(written),
+            None => Filled::Refused,
+        })
     }
 
     pub(crate) async fn del(&self, key: &str) -> Result<bool> {

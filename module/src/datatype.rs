@@ -235,8 +235,17 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
     }
     let key = RedisString::string_as_slice(name);
     let db = db_id(ctx);
-    record_change(KeyspaceChange::Key { db, key });
     let gone = is_gone(db, entry);
+    if gone {
+        let tags: Vec<&[u8]> = entry.tags().collect();
+        record_change(KeyspaceChange::LogicallyDeletedKeyRemoved {
+            db,
+            key,
+            tags: &tags,
+        });
+    } else {
+        record_change(KeyspaceChange::Key { db, key });
+    }
     if gone {
         // RENAME and MOVE carry this very value elsewhere: it stays gone there.
         entry.mark_dead();

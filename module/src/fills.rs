@@ -17,7 +17,8 @@
 //! Positions are ticks of one counter that moves when a lease is created, when tags are
 //! removed and when history is reset, so that "changed after `p`" is a comparison.
 
-use std::collections::{HashMap, VecDeque};
+use crate::pending::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// A change to the keyspace, as far as fills are concerned.
@@ -26,6 +27,14 @@ pub(crate) enum KeyspaceChange<'a> {
     /// The key was written, deleted, expired, evicted, renamed, moved, copied over, its TTL
     /// changed, or touched by any command.
     Key { db: i32, key: &'a [u8] },
+    /// An entry `HC.DELTAG` had already logically deleted left the keyspace without a
+    /// command touching it (the removal timer). The change happened at the tag removal:
+    /// leases taken before it end, leases taken since (reads that saw the key missing) stay.
+    LogicallyDeletedKeyRemoved {
+        db: i32,
+        key: &'a [u8],
+        tags: &'a [&'a [u8]],
+    },
     /// `HC.DELTAG` removed these tags (whether or not keys carried them).
     TagsRemoved { db: i32, tags: &'a [&'a [u8]] },
     /// Flush, swapdb, dataset load, promotion: nothing read before may be written back.
@@ -207,6 +216,24 @@ impl FillLeases {
         match change {
             KeyspaceChange::Key { db, key } => {
                 if self.leases.len > 0 {
+                    self.leases.remove(db, key);
+                }
+            }
+            KeyspaceChange::LogicallyDeletedKeyRemoved { db, key, tags } => {
+                let Some(since) = self.leases.get(db, key) else {
+                    return;
+                };
+                let doomed_at = tags
+                    .iter()
+                    .filter_map(|tag| self.tag_removals.get(db, tag))
+                    .max();
+                // A removal no longer remembered is older than every lease, unless the bound
+                // pushed it out: then only leases from after the floor are known to be newer.
+                let taken_before = match doomed_at {
+                    Some(removed) => since < removed,
+                    None => since < self.tag_floor,
+                };
+                if taken_before {
                     self.leases.remove(db, key);
                 }
             }
@@ -442,6 +469,29 @@ mod tests {
         });
         let p = t.lease(0, b"k");
         assert_eq!(t.check(0, b"k", p, [b"t".as_slice()]), Accept);
+    }
+
+    #[test]
+    fn the_physical_removal_of_a_logically_deleted_key_ends_only_older_leases() {
+        let mut t = table();
+        let before = t.lease(0, b"k");
+        let _other = t.lease(0, b"o");
+        t.record(KeyspaceChange::TagsRemoved {
+            db: 0,
+            tags: &[b"t"],
+        });
+        let after = t.lease(0, b"j");
+        let removed = |key| KeyspaceChange::LogicallyDeletedKeyRemoved {
+            db: 0,
+            key,
+            tags: &[b"t"],
+        };
+        t.record(removed(b"k"));
+        t.record(removed(b"j"));
+        // k was read before the tag removal: its fill (with other tags) is refused.
+        assert_eq!(t.check(0, b"k", before, [b"u".as_slice()]), Changed);
+        // j was read after it (a miss): the removal that follows changes nothing it saw.
+        assert_eq!(t.check(0, b"j", after, [b"u".as_slice()]), Accept);
     }
 
     #[test]

@@ -21,6 +21,15 @@ const IDLE_PERIOD_MS: i64 = 100;
 
 static ARMED: AtomicBool = AtomicBool::new(false);
 
+/// Set while the timer sends the `del` notification of a key it removed.
+static ANNOUNCING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the keyspace notification being delivered is the timer's own `del` for a key
+/// HC.DELTAG had logically deleted: a change made at the tag removal, not now.
+pub fn is_announcing_removal() -> bool {
+    ANNOUNCING.load(Ordering::Relaxed)
+}
+
 /// Makes sure a removal run is scheduled if anything is queued.
 pub fn schedule(ctx: *mut raw::RedisModuleCtx) {
     if with_state(|s| s.index.pending_removals()) == 0 {
@@ -111,7 +120,11 @@ fn remove_if_gone(ctx: &Context, db: i32, key: &[u8]) {
     };
     drop(handle);
     if deleted {
+        // unlink2 has told the fill leases what this removal changes; the notification
+        // must not count as a change of its own (see `is_announcing_removal`).
+        ANNOUNCING.store(true, Ordering::Relaxed);
         ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
+        ANNOUNCING.store(false, Ordering::Relaxed);
         ctx.replicate("DEL", &[&name]);
     }
 }

@@ -224,3 +224,120 @@ pub fn fill_past_maxmemory(con: &mut Connection) -> Vec<String> {
     );
     written
 }
+
+/// The reply of `HC.FETCH key LEASE`: always six fields, the last one the lease token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedRead {
+    /// The value, `None` on a miss (or a key of another type).
+    pub value: Option<Vec<u8>>,
+    /// The entry's tags, sorted (lossy UTF-8); empty on a miss.
+    pub tags: Vec<String>,
+    /// Remaining time to live in ms; -1 without expiry, -2 on a miss.
+    pub pttl: i64,
+    /// The server's origin id.
+    pub origin: String,
+    /// The value's version; 0 on a miss.
+    pub version: i64,
+    /// The lease token to pass to `HC.SET ... LEASE`.
+    pub lease: String,
+}
+
+/// `HC.FETCH key LEASE`, parsed.
+///
+/// # Panics
+/// When the reply is not a six-array of the documented form.
+pub fn fetch_leased<K: ToRedisArgs>(con: &mut Connection, key: K) -> LeasedRead {
+    let reply: Value = query(
+        con,
+        redis::cmd(command::FETCH)
+            .arg(key)
+            .arg(command::option::LEASE),
+    );
+    parse_leased_read(&reply).unwrap_or_else(|| {
+        panic!(
+            "{} ... {} answered {reply:?}",
+            command::FETCH,
+            command::option::LEASE
+        )
+    })
+}
+
+/// `reply` as the reply of `HC.FETCH key LEASE`, or `None` when it does not have that form.
+pub fn parse_leased_read(reply: &Value) -> Option<LeasedRead> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let [value, tag_list, pttl, origin, version, lease] = items.as_slice() else {
+        return None;
+    };
+    let value = match value {
+        Value::Nil => None,
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        _ => return None,
+    };
+    let Value::Array(tag_list) = tag_list else {
+        return None;
+    };
+    let mut names = Vec::new();
+    for tag in tag_list {
+        let Value::BulkString(bytes) = tag else {
+            return None;
+        };
+        names.push(bytes.clone());
+    }
+    let (Value::Int(pttl), Value::BulkString(origin), Value::Int(version)) =
+        (pttl, origin, version)
+    else {
+        return None;
+    };
+    let Value::BulkString(lease) = lease else {
+        return None;
+    };
+    Some(LeasedRead {
+        value,
+        tags: sorted_strings(names),
+        pttl: *pttl,
+        origin: String::from_utf8(origin.clone()).ok()?,
+        version: *version,
+        lease: String::from_utf8(lease.clone()).ok()?,
+    })
+}
+
+/// `HC.FETCH key LEASE`: the lease token only.
+pub fn fetch_lease<K: ToRedisArgs>(con: &mut Connection, key: K) -> String {
+    fetch_leased(con, key).lease
+}
+
+/// `HC.SET key value <options...> LEASE token [TAGS tag ...]`: true when the write was
+/// accepted (`OK`), false when it was refused (nil).
+///
+/// # Panics
+/// When the server answers anything else (use [`hc_set_with`] with `LEASE` among the
+/// options for GETVERSION or NX/XX).
+pub fn set_lease<K: ToRedisArgs, V: ToRedisArgs>(
+    con: &mut Connection,
+    key: K,
+    value: V,
+    token: &str,
+    options: &[&str],
+    tags: &[&str],
+) -> bool {
+    let mut cmd = redis::cmd(command::SET);
+    cmd.arg(key)
+        .arg(value)
+        .arg(options)
+        .arg(command::option::LEASE)
+        .arg(token);
+    if !tags.is_empty() {
+        cmd.arg(command::option::TAGS).arg(tags);
+    }
+    match query::<Value>(con, &cmd) {
+        Value::Okay => true,
+        Value::Nil => false,
+        other => panic!(
+            "{} ... {} {token} answered {other:?}",
+            command::SET,
+            command::option::LEASE
+        ),
+    }
+}

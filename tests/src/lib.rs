@@ -18,6 +18,7 @@ pub mod index_check;
 pub mod info;
 pub mod module_path;
 pub mod ports;
+pub mod race_support;
 pub mod server;
 pub mod subscriber;
 pub mod wait;

@@ -18,26 +18,46 @@
 //!   pipeline followed by random commands (and sometimes `SWAPDB`, `FLUSHDB`, `DEBUG RELOAD`)
 //!   that reach the keys while their removal is still pending; the count must be exact;
 //! - single commands, pipelines and `MULTI`/`EXEC`/`DISCARD` blocks, on two connections: an
-//!   admin one and one of a user restricted to some key patterns (so `NOPERM` paths run).
+//!   admin one and one of a user restricted to some key patterns (so `NOPERM` paths run);
+//! - fill leases: `HC.FETCH key LEASE` (and misspelled options), `HC.SET ... LEASE <token>`
+//!   with tokens the server gave (fresh, stale, for another key or database), tokens of
+//!   another origin, forged positions and garbage, `LEASE` without a token or twice;
+//!   `HC.HELLO` with and without extra arguments.
 //!
 //! Asserted throughout: the process stays alive and every connection keeps answering; every
 //! reply is well-formed RESP, and every error reply starts with an uppercase error code
 //! (`ERR`, `WRONGTYPE`, `NOPERM`, `EXECABORT`, `BUSYKEY`, ...) and holds no control
 //! character (replies of the module's commands: printable ASCII only); `MULTI` blocks answer
-//! as Redis specifies. Every ~2 s and at the end, `HC.CHECK` reports no problem.
+//! as Redis specifies; `HC.FETCH ... LEASE` answers six well-formed fields (a miss is
+//! `[nil, [], -2, origin, 0, token]`), `HC.HELLO` names this server's origin. Every ~2 s and
+//! at the end, `HC.CHECK` reports no problem.
 //!
 //! A shadow model runs alongside on its own connection in database 0: well-formed `HC.SET`
 //! (no expiry; NX/XX/GETVERSION sometimes), `HC.DEL` and `HC.DELTAG` over keys `model:*` and
 //! tags `mtag:*`, which the random part never generates (it never flushes or swaps database
-//! 0 either). Each model reply is checked against the model (OK or nil, exact counts), and
-//! at every check `HC.GET`/`HC.TAGS`/`HC.TAGKEYS`/`HC.TAGCARD` must agree with it.
+//! 0 either), plus `HC.FETCH ... LEASE` and fills `HC.SET ... LEASE <token>`. Each model
+//! reply is checked against the model (OK or nil, exact counts, the entry read), and at
+//! every check `HC.GET`/`HC.TAGS`/`HC.TAGKEYS`/`HC.TAGCARD` must agree with it.
+//!
+//! The model decides each fill exactly ([`LeaseModel`]): a token is a position in the
+//! server's history, and a fill with it is accepted iff the key was read with `LEASE` at or
+//! before that position and has not changed since (any model write or delete of it, an
+//! accepted fill included), no tag named by the fill or carried by the stored entry was
+//! removed after it, and the random part did not reset the history after it (a successful
+//! `SWAPDB`, `FLUSHDB` or `DEBUG RELOAD` in any database); tokens of another origin and
+//! garbage are always refused. The one thing it cannot know is when the background removal deletes an entry `HC.DELTAG` removed (that
+//! delete is a change to the key): a lease taken on such a key before `HC.CHECK` reports no
+//! pending removal may be refused or not, and then the model only checks that a refused
+//! fill wrote nothing and an accepted one is read back. The lease table's bounds are raised
+//! out of reach so that nothing is refused for being untracked.
 //!
 //! The seed (time-based unless `HC_FUZZ_SEED=<u64>` gives it) is printed at the start and
 //! quoted in every failure; the command sequence is a function of the seed, except that
 //! payloads kept from `DUMP` replies depend on the server's answers. The end prints the
 //! number of commands sent, commands/s, and the error replies seen (`--nocapture`).
 
-use hybridcache_protocol::command;
+use hybridcache_protocol::command::{self, LEASE_VERSION};
+use hybridcache_protocol::{DEFAULT_CHANNEL, FORMAT_VERSION, MODULE_NAME};
 use hybridcache_tests::client_support::SplitMix64;
 use hybridcache_tests::client_support::{env_u64, seed_from_env};
 use hybridcache_tests::RedisServer;
@@ -65,6 +85,13 @@ const RESERVED: [&[u8]; 2] = [b"model:", b"mtag:"];
 const LIMITED_USER: &str = "fuzzer";
 /// At most this many keys (`k:b<i>`) are written and invalidated by one bulk step.
 const BULK_MAX: u64 = 3000;
+/// Lease tokens kept from `HC.FETCH ... LEASE` replies, for the random part.
+const KEPT_TOKENS: usize = 64;
+/// Tokens the model keeps, with what it knows of them.
+const MODEL_TOKENS: usize = 256;
+/// The lease table's bounds during the run: out of reach, so that the model never sees a
+/// fill refused for being untracked (the overflow has its own tests in `fill_leases.rs`).
+const LEASE_BOUND: &str = "1073741824";
 
 // ------------------------------------------------------------------------------------------
 // A raw RESP2 connection.
@@ -288,6 +315,10 @@ struct Gen {
     rng: SplitMix64,
     /// Payloads returned by DUMP, for RESTORE.
     dumps: Vec<Vec<u8>>,
+    /// Tokens returned by `HC.FETCH ... LEASE`, for `HC.SET ... LEASE`.
+    tokens: Vec<Vec<u8>>,
+    /// The server's origin (`HC.HELLO`), for forged tokens.
+    origin: Vec<u8>,
     /// Server time at the start, and when that was, for EXAT/PXAT around "now".
     start_ms: i64,
     started: Instant,
@@ -440,6 +471,41 @@ impl Gen {
         at.to_string().into_bytes()
     }
 
+    /// `token` with its origin replaced by another one of the same length.
+    fn other_origin(token: &[u8]) -> Vec<u8> {
+        let mut token = token.to_vec();
+        if let Some(first) = token.first_mut() {
+            *first = if *first == b'0' { b'1' } else { b'0' };
+        }
+        token
+    }
+
+    /// A lease token: mostly one the server gave (any key, database or age), else one of
+    /// another origin, a forged position, or garbage.
+    fn token(&mut self) -> Vec<u8> {
+        let origin = String::from_utf8_lossy(&self.origin).into_owned();
+        match self.below(10) {
+            0..=4 if !self.tokens.is_empty() => {
+                let at = self.below(self.tokens.len() as u64) as usize;
+                self.tokens[at].clone()
+            }
+            5 if !self.tokens.is_empty() => {
+                let at = self.below(self.tokens.len() as u64) as usize;
+                Self::other_origin(&self.tokens[at])
+            }
+            0..=6 => format!("{origin}:{}", self.below(100_000)).into_bytes(),
+            7 => format!("{origin}:{}", self.pick(&BAD_NUMBERS)).into_bytes(),
+            8 => {
+                let n = self.below(24) as usize;
+                self.bytes(n)
+            }
+            _ => self
+                .pick(&["", ":", "0", ":0", "abc:1", "LEASE", "TAGS", "-1", "x:"])
+                .as_bytes()
+                .to_vec(),
+        }
+    }
+
     fn hc_name(&mut self, name: &str) -> Vec<u8> {
         if self.one_in(4) {
             self.random_case(name)
@@ -465,7 +531,7 @@ impl Gen {
             _ => 3 + self.below(4),
         };
         for _ in 0..options {
-            match self.below(14) {
+            match self.below(17) {
                 0 => {
                     w.push(self.random_case("EX"));
                     w.push(self.number(4));
@@ -501,6 +567,13 @@ impl Gen {
                     w.push(self.bytes(n));
                 }
                 12 => w.push(self.number(100)),
+                14 | 15 => {
+                    w.push(self.random_case("LEASE"));
+                    let token = self.token();
+                    w.push(token);
+                }
+                // Without its token (when last), or taking the next option as its token.
+                16 => w.push(self.random_case("LEASE")),
                 _ => {
                     let word = *self.pick(&["EX", "PX"]);
                     w.push(self.random_case(word));
@@ -553,7 +626,21 @@ impl Gen {
             }
             47..=54 => {
                 w = vec![self.hc_name(command::FETCH)];
-                w.extend(self.args(1, Gen::key).into_iter().take(3));
+                match self.below(10) {
+                    0..=4 => {
+                        w.push(self.key());
+                        w.push(self.random_case("LEASE"));
+                    }
+                    5 => {
+                        w.push(self.key());
+                        let option = *self.pick(&["LEASES", "LEAS", "", "LEASE\0", "TAGS", "NX"]);
+                        w.push(option.as_bytes().to_vec());
+                        if self.one_in(3) {
+                            w.push(self.random_case("LEASE"));
+                        }
+                    }
+                    _ => w.extend(self.args(1, Gen::key).into_iter().take(3)),
+                }
             }
             55..=62 => {
                 w = vec![self.hc_name(command::MGET)];
@@ -587,6 +674,12 @@ impl Gen {
                     w = vec![self.hc_name(command::CHECK)];
                     if self.one_in(2) {
                         w.push(self.key());
+                    }
+                } else if self.one_in(2) {
+                    w = vec![self.hc_name(command::HELLO)];
+                    if self.one_in(3) {
+                        let n = self.below(12) as usize;
+                        w.push(self.bytes(n));
                     }
                 } else {
                     // Not a command: Redis answers "unknown command" (printable arguments
@@ -794,7 +887,198 @@ struct ModelEntry {
 #[derive(Default)]
 struct Model {
     entries: BTreeMap<String, ModelEntry>,
+    leases: LeaseModel,
     ops: u64,
+}
+
+/// What the model knows of the server's lease on one model key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// None: a fill of the key is refused whatever its token.
+    Absent,
+    /// Held since this model clock: tokens from then on may fill the key.
+    Since(u64),
+    /// The background removal of an entry `HC.DELTAG` removed may have dropped it, or may
+    /// still: tokens from `certain_from` on may fill; older ones may or may not.
+    Uncertain { certain_from: Option<u64> },
+}
+
+/// The model's decision on a fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accept,
+    Refuse,
+    /// Either is right (see [`Lease::Uncertain`]).
+    Either,
+}
+
+/// The fill leases of the model keys, on a clock that moves at every model operation and
+/// every history reset (the same order as the server's positions, which is all a fill's
+/// check compares).
+#[derive(Default)]
+struct LeaseModel {
+    clock: u64,
+    /// The clock of the last history reset.
+    reset_at: u64,
+    /// Model keys with a lease (any other key: [`Lease::Absent`]).
+    leases: BTreeMap<String, Lease>,
+    /// Model tags and the clock of their last removal.
+    removed: BTreeMap<String, u64>,
+    /// Keys `HC.DELTAG` removed that the background removal may not have deleted yet.
+    doomed: BTreeSet<String>,
+    /// Tokens the model read, with the clock of the read.
+    tokens: Vec<(Vec<u8>, u64, String)>,
+    accepted: u64,
+    refused: u64,
+    either: u64,
+}
+
+impl LeaseModel {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Any change to `key` (a write, a delete, an accepted fill) drops its lease.
+    fn changed(&mut self, key: &str) {
+        self.tick();
+        self.leases.remove(key);
+    }
+
+    /// `HC.SET` replaced the entry: the background removal will not delete it.
+    fn written(&mut self, key: &str) {
+        self.changed(key);
+        self.doomed.remove(key);
+    }
+
+    fn tags_removed<'a>(&mut self, tags: impl IntoIterator<Item = &'a String>) {
+        let at = self.tick();
+        for tag in tags {
+            self.removed.insert(tag.clone(), at);
+        }
+    }
+
+    /// FLUSHDB, SWAPDB, DEBUG RELOAD (any database): no older token fills anything.
+    fn reset(&mut self) {
+        self.reset_at = self.tick();
+        self.leases.clear();
+    }
+
+    /// `HC.FETCH key LEASE` answered `token`.
+    fn leased(&mut self, key: &str, token: Vec<u8>) {
+        let at = self.tick();
+        let lease = if self.doomed.contains(key) {
+            Lease::Uncertain { certain_from: None }
+        } else {
+            match self.leases.get(key).copied().unwrap_or(Lease::Absent) {
+                Lease::Absent => Lease::Since(at),
+                Lease::Since(since) => Lease::Since(since),
+                Lease::Uncertain { certain_from } => Lease::Uncertain {
+                    certain_from: certain_from.or(Some(at)),
+                },
+            }
+        };
+        self.leases.insert(key.to_string(), lease);
+        self.tokens.push((token, at, key.to_string()));
+        if self.tokens.len() > MODEL_TOKENS {
+            self.tokens.remove(0);
+        }
+    }
+
+    /// The background removals are done: no lease can be dropped by them any more.
+    fn removals_done(&mut self) {
+        self.doomed.clear();
+    }
+
+    /// Whether a fill of `key` naming or carrying `tags`, with a token read at `read`
+    /// (`None`: not a token of this server), is written.
+    fn verdict<'a>(
+        &self,
+        key: &str,
+        read: Option<u64>,
+        tags: impl IntoIterator<Item = &'a String>,
+    ) -> Verdict {
+        let Some(read) = read else {
+            return Verdict::Refuse;
+        };
+        if self.reset_at > read {
+            return Verdict::Refuse;
+        }
+        let tag_removed = tags
+            .into_iter()
+            .any(|tag| self.removed.get(tag).is_some_and(|&at| at > read));
+        if tag_removed {
+            return Verdict::Refuse;
+        }
+        match self.leases.get(key).copied().unwrap_or(Lease::Absent) {
+            Lease::Absent => Verdict::Refuse,
+            Lease::Since(since) if since <= read => Verdict::Accept,
+            Lease::Since(_) => Verdict::Refuse,
+            Lease::Uncertain {
+                certain_from: Some(from),
+            } if read >= from => Verdict::Accept,
+            Lease::Uncertain { .. } => Verdict::Either,
+        }
+    }
+}
+
+/// The token of a well-formed `HC.FETCH key LEASE` reply from the server of `origin`, or
+/// what is wrong with the reply.
+fn leased_read(reply: &Reply, origin: &[u8]) -> Result<Vec<u8>, String> {
+    let Reply::Array(Some(items)) = reply else {
+        return Err(format!("HC.FETCH ... LEASE answered {reply:?}"));
+    };
+    let [value, Reply::Array(Some(tags)), Reply::Int(pttl), Reply::Bulk(Some(from)), Reply::Int(version), Reply::Bulk(Some(token))] =
+        items.as_slice()
+    else {
+        return Err(format!("HC.FETCH ... LEASE answered {reply:?}"));
+    };
+    if from != origin {
+        return Err(format!("HC.FETCH ... LEASE names origin {:?}", show(from)));
+    }
+    let well_formed_token = token
+        .strip_prefix(origin)
+        .and_then(|rest| rest.strip_prefix(b":"))
+        .is_some_and(|digits| !digits.is_empty() && digits.iter().all(u8::is_ascii_digit));
+    if !well_formed_token {
+        return Err(format!("HC.FETCH ... LEASE gave token {:?}", show(token)));
+    }
+    let shape_ok = match value {
+        Reply::Bulk(None) => tags.is_empty() && *pttl == -2 && *version == 0,
+        Reply::Bulk(Some(_)) => {
+            (*pttl == -1 || *pttl >= 0)
+                && *version >= 0
+                && tags.iter().all(|t| matches!(t, Reply::Bulk(Some(_))))
+        }
+        _ => false,
+    };
+    if !shape_ok {
+        return Err(format!("HC.FETCH ... LEASE answered {reply:?}"));
+    }
+    Ok(token.clone())
+}
+
+/// What is wrong with a reply to `HC.HELLO` from the server of `origin`, if anything.
+fn hello_problem(reply: &Reply, origin: &[u8]) -> Option<String> {
+    let text = |t: &str| Reply::Bulk(Some(t.as_bytes().to_vec()));
+    let expected = [
+        text("module"),
+        text(MODULE_NAME),
+        text("version"),
+        text(env!("CARGO_PKG_VERSION")),
+        text("events"),
+        Reply::Int(i64::from(FORMAT_VERSION)),
+        text("leases"),
+        Reply::Int(LEASE_VERSION),
+        text("channel"),
+        text(DEFAULT_CHANNEL),
+        text("origin"),
+        Reply::Bulk(Some(origin.to_vec())),
+    ];
+    match reply {
+        Reply::Array(Some(items)) if items.as_slice() == expected.as_slice() => None,
+        _ => Some(format!("HC.HELLO answered {reply:?}")),
+    }
 }
 
 fn model_key(i: u64) -> String {
@@ -873,6 +1157,35 @@ impl Fuzz {
             *self.stats.messages.entry(head).or_default() += 1;
         }
         let name = cmd.words.first().map(|w| w.to_ascii_uppercase());
+        // An error, or QUEUED inside MULTI: no result to check.
+        let no_result =
+            matches!(reply, Reply::Error(_)) || matches!(reply, Reply::Status(s) if s == b"QUEUED");
+        let leased_fetch = name.as_deref() == Some(command::FETCH.as_bytes())
+            && cmd.words.len() == 3
+            && cmd.words[2].eq_ignore_ascii_case(b"LEASE");
+        if leased_fetch && !no_result {
+            match leased_read(reply, &self.gen.origin) {
+                Ok(token) => {
+                    if self.gen.tokens.len() < KEPT_TOKENS {
+                        self.gen.tokens.push(token);
+                    } else {
+                        let at = self.gen.below(KEPT_TOKENS as u64) as usize;
+                        self.gen.tokens[at] = token;
+                    }
+                }
+                Err(problem) => {
+                    self.last = describe(&cmd.words);
+                    self.fail(&problem);
+                }
+            }
+        }
+        if name.as_deref() == Some(command::HELLO.as_bytes()) && cmd.words.len() == 1 && !no_result
+        {
+            if let Some(problem) = hello_problem(reply, &self.gen.origin) {
+                self.last = describe(&cmd.words);
+                self.fail(&problem);
+            }
+        }
         match (name.as_deref(), reply) {
             (Some(b"DUMP"), Reply::Bulk(Some(payload))) if payload.len() <= 2 << 20 => {
                 if self.gen.dumps.len() < KEPT_DUMPS {
@@ -1016,7 +1329,11 @@ impl Fuzz {
                 } else {
                     (1 + self.gen.below(DBS - 1)).to_string().into_bytes()
                 };
-                self.call_checked(0, vec![b"SWAPDB".to_vec(), a.to_string().into_bytes(), b]);
+                let reply =
+                    self.call_checked(0, vec![b"SWAPDB".to_vec(), a.to_string().into_bytes(), b]);
+                if reply == Reply::Status(b"OK".to_vec()) {
+                    self.model.leases.reset();
+                }
             }
             93..=98 => {
                 // On the admin connection, never in database 0.
@@ -1027,13 +1344,16 @@ impl Fuzz {
                 if !mode.is_empty() {
                     w.push(mode);
                 }
-                self.call_checked(0, w);
+                if self.call_checked(0, w) == Reply::Status(b"OK".to_vec()) {
+                    self.model.leases.reset();
+                }
             }
             _ if self.gen.one_in(5) => {
                 let reply = self.call_checked(0, words(&["DEBUG", "RELOAD"]));
                 if reply != Reply::Status(b"OK".to_vec()) {
                     self.fail(&format!("DEBUG RELOAD answered {reply:?}"));
                 }
+                self.model.leases.reset();
             }
             _ => {
                 let db = self.gen.below(DBS);
@@ -1088,6 +1408,7 @@ impl Fuzz {
         for _ in 0..self.gen.below(30) {
             batch.push(self.gen.command());
         }
+        let reset_at = after.as_ref().map(|_| batch.len());
         if let Some(words) = after {
             batch.push(Cmd {
                 words,
@@ -1106,6 +1427,9 @@ impl Fuzz {
             if (1..=n as usize).contains(&i) && reply == Reply::Status(b"OK".to_vec()) {
                 written += 1;
             }
+            if Some(i) == reset_at && reply == Reply::Status(b"OK".to_vec()) {
+                self.model.leases.reset();
+            }
             if i == n as usize + 1 && reply != Reply::Int(written) {
                 self.last = describe(&cmd.words);
                 self.fail(&format!(
@@ -1115,58 +1439,122 @@ impl Fuzz {
         }
     }
 
+    /// `pending_removals` of `INFO hybridcache`, on the model's connection.
+    fn pending_removals(&mut self) -> i64 {
+        self.stats.commands += 1;
+        let reply = self.model_con.call(&words(&["INFO", "hybridcache"]));
+        let text = match reply {
+            Ok(Reply::Bulk(Some(text))) => String::from_utf8_lossy(&text).into_owned(),
+            other => self.fail(&format!("INFO hybridcache answered {other:?}")),
+        };
+        let field = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("hybridcache_pending_removals:"))
+            .and_then(|n| n.parse().ok());
+        match field {
+            Some(n) => n,
+            None => self.fail(&format!(
+                "INFO hybridcache without pending_removals: {text}"
+            )),
+        }
+    }
+
+    /// A value for a model key.
+    fn model_value(&mut self) -> Vec<u8> {
+        let g = &mut self.gen;
+        match g.below(4) {
+            0 => Vec::new(),
+            1 => {
+                let n = g.below(40) as usize;
+                g.bytes(n)
+            }
+            _ => {
+                let n = g.below(40) as usize;
+                g.printable(n)
+            }
+        }
+    }
+
+    /// NX, XX or neither, and whether it lets a write of `key` happen.
+    fn model_condition(&mut self, key: &str) -> (Option<&'static str>, bool) {
+        let condition = match self.gen.below(10) {
+            0 => Some("NX"),
+            1 => Some("XX"),
+            _ => None,
+        };
+        let exists = self.model.entries.contains_key(key);
+        let applies = match condition {
+            Some("NX") => !exists,
+            Some(_) => exists,
+            None => true,
+        };
+        (condition, applies)
+    }
+
+    /// `TAGS` and up to four model tags, appended to `w`; the tags.
+    fn model_tags(&mut self, w: &mut Vec<Vec<u8>>) -> BTreeSet<String> {
+        let mut tags = BTreeSet::new();
+        let n = self.gen.below(5);
+        if n > 0 {
+            w.push(self.gen.random_case("TAGS"));
+            for _ in 0..n {
+                let tag = model_tag(self.gen.below(MODEL_TAGS));
+                w.push(tag.clone().into_bytes());
+                tags.insert(tag);
+            }
+        }
+        tags
+    }
+
+    /// A token for a fill of `key` and the model clock of the read that gave it (`None`
+    /// for tokens this server never gave): mostly the latest read of the key, else any read
+    /// (stale, or of another key), a token of another origin, or garbage.
+    fn model_token(&mut self, key: &str) -> (Vec<u8>, Option<u64>) {
+        let tokens = &self.model.leases.tokens;
+        let latest = tokens.iter().rev().find(|(_, _, k)| k == key);
+        let g = &mut self.gen;
+        match g.below(10) {
+            0..=5 if latest.is_some() => latest.map(|(t, at, _)| (t.clone(), Some(*at))).unwrap(),
+            0..=7 if !tokens.is_empty() => {
+                let (token, at, _) = &tokens[g.below(tokens.len() as u64) as usize];
+                (token.clone(), Some(*at))
+            }
+            8 if !tokens.is_empty() => {
+                let (token, _, _) = &tokens[g.below(tokens.len() as u64) as usize];
+                (Gen::other_origin(token), None)
+            }
+            _ => {
+                let garbage = g
+                    .pick(&["", "x", ":", ":1", "0:0", "LEASE"])
+                    .as_bytes()
+                    .to_vec();
+                (garbage, None)
+            }
+        }
+    }
+
     /// One well-formed operation on the model's keys, its reply checked against the model.
     fn model_step(&mut self) {
         self.model.ops += 1;
-        let g = &mut self.gen;
-        let kind = g.below(100);
+        let kind = self.gen.below(100);
         let (w, expected): (Vec<Vec<u8>>, ModelOutcome) = match kind {
-            0..=89 => {
-                let key = model_key(g.below(MODEL_KEYS));
-                let value = match g.below(4) {
-                    0 => Vec::new(),
-                    1 => {
-                        let n = g.below(40) as usize;
-                        g.bytes(n)
-                    }
-                    _ => {
-                        let n = g.below(40) as usize;
-                        g.printable(n)
-                    }
-                };
+            0..=54 => {
+                let key = model_key(self.gen.below(MODEL_KEYS));
+                let value = self.model_value();
                 let mut w = vec![
-                    g.hc_name(command::SET),
+                    self.gen.hc_name(command::SET),
                     key.clone().into_bytes(),
                     value.clone(),
                 ];
-                let condition = match g.below(10) {
-                    0 => Some("NX"),
-                    1 => Some("XX"),
-                    _ => None,
-                };
+                let (condition, applies) = self.model_condition(&key);
                 if let Some(c) = condition {
-                    w.push(g.random_case(c));
+                    w.push(self.gen.random_case(c));
                 }
-                let get_version = g.one_in(5);
+                let get_version = self.gen.one_in(5);
                 if get_version {
-                    w.push(g.random_case("GETVERSION"));
+                    w.push(self.gen.random_case("GETVERSION"));
                 }
-                let mut tags = BTreeSet::new();
-                let n = g.below(5);
-                if n > 0 {
-                    w.push(g.random_case("TAGS"));
-                    for _ in 0..n {
-                        let tag = model_tag(g.below(MODEL_TAGS));
-                        w.push(tag.clone().into_bytes());
-                        tags.insert(tag);
-                    }
-                }
-                let exists = self.model.entries.contains_key(&key);
-                let applies = match condition {
-                    Some("NX") => !exists,
-                    Some(_) => exists,
-                    None => true,
-                };
+                let tags = self.model_tags(&mut w);
                 (
                     w,
                     ModelOutcome::Set {
@@ -1177,7 +1565,68 @@ impl Fuzz {
                     },
                 )
             }
-            90..=97 => {
+            55..=69 => {
+                let key = model_key(self.gen.below(MODEL_KEYS));
+                let w = vec![
+                    self.gen.hc_name(command::FETCH),
+                    key.clone().into_bytes(),
+                    self.gen.random_case("LEASE"),
+                ];
+                (w, ModelOutcome::Fetch { key })
+            }
+            70..=86 => {
+                // Mostly a key read lately, as a cache would fill it.
+                let recent = self.model.leases.tokens.len().saturating_sub(8);
+                let recent = &self.model.leases.tokens[recent..];
+                let key = if !recent.is_empty() && self.gen.below(10) < 7 {
+                    recent[self.gen.below(recent.len() as u64) as usize]
+                        .2
+                        .clone()
+                } else {
+                    model_key(self.gen.below(MODEL_KEYS))
+                };
+                let value = self.model_value();
+                let mut w = vec![
+                    self.gen.hc_name(command::SET),
+                    key.clone().into_bytes(),
+                    value.clone(),
+                ];
+                let mut options = Vec::new();
+                let (condition, condition_ok) = self.model_condition(&key);
+                if let Some(c) = condition {
+                    options.push(vec![self.gen.random_case(c)]);
+                }
+                let get_version = self.gen.one_in(5);
+                if get_version {
+                    options.push(vec![self.gen.random_case("GETVERSION")]);
+                }
+                let (token, read) = self.model_token(&key);
+                let at = self.gen.below(options.len() as u64 + 1) as usize;
+                options.insert(at, vec![self.gen.random_case("LEASE"), token]);
+                w.extend(options.into_iter().flatten());
+                let tags = self.model_tags(&mut w);
+                if self.model.leases.doomed.contains(&key) && self.pending_removals() == 0 {
+                    self.model.leases.removals_done();
+                }
+                let stored = self.model.entries.get(&key).map(|e| &e.tags);
+                let verdict = self.model.leases.verdict(
+                    &key,
+                    read,
+                    tags.iter().chain(stored.into_iter().flatten()),
+                );
+                (
+                    w,
+                    ModelOutcome::Fill {
+                        key,
+                        entry: ModelEntry { value, tags },
+                        verdict,
+                        condition_ok,
+                        get_version,
+                    },
+                )
+            }
+            87..=94 => {
+                let g = &mut self.gen;
                 let mut keys = BTreeSet::new();
                 for _ in 0..1 + g.below(3) {
                     keys.insert(model_key(g.below(MODEL_KEYS)));
@@ -1188,9 +1637,17 @@ impl Fuzz {
                     .iter()
                     .filter(|k| self.model.entries.contains_key(*k))
                     .count();
-                (w, ModelOutcome::Removed { keys, count })
+                (
+                    w,
+                    ModelOutcome::Removed {
+                        keys,
+                        count,
+                        tags: None,
+                    },
+                )
             }
             _ => {
+                let g = &mut self.gen;
                 let mut w = vec![g.hc_name(command::DELTAG)];
                 let mut tags = BTreeSet::new();
                 for _ in 0..1 + g.below(2) {
@@ -1206,7 +1663,14 @@ impl Fuzz {
                     .map(|(k, _)| k.clone())
                     .collect();
                 let count = keys.len();
-                (w, ModelOutcome::Removed { keys, count })
+                (
+                    w,
+                    ModelOutcome::Removed {
+                        keys,
+                        count,
+                        tags: Some(tags),
+                    },
+                )
             }
         };
         self.stats.commands += 1;
@@ -1243,13 +1707,79 @@ impl Fuzz {
                     _ => false,
                 };
                 if applies {
-                    self.model.entries.insert(key, entry);
+                    self.model.entries.insert(key.clone(), entry);
+                    self.model.leases.written(&key);
                 }
                 ok
             }
-            ModelOutcome::Removed { keys, count } => {
+            ModelOutcome::Fetch { key } => {
+                // check_reply has checked the form and kept the token for the random part.
+                let token = match leased_read(&reply, &self.gen.origin) {
+                    Ok(token) => token,
+                    Err(problem) => {
+                        self.last = describe(&w);
+                        self.fail(&problem)
+                    }
+                };
+                let expected = self.model.entries.get(&key);
+                let Reply::Array(Some(items)) = &reply else {
+                    unreachable!("leased_read accepted {reply:?}")
+                };
+                let want_tags: Vec<String> = expected
+                    .map(|e| e.tags.iter().cloned().collect())
+                    .unwrap_or_default();
+                let ok = items[0] == Reply::Bulk(expected.map(|e| e.value.clone()))
+                    && sorted_texts(Some(items[1].clone())) == Some(want_tags)
+                    && items[2] == Reply::Int(if expected.is_some() { -1 } else { -2 });
+                self.model.leases.leased(&key, token);
+                ok
+            }
+            ModelOutcome::Fill {
+                key,
+                entry,
+                verdict,
+                condition_ok,
+                get_version,
+            } => {
+                let written = match (&reply, get_version) {
+                    (Reply::Status(s), false) if s == b"OK" => Some(true),
+                    (Reply::Array(Some(items)), true) if matches!(items.as_slice(), [Reply::Bulk(Some(_)), Reply::Int(v)] if *v > 0) => {
+                        Some(true)
+                    }
+                    (Reply::Bulk(None), _) => Some(false),
+                    _ => None,
+                };
+                let leases = &mut self.model.leases;
+                if condition_ok {
+                    match written {
+                        Some(true) => leases.accepted += 1,
+                        Some(false) => leases.refused += 1,
+                        None => {}
+                    }
+                    if verdict == Verdict::Either {
+                        leases.either += 1;
+                    }
+                }
+                if written == Some(true) {
+                    self.model.entries.insert(key.clone(), entry);
+                    self.model.leases.written(&key);
+                }
+                match written {
+                    None => false,
+                    Some(true) => condition_ok && verdict != Verdict::Refuse,
+                    Some(false) => !condition_ok || verdict != Verdict::Accept,
+                }
+            }
+            ModelOutcome::Removed { keys, count, tags } => {
+                if let Some(tags) = &tags {
+                    self.model.leases.tags_removed(tags);
+                }
                 for key in &keys {
                     self.model.entries.remove(key);
+                    self.model.leases.changed(key);
+                    if tags.is_some() {
+                        self.model.leases.doomed.insert(key.clone());
+                    }
                 }
                 reply == Reply::Int(count as i64)
             }
@@ -1367,6 +1897,9 @@ impl Fuzz {
                 differences.join("\n")
             ));
         }
+        if pending == 0 {
+            self.model.leases.removals_done();
+        }
         pending
     }
 }
@@ -1378,9 +1911,21 @@ enum ModelOutcome {
         applies: bool,
         get_version: bool,
     },
+    Fetch {
+        key: String,
+    },
+    Fill {
+        key: String,
+        entry: ModelEntry,
+        verdict: Verdict,
+        condition_ok: bool,
+        get_version: bool,
+    },
+    /// HC.DEL (`tags` None) or HC.DELTAG of `tags`; `keys` are the keys it changes.
     Removed {
         keys: BTreeSet<String>,
         count: usize,
+        tags: Option<BTreeSet<String>>,
     },
 }
 
@@ -1438,6 +1983,23 @@ fn start_fuzz(seed: u64) -> Fuzz {
         ]))
         .unwrap();
     assert_eq!(reply, Reply::Status(b"OK".to_vec()));
+    for bound in ["hybridcache.fill-leases", "hybridcache.fill-tag-removals"] {
+        let reply = admin
+            .call(&words(&["CONFIG", "SET", bound, LEASE_BOUND]))
+            .unwrap();
+        assert_eq!(reply, Reply::Status(b"OK".to_vec()), "CONFIG SET {bound}");
+    }
+    let hello = admin.call(&words(&[command::HELLO])).unwrap();
+    let origin = match &hello {
+        Reply::Array(Some(items)) => match items.last() {
+            Some(Reply::Bulk(Some(origin))) => origin.clone(),
+            _ => panic!("HC.HELLO answered {hello:?}"),
+        },
+        _ => panic!("HC.HELLO answered {hello:?}"),
+    };
+    if let Some(problem) = hello_problem(&hello, &origin) {
+        panic!("{problem}");
+    }
     let mut limited = Resp::connect(port);
     let reply = limited
         .call(&words(&["AUTH", LIMITED_USER, "any"]))
@@ -1473,6 +2035,8 @@ fn start_fuzz(seed: u64) -> Fuzz {
         gen: Gen {
             rng: SplitMix64::new(seed),
             dumps: Vec::new(),
+            tokens: Vec::new(),
+            origin,
             start_ms,
             started: Instant::now(),
         },
@@ -1532,11 +2096,20 @@ fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
         "the model part hardly ran: {} ops",
         fuzz.model.ops
     );
+    let leases = &fuzz.model.leases;
+    if fuzz.model.ops > 1000 {
+        assert!(
+            leases.accepted > 0 && leases.refused > 0,
+            "the model's fills were never both accepted and refused: {} accepted, {} refused",
+            leases.accepted,
+            leases.refused
+        );
+    }
 
     let s = &fuzz.stats;
     let codes: Vec<String> = s.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
     eprintln!(
-        "command_fuzz: seed {seed}: {} commands in {:.1} s ({:.0}/s); {} error replies ({}); {} pipelines, {} MULTI blocks, {} bulk invalidations, {} RESTOREs accepted, {} model ops ({} model keys at the end), {} checks",
+        "command_fuzz: seed {seed}: {} commands in {:.1} s ({:.0}/s); {} error replies ({}); {} pipelines, {} MULTI blocks, {} bulk invalidations, {} RESTOREs accepted, {} model ops ({} model keys at the end; fills {} accepted, {} refused, {} either way), {} checks",
         s.commands,
         elapsed.as_secs_f64(),
         s.commands as f64 / elapsed.as_secs_f64(),
@@ -1548,6 +2121,9 @@ fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
         s.restores_ok,
         fuzz.model.ops,
         fuzz.model.entries.len(),
+        leases.accepted,
+        leases.refused,
+        leases.either,
         s.checks
     );
     let mut messages: Vec<(&String, &u64)> = s.messages.iter().collect();

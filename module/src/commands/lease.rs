@@ -27,25 +27,27 @@ pub(crate) fn fill_allowed(
     token: &[u8],
     tags: &[&[u8]],
 ) -> bool {
-    let origin_matches = |origin: &[u8]| with_state(|s| s.sequencer.origin().as_bytes() == origin);
-    let Some((_, position)) = decode_token(token).filter(|(o, _)| origin_matches(o)) else {
-        with_state(|s| s.fills.count_foreign());
-        return false;
-    };
-    // The entry stored now: a tag it carries that was removed since the read means the key
-    // was logically deleted since, even though the removal timer has not reached it yet.
+    // Looking at the key first lets Redis expire it if its time has passed (an expiry after
+    // the read is a change), without opening it for writing (which would touch a WATCH on
+    // a refused write). A tag of the entry stored now that was removed since the read means
+    // the key was logically deleted since, though the removal timer has not reached it.
     let stored = KeyHandle::peek(ctx, name.inner);
-    let stored_tags: Vec<&[u8]> = match stored.as_ref().map(KeyHandle::entry) {
-        Some(Ok(Some(entry))) => entry.tags().collect(),
-        _ => Vec::new(),
-    };
-    let verdict = with_state(|s| {
-        s.fills.check(
-            db,
-            name.as_slice(),
-            position,
-            tags.iter().copied().chain(stored_tags.iter().copied()),
-        )
-    });
-    verdict == FillVerdict::Accept
+    let stored_tags = stored
+        .as_ref()
+        .and_then(|key| key.entry().ok().flatten())
+        .map(|entry| entry.tags());
+    let decoded = decode_token(token);
+    with_state(|s| match decoded {
+        Some((origin, position)) if s.sequencer.origin().as_bytes() == origin => {
+            let tags = tags
+                .iter()
+                .copied()
+                .chain(stored_tags.into_iter().flatten());
+            s.fills.check(db, name.as_slice(), position, tags) == FillVerdict::Accept
+        }
+        _ => {
+            s.fills.count_foreign();
+            false
+        }
+    })
 }

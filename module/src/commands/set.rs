@@ -134,6 +134,7 @@ fn announce(ctx: &Context, db: i32, name: &RedisString, version: Option<u64>) ->
 /// Replicas and the AOF get the write with an absolute expiry and without NX/XX, so that
 /// replaying it later gives the same entry.
 fn replicate(ctx: &Context, args: &[RedisString], options: &SetOptions, deadline: Option<i64>) {
+    // An accepted fill travels without its LEASE: leases belong to this server process.
     let verbatim = options.condition == Condition::Always
         && !options.get_version
         && options.lease.is_none()
