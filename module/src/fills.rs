@@ -304,6 +304,9 @@ impl FillLeases {
             Some(since) if since > position => return FillVerdict::Changed,
             Some(_) => {}
         }
+        if self.tag_removals.len == 0 && position >= self.tag_floor {
+            return FillVerdict::Accept;
+        }
         for tag in tags {
             if position < self.tag_floor {
                 return FillVerdict::Untracked;
