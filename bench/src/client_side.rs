@@ -42,67 +42,32 @@ fn product(id: u32) -> Product {
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn handle(server: &RedisServer) -> HybridCache {
-    HybridCache::builder(server.url())
-        .l1_max_entries(1_000_000)
-        .default_options(EntryOptions::new().ttl(Duration::from_secs(3600)))
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("cannot build a cache handle: {e}"))
+    handle_with(server, false).await
 }
 
-/// A handle whose fills are written unconditionally (the baseline of conditional fills).
-async fn racy_handle(server: &RedisServer) -> HybridCache {
-    HybridCache::builder(server.url())
+/// A cache handle; `racy`: its fills are written unconditionally (the baseline that
+/// conditional fills are measured against).
+async fn handle_with(server: &RedisServer, racy: bool) -> HybridCache {
+    let mut builder = HybridCache::builder(server.url())
         .l1_max_entries(1_000_000)
-        .default_options(EntryOptions::new().ttl(Duration::from_secs(3600)))
-        .racy_unconditional_fills_for_benchmarks()
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("cannot build a cache handle: {e}"))
-}
-
-/// ops/s of `cfg.gos_tasks` concurrent get_or_set loops on keys never seen (every call a
-/// miss, a factory run and a fill), for `cfg.gos_duration`.
-async fn miss_rate(cfg: &Config, cache: &HybridCache, label: &str, round: usize) -> f64 {
-    let options = EntryOptions::new().tags(["gos"]);
-    let started = Instant::now();
-    let deadline = started + cfg.gos_duration;
-    let before = cache.stats();
-    let tasks: Vec<_> = (0..cfg.gos_tasks)
-        .map(|task| {
-            let (cache, options, label) = (cache.clone(), options.clone(), label.to_string());
-            tokio::spawn(async move {
-                let mut ops: u64 = 0;
-                while Instant::now() < deadline {
-                    ops += 1;
-                    let key = format!("miss:{label}:{round}:{task}:{ops}");
-                    let id = ops as u32;
-                    let value = cache
-                        .get_or_set(
-                            &key,
-                            move || async move { Ok::<_, Infallible>(product(id)) },
-                            options.clone(),
-                        )
-                        .await
-                        .unwrap_or_else(|e| panic!("get_or_set failed: {e}"));
-                    std::hint::black_box(value);
-                }
-                ops
-            })
-        })
-        .collect();
-    let mut ops = 0;
-    for task in tasks {
-        ops += task
-            .await
-            .unwrap_or_else(|e| panic!("a get_or_set task failed: {e}"));
+        .default_options(EntryOptions::new().ttl(Duration::from_secs(3600)));
+    if racy {
+        builder = builder.racy_unconditional_fills_for_benchmarks();
     }
-    let after = cache.stats();
-    assert_eq!(
-        after.fills_refused, before.fills_refused,
-        "{label}: fills of keys nobody else touches were refused"
-    );
-    ops as f64 / started.elapsed().as_secs_f64()
+    builder
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cannot build a cache handle: {e}"))
+}
+
+/// What a get_or_set throughput run asks for.
+#[derive(Debug, Clone, Copy)]
+struct Workload<'a> {
+    /// Part of the fresh keys' names, so that runs never share a key.
+    label: &'a str,
+    skip_l1: bool,
+    /// One call in this many asks for a key never seen (1: every call misses).
+    fresh_every: u64,
 }
 
 /// p50 and p99 of a sample, in seconds.
@@ -254,14 +219,19 @@ async fn redis_cache_hits(
     Ok(samples)
 }
 
-/// ops/s of `tasks` concurrent get_or_set loops for `cfg.gos_duration`: hot keys (cached)
-/// except one call in `cfg.gos_fresh_every`, which asks for a key never seen.
+/// ops/s and L1 hit ratio of `tasks` concurrent get_or_set loops for `cfg.gos_duration`: hot
+/// keys (cached) except one call in `fresh_every`, which asks for a key never seen.
 async fn get_or_set_rate(
     cfg: &Config,
     cache: &HybridCache,
-    skip_l1: bool,
+    workload: Workload<'_>,
     round: usize,
 ) -> (f64, f64) {
+    let Workload {
+        label,
+        skip_l1,
+        fresh_every,
+    } = workload;
     let hot: Arc<Vec<String>> = Arc::new(
         (0..cfg.gos_hot_keys)
             .map(|i| format!("gos:hot:{i}"))
@@ -274,7 +244,7 @@ async fn get_or_set_rate(
     let tasks: Vec<_> = (0..cfg.gos_tasks)
         .map(|task| {
             let (cache, hot, options) = (cache.clone(), hot.clone(), options.clone());
-            let fresh_every = cfg.gos_fresh_every;
+            let label = label.to_string();
             tokio::spawn(async move {
                 let mut rng = SplitMix64::new((round * 1000 + task) as u64);
                 let mut ops: u64 = 0;
@@ -283,7 +253,7 @@ async fn get_or_set_rate(
                         ops += 1;
                         let fresh;
                         let key: &str = if ops % fresh_every == 0 {
-                            fresh = format!("gos:fresh:{skip_l1}:{round}:{task}:{ops}");
+                            fresh = format!("gos:fresh:{label}:{skip_l1}:{round}:{task}:{ops}");
                             &fresh
                         } else {
                             &hot[rng.below(hot.len() as u64) as usize]
@@ -510,7 +480,12 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
             }
             let modes = if round % 2 == 0 { [false, true] } else { [true, false] };
             for skip_l1 in modes {
-                let (rate, hits) = get_or_set_rate(cfg, &c, skip_l1, round).await;
+                let workload = Workload {
+                    label: "hot",
+                    skip_l1,
+                    fresh_every: cfg.gos_fresh_every,
+                };
+                let (rate, hits) = get_or_set_rate(cfg, &c, workload, round).await;
                 say!(
                     "{r}: get_or_set {} {} ops/s (L1 hits {:.1}%)",
                     if skip_l1 { "without L1" } else { "with L1   " },
@@ -535,11 +510,14 @@ pub fn client_side(cfg: &Config, module: &Path, report: &mut Report) {
             }
 
             {
-                let racy = racy_handle(&server).await;
+                let racy = handle_with(&server, true).await;
                 let order: [bool; 2] = if round % 2 == 0 { [true, false] } else { [false, true] };
                 for conditional in order {
                     let (cache, label) = if conditional { (&c, "conditional") } else { (&racy, "unconditional") };
-                    let rate = miss_rate(cfg, cache, label, round).await;
+                    let refused = cache.stats().fills_refused;
+                    let workload = Workload { label, skip_l1: false, fresh_every: 1 };
+                    let (rate, _) = get_or_set_rate(cfg, cache, workload, round).await;
+                    assert_eq!(cache.stats().fills_refused, refused, "{label}: fills of keys nobody else touches were refused");
                     say!("{r}: get_or_set misses only, {label} fills: {} ops/s", thousands(rate));
                     if conditional { miss_conditional.push(rate) } else { miss_racy.push(rate) }
                 }

@@ -67,6 +67,7 @@ mod local_tier;
 mod nodes;
 mod options;
 mod outbox;
+mod random;
 mod server_check;
 mod stampede_lock;
 mod stats;

@@ -250,16 +250,8 @@ impl EntryOptions {
     pub(crate) fn jitter_extra(&self) -> Duration {
         match self.jitter {
             Some(max) if !max.is_zero() => {
-                use std::hash::{BuildHasher, Hasher};
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u128(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos())
-                        .unwrap_or_default(),
-                );
                 let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-                Duration::from_nanos(h.finish() % nanos)
+                Duration::from_nanos(crate::random::random_u64() % nanos)
             }
             _ => Duration::ZERO,
         }

@@ -29,15 +29,7 @@ pub(crate) fn lock_key(key: &str) -> String {
 
 /// A random token, so that only the holder releases a lock.
 fn lock_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    format!("{:016x}", h.finish())
+    format!("{:016x}", crate::random::random_u64())
 }
 
 impl HybridCache {
