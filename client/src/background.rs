@@ -8,6 +8,7 @@ use crate::factory::{FactoryContext, FactoryOutput, Outcome};
 use crate::factory_outcome::Stale;
 use crate::fill::FillBasis;
 use crate::l1::L1Entry;
+use crate::l2::{LeaseOnHit, Leased};
 use crate::options::EntryOptions;
 use crate::stats::bump;
 use serde::{de::DeserializeOwned, Serialize};
@@ -189,8 +190,15 @@ impl HybridCache {
                 let Some(cache) = background.cache() else {
                     return;
                 };
-                match cache.redis().fetch_leased(&background.key).await {
-                    Ok(leased) => Some(leased.lease),
+                match cache
+                    .redis()
+                    .fetch_leased(&background.key, LeaseOnHit::Wanted)
+                    .await
+                {
+                    Ok(Leased {
+                        lease: Some(lease), ..
+                    }) => Some(lease),
+                    Ok(Leased { lease: None, .. }) => return,
                     Err(e) => {
                         // Its value could not be stored: the refresh would be wasted.
                         tracing::debug!(error = %e, key = background.key, "eager refresh skipped: no lease");

@@ -39,8 +39,7 @@ impl HybridCache {
     /// [`factory_hard_timeout`](EntryOptions::factory_hard_timeout) it can finish in the
     /// background. A factory error fails the call unless fail-safe keeps a stale value.
     /// When Redis cannot be reached, a stale value (fail-safe) is served if there is one,
-    /// else the factory runs and its value is returned (and queued for Redis with
-    /// auto-recovery).
+    /// else the factory runs and its value is returned, not cached (no lease).
     pub async fn get_or_set<T, F, Fut, E>(
         &self,
         key: &str,
@@ -157,7 +156,7 @@ impl HybridCache {
             match self.read_l2_leased::<T>(key, &options).await {
                 Ok((Some(found), _)) => return Ok(found),
                 Ok((None, lease)) => {
-                    basis.lease = Some(lease);
+                    basis.lease = lease;
                     if let Some(wait) = options.distributed_lock {
                         match self.lock_or_wait::<T>(key, wait, &options).await {
                             Locked::Found(found) => return Ok(found),

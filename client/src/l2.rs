@@ -29,7 +29,8 @@ pub(crate) struct Fetched {
 /// `HC.FETCH key LEASE`: the entry if there is one, and the lease a fill of the key needs.
 pub(crate) struct Leased {
     pub(crate) found: Option<Fetched>,
-    pub(crate) lease: Lease,
+    /// Given on a miss, and on a hit when asked for (`LEASE ALWAYS`).
+    pub(crate) lease: Option<Lease>,
 }
 
 /// A value Redis stored.
@@ -51,7 +52,22 @@ pub(crate) enum Filled {
 }
 
 type FetchReply = Option<(Vec<u8>, Vec<String>, i64, String, u64)>;
-type LeasedReply = (Option<Vec<u8>>, Vec<String>, i64, String, u64, Vec<u8>);
+type LeasedReply = (
+    Option<Vec<u8>>,
+    Vec<String>,
+    i64,
+    String,
+    u64,
+    Option<Vec<u8>>,
+);
+
+/// Whether a read with a lease also wants one when the key is there (a refresh), or only
+/// when it misses (a fill of a missing key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseOnHit {
+    NotWanted,
+    Wanted,
+}
 
 /// `sent_at` plus a `pttl` reply (negative: no expiry or no key).
 fn deadline(sent_at: Instant, pttl: i64) -> Option<Instant> {
@@ -242,22 +258,21 @@ impl L2 {
 
     /// `HC.FETCH key LEASE`: the entry (a key of another type reads as missing) and a lease
     /// for a fill computed from now on.
-    pub(crate) async fn fetch_leased(&self, key: &str) -> Result<Leased> {
+    pub(crate) async fn fetch_leased(&self, key: &str, on_hit: LeaseOnHit) -> Result<Leased> {
         if self.unconditional_fills {
             let found = self.fetch(key).await?;
             return Ok(Leased {
                 found,
-                lease: Lease::new(Vec::new()),
+                lease: Some(Lease::new(Vec::new())),
             });
         }
         let sent_at = Instant::now();
-        let (value, tags, pttl, origin, version, lease): LeasedReply = self
-            .query(
-                redis::cmd(command::FETCH)
-                    .arg(key)
-                    .arg(command::option::LEASE),
-            )
-            .await?;
+        let mut cmd = redis::cmd(command::FETCH);
+        cmd.arg(key).arg(command::option::LEASE);
+        if on_hit == LeaseOnHit::Wanted {
+            cmd.arg(command::option::ALWAYS);
+        }
+        let (value, tags, pttl, origin, version, lease): LeasedReply = self.query(&cmd).await?;
         Ok(Leased {
             found: value.map(|value| Fetched {
                 value,
@@ -266,7 +281,7 @@ impl L2 {
                 origin: origin.into(),
                 version,
             }),
-            lease: Lease::new(lease),
+            lease: lease.map(Lease::new),
         })
     }
 
@@ -281,10 +296,13 @@ impl L2 {
     ) -> Result<Option<Written>> {
         let mut cmd = redis::cmd(command::SET);
         cmd.arg(key).arg(value);
-        if let Some(ttl) = ttl {
+        // Whole milliseconds, as Redis keeps them; the L1 deadline below uses the same
+        // figure, so that a copy never outlives the entry by the dropped fraction.
+        let ttl = ttl.map(|ttl| {
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             cmd.arg(command::option::PX).arg(ms);
-        }
+            Duration::from_millis(ms)
+        });
         if let Some(lease) = lease {
             cmd.arg(command::option::LEASE).arg(lease.token());
         }

@@ -60,10 +60,7 @@ impl HybridCache {
                             let _ = self.redis().unlock(&lock, &token).await;
                             Locked::Found(found)
                         }
-                        Ok((None, lease)) => Locked::Held {
-                            token,
-                            lease: Some(lease),
-                        },
+                        Ok((None, lease)) => Locked::Held { token, lease },
                         Err(_) => Locked::Held { token, lease: None },
                     };
                 }

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::events::CacheEvent;
 use crate::fill::{self, FillBasis, FillWrite, L1AfterFill, Lease, Route};
 use crate::l1_admission::Admission;
-use crate::l2::{Fetched, Filled, Leased};
+use crate::l2::{Fetched, Filled, LeaseOnHit, Leased};
 use crate::options::EntryOptions;
 use crate::outbox::{Pending, Pushed};
 use crate::stats::bump;
@@ -44,12 +44,15 @@ impl HybridCache {
         &self,
         key: &str,
         options: &EntryOptions,
-    ) -> Result<(Option<Arc<T>>, Lease)>
+    ) -> Result<(Option<Arc<T>>, Option<Lease>)>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let mark = self.tier().log().mark();
-        let Leased { found, lease } = self.redis().fetch_leased(key).await?;
+        let Leased { found, lease } = self
+            .redis()
+            .fetch_leased(key, LeaseOnHit::NotWanted)
+            .await?;
         let found = self.take_fetched(key, found, options, mark).await?;
         Ok((found, lease))
     }

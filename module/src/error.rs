@@ -20,7 +20,7 @@ pub enum CommandError {
     InvalidExpire(&'static str),
     #[error("EX, PX, EXAT, PXAT and KEEPTTL are mutually exclusive")]
     ExpiryConflict,
-    #[error("syntax error, unknown option '{0}' (expected LEASE)")]
+    #[error("syntax error, unknown option '{0}' (expected LEASE or LEASE ALWAYS)")]
     UnknownFetchOption(String),
     #[error("syntax error, {0} given twice")]
     RepeatedOption(&'static str),

@@ -27,6 +27,9 @@ pub(crate) enum KeyspaceChange<'a> {
     /// The key was written, deleted, expired, evicted, renamed, moved, copied over, its TTL
     /// changed, or touched by any command.
     Key { db: i32, key: &'a [u8] },
+    /// `DEL`/`UNLINK` named the key, in a database the caller does not know: it may have
+    /// existed in none.
+    KeyInEveryDb { key: &'a [u8] },
     /// An entry `HC.DELTAG` had already logically deleted left the keyspace without a
     /// command touching it (the removal timer). The change happened at the tag removal:
     /// leases taken before it end, leases taken since (reads that saw the key missing) stay.
@@ -217,6 +220,14 @@ impl FillLeases {
             KeyspaceChange::Key { db, key } => {
                 if self.leases.len > 0 {
                     self.leases.remove(db, key);
+                }
+            }
+            KeyspaceChange::KeyInEveryDb { key } => {
+                if self.leases.len > 0 {
+                    let dbs: Vec<i32> = self.leases.by_db.keys().copied().collect();
+                    for db in dbs {
+                        self.leases.remove(db, key);
+                    }
                 }
             }
             KeyspaceChange::LogicallyDeletedKeyRemoved { db, key, tags } => {
@@ -420,6 +431,18 @@ mod tests {
         assert!(q > p);
         assert_eq!(t.check(0, b"k", p, NO_TAGS), Changed);
         assert_eq!(t.check(0, b"k", q, NO_TAGS), Accept);
+    }
+
+    #[test]
+    fn a_key_changed_in_an_unknown_database_ends_its_leases_in_all() {
+        let mut t = table();
+        let p0 = t.lease(0, b"k");
+        let p3 = t.lease(3, b"k");
+        let other = t.lease(0, b"j");
+        t.record(KeyspaceChange::KeyInEveryDb { key: b"k" });
+        assert_eq!(t.check(0, b"k", p0, NO_TAGS), Changed);
+        assert_eq!(t.check(3, b"k", p3, NO_TAGS), Changed);
+        assert_eq!(t.check(0, b"j", other, NO_TAGS), Accept);
     }
 
     #[test]

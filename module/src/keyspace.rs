@@ -25,7 +25,7 @@ pub fn selected_db(ctx: &Context) -> i32 {
 /// database is indexed.
 pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
     let db = selected_db(ctx);
-    if !removal::is_announcing_removal() {
+    if !removal::is_announcing_removal(event, db, key) {
         record_change(KeyspaceChange::Key { db, key });
     }
     if !kind.contains(NotifyEvent::GENERIC) {

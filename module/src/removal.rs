@@ -10,6 +10,7 @@ use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Work per timer run: keys taken at a time, and the time after which a run yields.
@@ -21,13 +22,21 @@ const IDLE_PERIOD_MS: i64 = 100;
 
 static ARMED: AtomicBool = AtomicBool::new(false);
 
-/// Set while the timer sends the `del` notification of a key it removed.
-static ANNOUNCING: AtomicBool = AtomicBool::new(false);
+/// The key whose `del` notification the timer is sending, while it sends it.
+static ANNOUNCING: Mutex<Option<(i32, Vec<u8>)>> = Mutex::new(None);
 
-/// Whether the keyspace notification being delivered is the timer's own `del` for a key
-/// HC.DELTAG had logically deleted: a change made at the tag removal, not now.
-pub fn is_announcing_removal() -> bool {
-    ANNOUNCING.load(Ordering::Relaxed)
+fn announcing() -> MutexGuard<'static, Option<(i32, Vec<u8>)>> {
+    ANNOUNCING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether this keyspace notification is the timer's own `del` of a key HC.DELTAG had
+/// logically deleted: a change made at the tag removal, not now (anything else delivered
+/// meanwhile, such as another module's reaction to it, is a change as usual).
+pub fn is_announcing_removal(event: &str, db: i32, key: &[u8]) -> bool {
+    event == "del"
+        && announcing()
+            .as_ref()
+            .is_some_and(|(d, k)| *d == db && k.as_slice() == key)
 }
 
 /// Makes sure a removal run is scheduled if anything is queued.
@@ -122,9 +131,9 @@ fn remove_if_gone(ctx: &Context, db: i32, key: &[u8]) {
     if deleted {
         // unlink2 has told the fill leases what this removal changes; the notification
         // must not count as a change of its own (see `is_announcing_removal`).
-        ANNOUNCING.store(true, Ordering::Relaxed);
+        *announcing() = Some((db, key.to_vec()));
         ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
-        ANNOUNCING.store(false, Ordering::Relaxed);
+        *announcing() = None;
         ctx.replicate("DEL", &[&name]);
     }
 }

@@ -65,9 +65,10 @@ impl<'a> SetOptions<'a> {
         let mut lease: Option<&[u8]> = None;
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
-            let name = arg.to_ascii_uppercase();
+            let mut buf = [0u8; KEYWORD_MAX];
+            let name = uppercase_keyword(arg, &mut buf);
             let timed = |unit: i64, absolute: bool, rest: &mut std::slice::Iter<&[u8]>| {
-                let keyword = keyword_of(&name);
+                let keyword = keyword_of(name);
                 let raw = rest.next().ok_or(CommandError::MissingValue(keyword))?;
                 let n = parse_i64(raw)?;
                 if n <= 0 {
@@ -82,7 +83,7 @@ impl<'a> SetOptions<'a> {
                     Expiry::In(ms)
                 })
             };
-            let new_expiry = match name.as_slice() {
+            let new_expiry = match name {
                 b"EX" => Some(timed(1000, false, &mut rest)?),
                 b"PX" => Some(timed(1, false, &mut rest)?),
                 b"EXAT" => Some(timed(1000, true, &mut rest)?),
@@ -96,18 +97,18 @@ impl<'a> SetOptions<'a> {
                 }
                 continue;
             }
-            if name.as_slice() == b"GETVERSION" {
+            if name == b"GETVERSION" {
                 get_version = true;
                 continue;
             }
-            if name.as_slice() == b"LEASE" {
+            if name == b"LEASE" {
                 let token = rest.next().ok_or(CommandError::MissingValue("LEASE"))?;
                 if lease.replace(token).is_some() {
                     return Err(CommandError::RepeatedOption("LEASE"));
                 }
                 continue;
             }
-            let new_condition = match name.as_slice() {
+            let new_condition = match name {
                 b"NX" => Condition::IfAbsent,
                 b"XX" => Condition::IfPresent,
                 b"TAGS" => {
@@ -140,6 +141,22 @@ impl<'a> SetOptions<'a> {
             get_version,
             lease,
         })
+    }
+}
+
+/// Longer than any option keyword.
+const KEYWORD_MAX: usize = 16;
+
+/// `arg` in upper case, in `buf` (no allocation per option); empty when it is too long to
+/// be a keyword.
+fn uppercase_keyword<'b>(arg: &[u8], buf: &'b mut [u8; KEYWORD_MAX]) -> &'b [u8] {
+    match buf.get_mut(..arg.len()) {
+        Some(upper) => {
+            upper.copy_from_slice(arg);
+            upper.make_ascii_uppercase();
+            upper
+        }
+        None => &[],
     }
 }
 

@@ -5,7 +5,7 @@
 //! | `HC.SET key value [EX s \| PX ms \| EXAT unix-s \| PXAT unix-ms \| KEEPTTL] [NX \| XX] [LEASE token] [GETVERSION] [TAGS tag ...]` | `OK`, or nil when NX/XX or the LEASE condition prevented the write; with GETVERSION `[origin, version]` instead of `OK` |
 //! | `HC.GET key` | value or nil; `WRONGTYPE` for a key the module does not own |
 //! | `HC.MGET key [key ...]` | array of values/nils |
-//! | `HC.FETCH key [LEASE]` | nil, or `[value, [tag ...], pttl, origin, version]` (pttl -1: no expiry); with LEASE always `[value or nil, [tag ...], pttl, origin, version, lease]` |
+//! | `HC.FETCH key [LEASE [ALWAYS]]` | nil, or `[value, [tag ...], pttl, origin, version]` (pttl -1: no expiry); with LEASE always `[value or nil, [tag ...], pttl, origin, version, lease or nil]` (a lease on a miss; with ALWAYS on a hit too) |
 //! | `HC.HELLO` | `["module", name, "version", "x.y.z", "events", format version, "leases", 1, "channel", channel, "origin", origin]` |
 //! | `HC.DEL key [key ...]` | number of keys removed |
 //! | `HC.DELTAG tag [tag ...]` | number of keys removed |
@@ -20,7 +20,7 @@ pub const SET: &str = "HC.SET";
 pub const GET: &str = "HC.GET";
 /// `HC.MGET key [key ...]`
 pub const MGET: &str = "HC.MGET";
-/// `HC.FETCH key [LEASE]`: everything a client cache needs in one round trip.
+/// `HC.FETCH key [LEASE [ALWAYS]]`: everything a client cache needs in one round trip.
 ///
 /// Reply: nil when the key is missing, else an array `[value, [tag ...], pttl, origin,
 /// version]`: `pttl` is the remaining time to live in milliseconds (-1 without expiry),
@@ -33,7 +33,9 @@ pub const MGET: &str = "HC.MGET";
 /// origin, version, lease]`. On a miss (and for a key of another type, which a fill may
 /// replace) `value` is nil, the tags empty, `pttl` -2 and `version` 0. `lease` is an opaque
 /// token (a bulk string): pass it to `HC.SET ... LEASE <lease>` to write a value computed
-/// after this read only if nothing changed the key since (see [`option::LEASE`]).
+/// after this read only if nothing changed the key since (see [`option::LEASE`]). On a hit
+/// `lease` is nil, unless [`option::ALWAYS`] follows `LEASE` (a refresh of an entry that
+/// is still there): leases are kept for the reads that fills follow, not for every read.
 pub const FETCH: &str = "HC.FETCH";
 /// `HC.DEL key [key ...]`
 pub const DEL: &str = "HC.DEL";
@@ -94,6 +96,8 @@ pub mod option {
     /// published. A token the server no longer tracks (more leases than
     /// `hybridcache.fill-leases`) is refused too.
     pub const LEASE: &str = "LEASE";
+    /// `HC.FETCH key LEASE ALWAYS`: a lease on a hit too (for a refresh).
+    pub const ALWAYS: &str = "ALWAYS";
     /// Everything after this keyword is a tag; it comes last.
     pub const TAGS: &str = "TAGS";
 }

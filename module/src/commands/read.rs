@@ -43,28 +43,41 @@ pub fn hc_mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     Ok(REPLIED)
 }
 
+/// When `HC.FETCH` gives a fill lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseWanted {
+    Never,
+    /// `LEASE`: when the key misses, for the fill that follows.
+    OnMiss,
+    /// `LEASE ALWAYS`: also on a hit, for a refresh of the entry.
+    Always,
+}
+
 /// `[value, [tag ...], pttl, origin, version]` or nil: what a client cache needs to keep
 /// the value, drop it on the right events, and never outlive the Redis entry. With LEASE,
-/// always `[value or nil, [tag ...], pttl, origin, version, lease]`.
+/// always `[value or nil, [tag ...], pttl, origin, version, lease or nil]`.
 pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let (name, with_lease) = match args.as_slice() {
-        [_, name] => (name, false),
-        [_, name, option]
-            if option
-                .as_slice()
-                .eq_ignore_ascii_case(option::LEASE.as_bytes()) =>
-        {
-            (name, true)
+    let is = |arg: &RedisString, word: &str| arg.as_slice().eq_ignore_ascii_case(word.as_bytes());
+    let (name, wanted) = match args.as_slice() {
+        [_, name] => (name, LeaseWanted::Never),
+        [_, name, lease] if is(lease, option::LEASE) => (name, LeaseWanted::OnMiss),
+        [_, name, lease, always] if is(lease, option::LEASE) && is(always, option::ALWAYS) => {
+            (name, LeaseWanted::Always)
         }
-        [_, _, option] => return Err(CommandError::unknown_fetch_option(option.as_slice()).into()),
+        [_, _, unknown] | [_, _, _, unknown] => {
+            return Err(CommandError::unknown_fetch_option(unknown.as_slice()).into())
+        }
         _ => return Err(RedisError::WrongArity),
     };
+    let with_lease = wanted != LeaseWanted::Never;
     let db = selected_db(ctx);
     let key = KeyHandle::open(ctx.get_raw(), name.inner, false);
     if with_lease {
         // A key of another type reads as a miss: the fill may replace it, as HC.SET would.
         let entry = key.as_ref().and_then(|k| k.live_entry(db).ok().flatten());
-        let token = lease::issue(db, name.as_slice());
+        // A lease on every hit would fill the table with reads nobody follows with a fill.
+        let token = (entry.is_none() || wanted == LeaseWanted::Always)
+            .then(|| lease::issue(db, name.as_slice()));
         match (&key, entry) {
             (Some(key), Some(entry)) => reply_entry(ctx, key, entry, 6),
             _ => {
@@ -77,7 +90,10 @@ pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 raw::reply_with_long_long(ctx.get_raw(), 0);
             }
         }
-        reply_bytes(ctx, token.as_bytes());
+        match token {
+            Some(token) => reply_bytes(ctx, token.as_bytes()),
+            None => reply_null(ctx),
+        }
         return Ok(REPLIED);
     }
     let Some(key) = key else {

@@ -26,18 +26,27 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
     let raw_ctx = ctx.get_raw();
     let db = selected_db(ctx);
-    if let Some(token) = options.lease {
-        // A fill computed from a read the server has seen overtaken: refused, and nothing
-        // is written, replicated or announced.
-        if !lease::fill_allowed(raw_ctx, db, name, token, &options.tags) {
-            return Ok(RedisValue::Null);
-        }
-    }
+    let key_changed = || {
+        record_change(KeyspaceChange::Key {
+            db,
+            key: name.as_slice(),
+        })
+    };
     if options.condition != Condition::Always {
         // Looked at before opening for writing, so that a refused write does not touch a
         // WATCH on the key.
         let exists = KeyHandle::open(raw_ctx, name.inner, false).is_some_and(|k| k.holds_live(db));
         if exists == (options.condition == Condition::IfAbsent) {
+            // Nothing written, but a writer meant to change the key (XX on a missing key is
+            // a write-through of a new value): fills read before it are refused.
+            key_changed();
+            return Ok(RedisValue::Null);
+        }
+    }
+    if let Some(token) = options.lease {
+        // A fill computed from a read the server has seen overtaken: refused, and nothing
+        // is written, replicated or announced.
+        if !lease::fill_allowed(raw_ctx, db, name, token, &options.tags) {
             return Ok(RedisValue::Null);
         }
     }
@@ -51,6 +60,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if deadline.is_some_and(|at| at <= now) {
         // Written already expired (EXAT/PXAT in the past): like SET, the key is deleted.
         if !exists {
+            key_changed();
             return Ok(success(ctx, &options, 0));
         }
         {
