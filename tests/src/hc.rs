@@ -225,7 +225,18 @@ pub fn fill_past_maxmemory(con: &mut Connection) -> Vec<String> {
     written
 }
 
-/// The reply of `HC.FETCH key LEASE`: always six fields, the last one the lease token.
+/// Whether `HC.FETCH key LEASE` also asks for a lease when the key is there (`LEASE ALWAYS`,
+/// as before a refresh), or only when it misses (`LEASE`, as before a fill of a miss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOnHit {
+    /// `LEASE`: a token on a miss (or a key of another type), nil on a hit.
+    NotWanted,
+    /// `LEASE ALWAYS`: a token either way.
+    Wanted,
+}
+
+/// The reply of `HC.FETCH key LEASE [ALWAYS]`: always six fields, the last one the lease
+/// token (nil on a hit without `ALWAYS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasedRead {
     /// The value, `None` on a miss (or a key of another type).
@@ -238,31 +249,55 @@ pub struct LeasedRead {
     pub origin: String,
     /// The value's version; 0 on a miss.
     pub version: i64,
-    /// The lease token to pass to `HC.SET ... LEASE`.
-    pub lease: String,
+    /// The lease token to pass to `HC.SET ... LEASE`; `None` on a hit without `ALWAYS`.
+    pub lease: Option<String>,
 }
 
-/// `HC.FETCH key LEASE`, parsed.
+impl LeasedRead {
+    /// The lease token.
+    ///
+    /// # Panics
+    /// When the read gave none (a hit without `ALWAYS`).
+    pub fn token(&self) -> &str {
+        self.lease
+            .as_deref()
+            .unwrap_or_else(|| panic!("the leased read gave no token: {self:?}"))
+    }
+}
+
+/// `HC.FETCH key LEASE` (`on_hit` [`LeaseOnHit::NotWanted`]) or `HC.FETCH key LEASE ALWAYS`,
+/// parsed; checks that a token came exactly when the contract gives one (on a miss, and on a
+/// hit only with `ALWAYS`).
 ///
 /// # Panics
 /// When the reply is not a six-array of the documented form.
-pub fn fetch_leased<K: ToRedisArgs>(con: &mut Connection, key: K) -> LeasedRead {
-    let reply: Value = query(
-        con,
-        redis::cmd(command::FETCH)
-            .arg(key)
-            .arg(command::option::LEASE),
+pub fn fetch_leased<K: ToRedisArgs>(
+    con: &mut Connection,
+    key: K,
+    on_hit: LeaseOnHit,
+) -> LeasedRead {
+    let mut cmd = redis::cmd(command::FETCH);
+    cmd.arg(key).arg(command::option::LEASE);
+    if on_hit == LeaseOnHit::Wanted {
+        cmd.arg(command::option::ALWAYS);
+    }
+    let reply: Value = query(con, &cmd);
+    let shown = || String::from_utf8_lossy(&cmd.get_packed_command()).replace("\r\n", " ");
+    let read =
+        parse_leased_read(&reply).unwrap_or_else(|| panic!("{} answered {reply:?}", shown()));
+    let token_expected = read.value.is_none() || on_hit == LeaseOnHit::Wanted;
+    assert_eq!(
+        read.lease.is_some(),
+        token_expected,
+        "{} answered {reply:?}: a token on a miss, and on a hit only with {}",
+        shown(),
+        command::option::ALWAYS
     );
-    parse_leased_read(&reply).unwrap_or_else(|| {
-        panic!(
-            "{} ... {} answered {reply:?}",
-            command::FETCH,
-            command::option::LEASE
-        )
-    })
+    read
 }
 
-/// `reply` as the reply of `HC.FETCH key LEASE`, or `None` when it does not have that form.
+/// `reply` as the reply of `HC.FETCH key LEASE [ALWAYS]`, or `None` when it does not have
+/// that form (the lease may be nil; whether it should be is the caller's to judge).
 pub fn parse_leased_read(reply: &Value) -> Option<LeasedRead> {
     let Value::Array(items) = reply else {
         return None;
@@ -290,8 +325,10 @@ pub fn parse_leased_read(reply: &Value) -> Option<LeasedRead> {
     else {
         return None;
     };
-    let Value::BulkString(lease) = lease else {
-        return None;
+    let lease = match lease {
+        Value::Nil => None,
+        Value::BulkString(lease) => Some(String::from_utf8(lease.clone()).ok()?),
+        _ => return None,
     };
     Some(LeasedRead {
         value,
@@ -299,13 +336,15 @@ pub fn parse_leased_read(reply: &Value) -> Option<LeasedRead> {
         pttl: *pttl,
         origin: String::from_utf8(origin.clone()).ok()?,
         version: *version,
-        lease: String::from_utf8(lease.clone()).ok()?,
+        lease,
     })
 }
 
-/// `HC.FETCH key LEASE`: the lease token only.
+/// `HC.FETCH key LEASE ALWAYS`: the lease token only, whether or not the key exists.
 pub fn fetch_lease<K: ToRedisArgs>(con: &mut Connection, key: K) -> String {
-    fetch_leased(con, key).lease
+    fetch_leased(con, key, LeaseOnHit::Wanted)
+        .token()
+        .to_string()
 }
 
 /// `HC.SET key value <options...> LEASE token [TAGS tag ...]`: true when the write was

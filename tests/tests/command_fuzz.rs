@@ -19,7 +19,8 @@
 //!   that reach the keys while their removal is still pending; the count must be exact;
 //! - single commands, pipelines and `MULTI`/`EXEC`/`DISCARD` blocks, on two connections: an
 //!   admin one and one of a user restricted to some key patterns (so `NOPERM` paths run);
-//! - fill leases: `HC.FETCH key LEASE` (and misspelled options), `HC.SET ... LEASE <token>`
+//! - fill leases: `HC.FETCH key LEASE` and `HC.FETCH key LEASE ALWAYS` (and misspelled,
+//!   reordered or extra options), `HC.SET ... LEASE <token>`
 //!   with tokens the server gave (fresh, stale, for another key or database), tokens of
 //!   another origin, forged positions and garbage, `LEASE` without a token or twice;
 //!   `HC.HELLO` with and without extra arguments.
@@ -28,24 +29,32 @@
 //! reply is well-formed RESP, and every error reply starts with an uppercase error code
 //! (`ERR`, `WRONGTYPE`, `NOPERM`, `EXECABORT`, `BUSYKEY`, ...) and holds no control
 //! character (replies of the module's commands: printable ASCII only); `MULTI` blocks answer
-//! as Redis specifies; `HC.FETCH ... LEASE` answers six well-formed fields (a miss is
-//! `[nil, [], -2, origin, 0, token]`), `HC.HELLO` names this server's origin. Every ~2 s and
-//! at the end, `HC.CHECK` reports no problem.
+//! as Redis specifies; `HC.FETCH ... LEASE [ALWAYS]` answers six well-formed fields (a miss is
+//! `[nil, [], -2, origin, 0, token]`; a hit ends in a token with `ALWAYS`, in nil without),
+//! any other word after the key is a syntax error and one word too many an arity error;
+//! `HC.HELLO` names this server's origin. Every ~2 s and at the end, `HC.CHECK` reports no
+//! problem.
 //!
 //! A shadow model runs alongside on its own connection in database 0: well-formed `HC.SET`
 //! (no expiry; NX/XX/GETVERSION sometimes), `HC.DEL` and `HC.DELTAG` over keys `model:*` and
 //! tags `mtag:*`, which the random part never generates (it never flushes or swaps database
-//! 0 either), plus `HC.FETCH ... LEASE` and fills `HC.SET ... LEASE <token>`. Each model
-//! reply is checked against the model (OK or nil, exact counts, the entry read), and at
-//! every check `HC.GET`/`HC.TAGS`/`HC.TAGKEYS`/`HC.TAGCARD` must agree with it.
+//! 0 either), plus `HC.FETCH ... LEASE [ALWAYS]`, fills `HC.SET ... LEASE <token>`, and raw
+//! `DEL`/`UNLINK` of model keys (alone, in `MULTI`/`EXEC`, from a Lua script, or in another
+//! database). Each model reply is checked against the model (OK or nil, exact counts, the
+//! entry read, a token exactly when one is due), and at every check
+//! `HC.GET`/`HC.TAGS`/`HC.TAGKEYS`/`HC.TAGCARD` must agree with it.
 //!
 //! The model decides each fill exactly ([`LeaseModel`]): a token is a position in the
-//! server's history, and a fill with it is accepted iff the key was read with `LEASE` at or
-//! before that position and has not changed since (any model write or delete of it, an
-//! accepted fill included), no tag named by the fill or carried by the stored entry was
-//! removed after it, and the random part did not reset the history after it (a successful
-//! `SWAPDB`, `FLUSHDB` or `DEBUG RELOAD` in any database); tokens of another origin and
-//! garbage are always refused. The one thing it cannot know is when the background removal deletes an entry `HC.DELTAG` removed (that
+//! server's history, and a fill with it is accepted iff a read of the key issued a lease (a
+//! miss with `LEASE`, or any read with `LEASE ALWAYS`; a hit without `ALWAYS` issues none) at
+//! or before that position and the key has not changed since (any model write or delete of
+//! it, an accepted fill included, `HC.SET` refused by NX/XX, `HC.DEL` and raw `DEL`/`UNLINK`
+//! of it even when missing, and a raw `DEL`/`UNLINK` of the same name in another database,
+//! which the module cannot tell apart), no tag named by the fill or carried by the stored
+//! entry was removed after it, and the random part did not reset the history after it (a
+//! successful `SWAPDB`, `FLUSHDB` or `DEBUG RELOAD` in any database); tokens of another
+//! origin and garbage are always refused. A fill that NX/XX blocks is nil whatever its
+//! token and is not counted as a fill. The one thing it cannot know is when the background removal deletes an entry `HC.DELTAG` removed (that
 //! delete is a change to the key): a lease taken on such a key before `HC.CHECK` reports no
 //! pending removal may be refused or not, and then the model only checks that a refused
 //! fill wrote nothing and an accepted one is read back. The lease table's bounds are raised
@@ -626,18 +635,50 @@ impl Gen {
             }
             47..=54 => {
                 w = vec![self.hc_name(command::FETCH)];
-                match self.below(10) {
-                    0..=4 => {
+                match self.below(12) {
+                    0..=3 => {
                         w.push(self.key());
                         w.push(self.random_case("LEASE"));
                     }
-                    5 => {
+                    4 | 5 => {
+                        w.push(self.key());
+                        w.push(self.random_case("LEASE"));
+                        w.push(self.random_case("ALWAYS"));
+                    }
+                    6 => {
                         w.push(self.key());
                         let option = *self.pick(&["LEASES", "LEAS", "", "LEASE\0", "TAGS", "NX"]);
                         w.push(option.as_bytes().to_vec());
                         if self.one_in(3) {
                             w.push(self.random_case("LEASE"));
                         }
+                    }
+                    7 | 8 => {
+                        // Two words after the key that are not `LEASE ALWAYS`, or that and a third.
+                        w.push(self.key());
+                        let (first, second) = *self.pick(&[
+                            ("ALWAYS", "LEASE"),
+                            ("LEASE", "ALWAYSS"),
+                            ("LEASE", "LEASE"),
+                            ("ALWAYS", "ALWAYS"),
+                            ("LEASE", "ALWAYS\0"),
+                            ("LEASE", ""),
+                            ("", "ALWAYS"),
+                            ("NX", "ALWAYS"),
+                        ]);
+                        if self.one_in(4) {
+                            // `LEASE ALWAYS` and one word too many.
+                            w.push(self.random_case("LEASE"));
+                            w.push(self.random_case("ALWAYS"));
+                            w.push(self.random_case(first));
+                        } else {
+                            w.push(self.random_case(first));
+                            w.push(self.random_case(second));
+                        }
+                    }
+                    9 => {
+                        w.push(self.key());
+                        w.push(self.random_case("ALWAYS"));
                     }
                     _ => w.extend(self.args(1, Gen::key).into_iter().take(3)),
                 }
@@ -931,6 +972,13 @@ struct LeaseModel {
     accepted: u64,
     refused: u64,
     either: u64,
+    /// Fills NX/XX blocked (nil, not counted as fills).
+    blocked: u64,
+    /// Leased reads of a hit without ALWAYS (no token, no lease).
+    hits_without_token: u64,
+    /// Raw DEL/UNLINK of model keys, and those of them run in another database.
+    raw_deletes: u64,
+    raw_deletes_elsewhere: u64,
 }
 
 impl LeaseModel {
@@ -1022,13 +1070,45 @@ impl LeaseModel {
     }
 }
 
-/// The token of a well-formed `HC.FETCH key LEASE` reply from the server of `origin`, or
-/// what is wrong with the reply.
-fn leased_read(reply: &Reply, origin: &[u8]) -> Result<Vec<u8>, String> {
+/// What the words of an `HC.FETCH` command ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetchForm {
+    /// `HC.FETCH key`.
+    Plain,
+    /// `HC.FETCH key LEASE`: a token on a miss, nil on a hit.
+    Lease,
+    /// `HC.FETCH key LEASE ALWAYS`: a token either way.
+    LeaseAlways,
+    /// One or two words after the key that are not these: a syntax error.
+    UnknownOption,
+    /// No key, or three words after it: an arity error.
+    WrongArity,
+}
+
+/// The form of `HC.FETCH` command `words` (any case).
+fn fetch_form(words: &[Vec<u8>]) -> FetchForm {
+    let is = |word: &Vec<u8>, option: &str| word.eq_ignore_ascii_case(option.as_bytes());
+    match words {
+        [_, _] => FetchForm::Plain,
+        [_, _, lease] if is(lease, command::option::LEASE) => FetchForm::Lease,
+        [_, _, lease, always]
+            if is(lease, command::option::LEASE) && is(always, command::option::ALWAYS) =>
+        {
+            FetchForm::LeaseAlways
+        }
+        [_, _, _] | [_, _, _, _] => FetchForm::UnknownOption,
+        _ => FetchForm::WrongArity,
+    }
+}
+
+/// The token (if any) of a well-formed `HC.FETCH key LEASE [ALWAYS]` reply from the server
+/// of `origin`, or what is wrong with the reply: a token on a miss, and on a hit only
+/// with `always`.
+fn leased_read(reply: &Reply, origin: &[u8], always: bool) -> Result<Option<Vec<u8>>, String> {
     let Reply::Array(Some(items)) = reply else {
         return Err(format!("HC.FETCH ... LEASE answered {reply:?}"));
     };
-    let [value, Reply::Array(Some(tags)), Reply::Int(pttl), Reply::Bulk(Some(from)), Reply::Int(version), Reply::Bulk(Some(token))] =
+    let [value, Reply::Array(Some(tags)), Reply::Int(pttl), Reply::Bulk(Some(from)), Reply::Int(version), Reply::Bulk(token)] =
         items.as_slice()
     else {
         return Err(format!("HC.FETCH ... LEASE answered {reply:?}"));
@@ -1036,12 +1116,14 @@ fn leased_read(reply: &Reply, origin: &[u8]) -> Result<Vec<u8>, String> {
     if from != origin {
         return Err(format!("HC.FETCH ... LEASE names origin {:?}", show(from)));
     }
-    let well_formed_token = token
-        .strip_prefix(origin)
-        .and_then(|rest| rest.strip_prefix(b":"))
-        .is_some_and(|digits| !digits.is_empty() && digits.iter().all(u8::is_ascii_digit));
-    if !well_formed_token {
-        return Err(format!("HC.FETCH ... LEASE gave token {:?}", show(token)));
+    if let Some(token) = token {
+        let well_formed_token = token
+            .strip_prefix(origin)
+            .and_then(|rest| rest.strip_prefix(b":"))
+            .is_some_and(|digits| !digits.is_empty() && digits.iter().all(u8::is_ascii_digit));
+        if !well_formed_token {
+            return Err(format!("HC.FETCH ... LEASE gave token {:?}", show(token)));
+        }
     }
     let shape_ok = match value {
         Reply::Bulk(None) => tags.is_empty() && *pttl == -2 && *version == 0,
@@ -1055,7 +1137,33 @@ fn leased_read(reply: &Reply, origin: &[u8]) -> Result<Vec<u8>, String> {
     if !shape_ok {
         return Err(format!("HC.FETCH ... LEASE answered {reply:?}"));
     }
+    let hit = matches!(value, Reply::Bulk(Some(_)));
+    if token.is_some() != (!hit || always) {
+        let form = if always { "LEASE ALWAYS" } else { "LEASE" };
+        return Err(format!(
+            "HC.FETCH ... {form} on a {} answered {reply:?}",
+            if hit { "hit" } else { "miss" }
+        ));
+    }
     Ok(token.clone())
+}
+
+/// What is wrong with `reply` to an `HC.FETCH` of `form` that must fail, if anything.
+fn fetch_error_problem(form: FetchForm, reply: &Reply) -> Option<String> {
+    let expected: &[u8] = match form {
+        FetchForm::UnknownOption => b"ERR syntax error, unknown option '",
+        FetchForm::WrongArity => b"ERR wrong number of arguments",
+        _ => return None,
+    };
+    match reply {
+        // A key outside the restricted user's patterns.
+        Reply::Error(text) if text.starts_with(b"NOPERM") => None,
+        Reply::Error(text) if text.starts_with(expected) => None,
+        _ => Some(format!(
+            "HC.FETCH of form {form:?} answered {reply:?}, not {:?}...",
+            show(expected)
+        )),
+    }
 }
 
 /// What is wrong with a reply to `HC.HELLO` from the server of `origin`, if anything.
@@ -1110,6 +1218,10 @@ struct Stats {
     transactions: u64,
     restores_ok: u64,
     checks: u64,
+    /// `HC.FETCH ... LEASE` hits, which answer no token.
+    leased_hits_without_token: u64,
+    /// Malformed `HC.FETCH` options refused.
+    fetch_errors: u64,
 }
 
 struct Fuzz {
@@ -1158,14 +1270,19 @@ impl Fuzz {
         }
         let name = cmd.words.first().map(|w| w.to_ascii_uppercase());
         // An error, or QUEUED inside MULTI: no result to check.
-        let no_result =
-            matches!(reply, Reply::Error(_)) || matches!(reply, Reply::Status(s) if s == b"QUEUED");
-        let leased_fetch = name.as_deref() == Some(command::FETCH.as_bytes())
-            && cmd.words.len() == 3
-            && cmd.words[2].eq_ignore_ascii_case(b"LEASE");
-        if leased_fetch && !no_result {
-            match leased_read(reply, &self.gen.origin) {
-                Ok(token) => {
+        let queued = matches!(reply, Reply::Status(s) if s == b"QUEUED");
+        let no_result = queued || matches!(reply, Reply::Error(_));
+        let fetch = (name.as_deref() == Some(command::FETCH.as_bytes()) && !queued)
+            .then(|| fetch_form(&cmd.words));
+        let leased = match fetch {
+            Some(FetchForm::Lease) => Some(false),
+            Some(FetchForm::LeaseAlways) => Some(true),
+            _ => None,
+        };
+        if let (Some(always), false) = (leased, no_result) {
+            match leased_read(reply, &self.gen.origin, always) {
+                Ok(None) => self.stats.leased_hits_without_token += 1,
+                Ok(Some(token)) => {
                     if self.gen.tokens.len() < KEPT_TOKENS {
                         self.gen.tokens.push(token);
                     } else {
@@ -1178,6 +1295,17 @@ impl Fuzz {
                     self.fail(&problem);
                 }
             }
+        }
+        if let Some(problem) = fetch.and_then(|form| fetch_error_problem(form, reply)) {
+            self.last = describe(&cmd.words);
+            self.fail(&problem);
+        }
+        if matches!(
+            fetch,
+            Some(FetchForm::UnknownOption | FetchForm::WrongArity)
+        ) && matches!(reply, Reply::Error(e) if e.starts_with(b"ERR"))
+        {
+            self.stats.fetch_errors += 1;
         }
         if name.as_deref() == Some(command::HELLO.as_bytes()) && cmd.words.len() == 1 && !no_result
         {
@@ -1533,13 +1661,30 @@ impl Fuzz {
         }
     }
 
+    /// `tenths` times in ten a model key among the last leased reads (when there are any),
+    /// so that changes meet live leases and fills meet the changes; else any model key.
+    fn model_key_read_lately(&mut self, tenths: u64) -> String {
+        let tokens = &self.model.leases.tokens;
+        let recent = &tokens[tokens.len().saturating_sub(8)..];
+        if !recent.is_empty() && self.gen.below(10) < tenths {
+            recent[self.gen.below(recent.len() as u64) as usize]
+                .2
+                .clone()
+        } else {
+            model_key(self.gen.below(MODEL_KEYS))
+        }
+    }
+
     /// One well-formed operation on the model's keys, its reply checked against the model.
     fn model_step(&mut self) {
         self.model.ops += 1;
         let kind = self.gen.below(100);
+        if (92..=96).contains(&kind) {
+            return self.model_raw_delete();
+        }
         let (w, expected): (Vec<Vec<u8>>, ModelOutcome) = match kind {
             0..=54 => {
-                let key = model_key(self.gen.below(MODEL_KEYS));
+                let key = self.model_key_read_lately(3);
                 let value = self.model_value();
                 let mut w = vec![
                     self.gen.hc_name(command::SET),
@@ -1567,24 +1712,20 @@ impl Fuzz {
             }
             55..=69 => {
                 let key = model_key(self.gen.below(MODEL_KEYS));
-                let w = vec![
+                let mut w = vec![
                     self.gen.hc_name(command::FETCH),
                     key.clone().into_bytes(),
                     self.gen.random_case("LEASE"),
                 ];
-                (w, ModelOutcome::Fetch { key })
+                let always = self.gen.one_in(3);
+                if always {
+                    w.push(self.gen.random_case("ALWAYS"));
+                }
+                (w, ModelOutcome::Fetch { key, always })
             }
-            70..=86 => {
+            70..=85 => {
                 // Mostly a key read lately, as a cache would fill it.
-                let recent = self.model.leases.tokens.len().saturating_sub(8);
-                let recent = &self.model.leases.tokens[recent..];
-                let key = if !recent.is_empty() && self.gen.below(10) < 7 {
-                    recent[self.gen.below(recent.len() as u64) as usize]
-                        .2
-                        .clone()
-                } else {
-                    model_key(self.gen.below(MODEL_KEYS))
-                };
+                let key = self.model_key_read_lately(7);
                 let value = self.model_value();
                 let mut w = vec![
                     self.gen.hc_name(command::SET),
@@ -1625,7 +1766,7 @@ impl Fuzz {
                     },
                 )
             }
-            87..=94 => {
+            86..=91 => {
                 let g = &mut self.gen;
                 let mut keys = BTreeSet::new();
                 for _ in 0..1 + g.below(3) {
@@ -1709,12 +1850,15 @@ impl Fuzz {
                 if applies {
                     self.model.entries.insert(key.clone(), entry);
                     self.model.leases.written(&key);
+                } else {
+                    // Refused by NX/XX: still a change of the key for its leases.
+                    self.model.leases.changed(&key);
                 }
                 ok
             }
-            ModelOutcome::Fetch { key } => {
+            ModelOutcome::Fetch { key, always } => {
                 // check_reply has checked the form and kept the token for the random part.
-                let token = match leased_read(&reply, &self.gen.origin) {
+                let token = match leased_read(&reply, &self.gen.origin, always) {
                     Ok(token) => token,
                     Err(problem) => {
                         self.last = describe(&w);
@@ -1731,7 +1875,12 @@ impl Fuzz {
                 let ok = items[0] == Reply::Bulk(expected.map(|e| e.value.clone()))
                     && sorted_texts(Some(items[1].clone())) == Some(want_tags)
                     && items[2] == Reply::Int(if expected.is_some() { -1 } else { -2 });
-                self.model.leases.leased(&key, token);
+                // A lease exists only where a token was given: a hit without ALWAYS
+                // leaves the key's lease as it was (absent or not).
+                match token {
+                    Some(token) => self.model.leases.leased(&key, token),
+                    None => self.model.leases.hits_without_token += 1,
+                }
                 ok
             }
             ModelOutcome::Fill {
@@ -1759,6 +1908,11 @@ impl Fuzz {
                     if verdict == Verdict::Either {
                         leases.either += 1;
                     }
+                } else {
+                    // Blocked by NX/XX before its token is looked at: not a fill, but a
+                    // change of the key all the same.
+                    leases.blocked += 1;
+                    leases.changed(&key);
                 }
                 if written == Some(true) {
                     self.model.entries.insert(key.clone(), entry);
@@ -1788,6 +1942,101 @@ impl Fuzz {
             self.last = describe(&w);
             self.fail(&format!(
                 "model command answered {reply:?}, not what the model expects"
+            ));
+        }
+    }
+
+    /// A raw `DEL`/`UNLINK` of one to three model keys: alone, in `MULTI`/`EXEC`, from a
+    /// Lua script (database 0), or in another database, where model keys never exist. Each
+    /// named key's lease ends, missing or not, and in database 0 even for a deletion run
+    /// in another one (the module's command filter does not know the database). A key
+    /// `HC.DELTAG` removed may still be in the keyspace, so the count may include it.
+    fn model_raw_delete(&mut self) {
+        let mut keys = BTreeSet::from([self.model_key_read_lately(7)]);
+        let g = &mut self.gen;
+        for _ in 0..g.below(3) {
+            keys.insert(model_key(g.below(MODEL_KEYS)));
+        }
+        let name = *g.pick(&["DEL", "UNLINK"]);
+        let mut delete = vec![g.random_case(name)];
+        delete.extend(keys.iter().map(|k| k.clone().into_bytes()));
+        let how = g.below(4);
+        let elsewhere = 1 + g.below(DBS - 1);
+        let batch: Vec<Vec<Vec<u8>>> = match how {
+            0 => vec![delete],
+            1 => vec![words(&["MULTI"]), delete, words(&["EXEC"])],
+            2 => {
+                let name = String::from_utf8_lossy(&delete[0]).into_owned();
+                let mut eval = words(&[
+                    "EVAL",
+                    &format!("return redis.call('{name}', unpack(KEYS))"),
+                    &keys.len().to_string(),
+                ]);
+                eval.extend(delete.into_iter().skip(1));
+                vec![eval]
+            }
+            _ => vec![
+                vec![b"SELECT".to_vec(), elsewhere.to_string().into_bytes()],
+                delete,
+                words(&["SELECT", "0"]),
+            ],
+        };
+        let refs: Vec<&[Vec<u8>]> = batch.iter().map(Vec::as_slice).collect();
+        self.stats.commands += refs.len() as u64;
+        let replies: Result<Vec<Reply>, String> = self
+            .model_con
+            .send(&refs)
+            .and_then(|()| (0..refs.len()).map(|_| self.model_con.read()).collect());
+        self.last = format!("{} (as {how})", describe(&batch[batch.len() / 2]));
+        let replies = match replies {
+            Ok(replies) => replies,
+            Err(e) => self.fail(&format!("model connection: no reply: {e}")),
+        };
+        for (words, reply) in batch.iter().zip(&replies) {
+            let cmd = Cmd {
+                words: words.clone(),
+                module: false,
+            };
+            self.check_reply(&cmd, reply);
+        }
+        let ok = Reply::Status(b"OK".to_vec());
+        let count = match (how, replies.as_slice()) {
+            (0 | 2, [Reply::Int(n)]) => Some(*n),
+            (1, [multi, Reply::Status(queued), Reply::Array(Some(items))])
+                if *multi == ok && queued == b"QUEUED" =>
+            {
+                match items.as_slice() {
+                    [Reply::Int(n)] => Some(*n),
+                    _ => None,
+                }
+            }
+            (3, [select, Reply::Int(n), back]) if *select == ok && *back == ok => Some(*n),
+            _ => None,
+        };
+        let leases = &mut self.model.leases;
+        leases.raw_deletes += 1;
+        let (low, high) = if how == 3 {
+            leases.raw_deletes_elsewhere += 1;
+            (0, 0)
+        } else {
+            let live = keys
+                .iter()
+                .filter(|k| self.model.entries.contains_key(*k))
+                .count();
+            let doomed = keys.iter().filter(|k| leases.doomed.contains(*k)).count();
+            (live as i64, (live + doomed) as i64)
+        };
+        for key in &keys {
+            leases.changed(key);
+            if how != 3 {
+                // Gone from the keyspace now: no background removal will delete it.
+                leases.doomed.remove(key);
+                self.model.entries.remove(key);
+            }
+        }
+        if !count.is_some_and(|n| (low..=high).contains(&n)) {
+            self.fail(&format!(
+                "raw deletion answered {replies:?}; the model expects a count in {low}..={high}"
             ));
         }
     }
@@ -1913,6 +2162,7 @@ enum ModelOutcome {
     },
     Fetch {
         key: String,
+        always: bool,
     },
     Fill {
         key: String,
@@ -2104,12 +2354,24 @@ fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
             leases.accepted,
             leases.refused
         );
+        assert!(
+            leases.hits_without_token > 0 && leases.blocked > 0 && leases.raw_deletes_elsewhere > 0,
+            "the model never read a hit without a token ({}), had a fill blocked by NX/XX ({}) \
+             or deleted in another database ({})",
+            leases.hits_without_token,
+            leases.blocked,
+            leases.raw_deletes_elsewhere
+        );
+        assert!(
+            fuzz.stats.fetch_errors > 0,
+            "no malformed HC.FETCH was refused"
+        );
     }
 
     let s = &fuzz.stats;
     let codes: Vec<String> = s.codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
     eprintln!(
-        "command_fuzz: seed {seed}: {} commands in {:.1} s ({:.0}/s); {} error replies ({}); {} pipelines, {} MULTI blocks, {} bulk invalidations, {} RESTOREs accepted, {} model ops ({} model keys at the end; fills {} accepted, {} refused, {} either way), {} checks",
+        "command_fuzz: seed {seed}: {} commands in {:.1} s ({:.0}/s); {} error replies ({}); {} pipelines, {} MULTI blocks, {} bulk invalidations, {} RESTOREs accepted, {} model ops ({} model keys at the end; fills {} accepted, {} refused, {} either way, {} blocked by NX/XX; {} leased hits without a token; {} raw deletions, {} in another database), {} leased hits without a token and {} malformed HC.FETCH refused in the random part, {} checks",
         s.commands,
         elapsed.as_secs_f64(),
         s.commands as f64 / elapsed.as_secs_f64(),
@@ -2124,6 +2386,12 @@ fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
         leases.accepted,
         leases.refused,
         leases.either,
+        leases.blocked,
+        leases.hits_without_token,
+        leases.raw_deletes,
+        leases.raw_deletes_elsewhere,
+        s.leased_hits_without_token,
+        s.fetch_errors,
         s.checks
     );
     let mut messages: Vec<(&String, &u64)> = s.messages.iter().collect();
