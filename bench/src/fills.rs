@@ -135,11 +135,11 @@ pub fn fills(cfg: &Config, module: &RedisServer, report: &mut Report) {
     });
     let mut rows = vec![vec![
         format!(
-            "HC.SET … LEASE token TAGS ({} tags), pipelines of {BATCH}",
+            "HC.SET k v PX ms LEASE token GETVERSION TAGS ({} tags: a fill as the client writes it), pipelines of {BATCH}",
             cfg.write_tags.len()
         ),
         thousands(median(&conditional_rate)),
-        format!("HC.SET … TAGS, same keys and leases"),
+        "the same without LEASE, same keys and leases".to_string(),
         thousands(median(&plain_rate)),
         ratio_spread(spread),
         format!("≥ {goal}×"),

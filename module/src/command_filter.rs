@@ -4,28 +4,69 @@
 //! refused. The filter sees every command before it runs and, for these two, reports each
 //! key as changed in every database (a filter is not told the client's database; ending a
 //! lease too many only refuses a fill).
+//!
+//! A filter costs every command of the server a call, so it is registered only while fill
+//! leases exist: before the first lease is given, and removed by a timer once the table
+//! has stayed empty for a second.
 
 use crate::fills::KeyspaceChange;
-use crate::state::record_change;
-use redis_module::{raw, Context, RedisString};
-use std::os::raw::c_int;
+use crate::state::{record_change, with_state};
+use redis_module::{raw, RedisString};
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
-/// Registers the filter; called once at load.
-pub fn register(ctx: &Context) -> Result<(), String> {
-    // SAFETY: called from OnLoad with its context.
+/// The registered filter, null while none is.
+static FILTER: AtomicPtr<raw::RedisModuleCommandFilter> = AtomicPtr::new(ptr::null_mut());
+
+/// How often the timer looks whether the filter is still needed.
+const IDLE_CHECK_MS: i64 = 1000;
+
+/// Registers the filter if it is not; called before a lease is given. A failure leaves
+/// the lease without the filter's help (a `DEL` of a missing key then does not end it).
+pub(crate) fn ensure_registered(ctx: *mut raw::RedisModuleCtx) {
+    if !FILTER.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    // SAFETY: ctx is the current command's context.
     let filter = unsafe {
-        raw::RedisModule_RegisterCommandFilter.map(|register| {
+        raw::RedisModule_RegisterCommandFilter.map_or(ptr::null_mut(), |register| {
             register(
-                ctx.get_raw(),
+                ctx,
                 Some(filter),
                 raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
             )
         })
     };
-    match filter {
-        Some(f) if !f.is_null() => Ok(()),
-        _ => Err("cannot register the command filter".into()),
+    if filter.is_null() {
+        return;
     }
+    FILTER.store(filter, Ordering::Relaxed);
+    arm_idle_check(ctx);
+}
+
+fn arm_idle_check(ctx: *mut raw::RedisModuleCtx) {
+    // SAFETY: ctx is a live context of this module (a command's or the timer's).
+    unsafe {
+        if let Some(create) = raw::RedisModule_CreateTimer {
+            create(ctx, IDLE_CHECK_MS, Some(idle_check), ptr::null_mut());
+        }
+    }
+}
+
+unsafe extern "C" fn idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let filter = FILTER.load(Ordering::Relaxed);
+    if filter.is_null() {
+        return;
+    }
+    if !with_state(|s| s.fills.is_empty()) {
+        arm_idle_check(ctx);
+        return;
+    }
+    if let Some(unregister) = raw::RedisModule_UnregisterCommandFilter {
+        unregister(ctx, filter);
+    }
+    FILTER.store(ptr::null_mut(), Ordering::Relaxed);
 }
 
 unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {

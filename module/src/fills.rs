@@ -358,8 +358,7 @@ impl FillLeases {
         }
     }
 
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.leases.len == 0
     }
 

@@ -10,7 +10,6 @@
 
 pub mod acl;
 pub mod check;
-#[cfg(not(any(test, fuzzing)))]
 mod command_filter;
 pub mod command_info;
 pub mod commands;
@@ -88,7 +87,6 @@ mod registration {
         command_info::set_all(ctx);
         keyspace::subscribe_server_events(ctx)?;
         keyspace::subscribe_keyspace_events(ctx)?;
-        crate::command_filter::register(ctx)?;
         role::init(ctx)?;
         publisher::init(ctx);
         info::register(ctx);

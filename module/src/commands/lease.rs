@@ -9,7 +9,9 @@ use redis_module::raw;
 use redis_module::RedisString;
 
 /// A lease on `name` in `db`, as the token the client passes back.
-pub(crate) fn issue(db: i32, name: &[u8]) -> String {
+pub(crate) fn issue(ctx: *mut raw::RedisModuleCtx, db: i32, name: &[u8]) -> String {
+    // Before the lease exists, so that no DEL of the missing key can pass unseen.
+    crate::command_filter::ensure_registered(ctx);
     let bounds = fill_bounds();
     with_state(|s| {
         s.fills.set_bounds(bounds);

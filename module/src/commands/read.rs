@@ -77,7 +77,7 @@ pub fn hc_fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let entry = key.as_ref().and_then(|k| k.live_entry(db).ok().flatten());
         // A lease on every hit would fill the table with reads nobody follows with a fill.
         let token = (entry.is_none() || wanted == LeaseWanted::Always)
-            .then(|| lease::issue(db, name.as_slice()));
+            .then(|| lease::issue(ctx.get_raw(), db, name.as_slice()));
         match (&key, entry) {
             (Some(key), Some(entry)) => reply_entry(ctx, key, entry, 6),
             _ => {
