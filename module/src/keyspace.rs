@@ -114,17 +114,20 @@ fn index_arrival(ctx: &Context, db: i32, event: &str, key: &[u8]) {
     }
 }
 
-/// Subscribes [`on_keyspace_event`] to keyspace notifications of every class (but key
-/// misses and "new"), whatever `notify-keyspace-events` says. Registered by hand rather than
-/// through `redis_module!`, whose wrapper unwraps the event name as UTF-8: another module may
-/// send any bytes.
+/// Subscribes [`on_keyspace_event`] to keyspace notifications of every class of Redis's own
+/// commands (all but key misses, "new" and module events), whatever
+/// `notify-keyspace-events` says. Module events are left out: this module's own writes tell
+/// the fill leases themselves, and a callback for every `HC.SET` would cost each write a
+/// module context; another module's write over one of our entries is still seen (unlink2).
+/// Registered by hand rather than through `redis_module!`, whose wrapper unwraps the event
+/// name as UTF-8.
 pub fn subscribe_keyspace_events(ctx: &Context) -> Result<(), String> {
     // SAFETY: called from OnLoad with its context.
     let status = unsafe {
         raw::RedisModule_SubscribeToKeyspaceEvents.map_or(1, |subscribe| {
             subscribe(
                 ctx.get_raw(),
-                raw::REDISMODULE_NOTIFY_ALL as c_int,
+                (raw::REDISMODULE_NOTIFY_ALL & !raw::REDISMODULE_NOTIFY_MODULE) as c_int,
                 Some(keyspace_notification),
             )
         })
