@@ -373,7 +373,8 @@ async fn a_ttl_changed_by_a_raw_command_reaches_every_l1() {
         reader.stats().events_received,
     );
     let shortened = Instant::now();
-    let _: i64 = query(&mut con, redis::cmd("PEXPIRE").arg("e").arg(400));
+    // Long enough for the re-reads below on a loaded machine, short enough to wait for.
+    let _: i64 = query(&mut con, redis::cmd("PEXPIRE").arg("e").arg(1500));
     event_received(&writer, w0).await;
     event_received(&reader, r0).await;
     for h in [&writer, &reader] {
@@ -381,7 +382,7 @@ async fn a_ttl_changed_by_a_raw_command_reaches_every_l1() {
         read_from_l1(h, "e", 1).await;
     }
     tokio::time::sleep(
-        (shortened + Duration::from_millis(450)).saturating_duration_since(Instant::now()),
+        (shortened + Duration::from_millis(1550)).saturating_duration_since(Instant::now()),
     )
     .await;
     for h in [&writer, &reader] {
@@ -405,12 +406,16 @@ async fn a_ttl_changed_by_a_raw_command_reaches_every_l1() {
         .set(
             "s",
             1u32,
-            EntryOptions::new().ttl(Duration::from_millis(300)),
+            EntryOptions::new().ttl(Duration::from_millis(1000)),
         )
         .await
         .unwrap();
+    let written = Instant::now();
     read_from_l1(&writer, "s", 1).await;
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(
+        (written + Duration::from_millis(1050)).saturating_duration_since(Instant::now()),
+    )
+    .await;
     read_from_redis(&writer, "s", None).await;
 }
 
