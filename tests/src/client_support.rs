@@ -122,3 +122,31 @@ impl SplitMix64 {
         self.next_u64() % n
     }
 }
+
+/// The `hybridcache_events_total{cache, event}` counter in a debugging recorder's snapshot
+/// (0 when it was never incremented).
+///
+/// # Panics
+/// When the metric is not a counter.
+pub fn events_total(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    cache: &str,
+    event: &str,
+) -> u64 {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find_map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+            (key.name() == "hybridcache_events_total"
+                && labels.contains(&("cache", cache))
+                && labels.contains(&("event", event)))
+            .then_some(value)
+        })
+        .map_or(0, |value| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            other => panic!("{event} is not a counter: {other:?}"),
+        })
+}

@@ -7,10 +7,12 @@
 
 use hybridcache::{CacheEvent, EntryOptions, Error, HybridCache, ServerCheck};
 use hybridcache_protocol::CHANNEL_CONFIG;
-use hybridcache_tests::client_support::{build, builder, cache, eventually, get_value, DELIVERY};
+use hybridcache_tests::client_support::{
+    build, builder, cache, events_total, eventually, get_value, DELIVERY,
+};
 use hybridcache_tests::hc::{self, query};
 use hybridcache_tests::{RedisCluster, RedisServer};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
@@ -123,26 +125,6 @@ async fn a_fill_overtaken_by_a_change_is_returned_but_cached_nowhere() {
     }
 }
 
-/// The `hybridcache_events_total` counter of `cache` for `event`.
-fn counter(snapshotter: &Snapshotter, cache: &str, event: &str) -> u64 {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .find_map(|(key, _, _, value)| {
-            let key = key.key();
-            let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
-            (key.name() == "hybridcache_events_total"
-                && labels.contains(&("cache", cache))
-                && labels.contains(&("event", event)))
-            .then_some(value)
-        })
-        .map_or(0, |value| match value {
-            DebugValue::Counter(n) => n,
-            other => panic!("{event} is not a counter: {other:?}"),
-        })
-}
-
 /// The only test of this binary that installs a metrics recorder (it is process-wide).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_fill_is_counted_in_stats_and_metrics_and_reported_as_an_event() {
@@ -157,9 +139,9 @@ async fn a_refused_fill_is_counted_in_stats_and_metrics_and_reported_as_an_event
     fill_overtaken_by(&server, &h, "r", Overtake::Del).await;
     fill_overtaken_by(&server, &h, "a", Overtake::Nothing).await;
     assert_eq!(h.stats().fills_refused, 1);
-    assert_eq!(counter(&snapshotter, "fills", "fill_refused"), 1);
+    assert_eq!(events_total(&snapshotter, "fills", "fill_refused"), 1);
     assert_eq!(
-        counter(&snapshotter, "fills", "set"),
+        events_total(&snapshotter, "fills", "set"),
         1,
         "the accepted fill"
     );
