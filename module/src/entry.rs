@@ -83,6 +83,9 @@ impl<'a> Iterator for Tags<'a> {
 impl Entry {
     /// An entry; repeated tags count once. `None` when the value exceeds [`MAX_VALUE_LEN`].
     pub fn new<T: AsRef<[u8]>>(value: &[u8], tags: &[T], version: u64) -> Option<Self> {
+        if value.len() > MAX_VALUE_LEN {
+            return None;
+        }
         let value_len = u32::try_from(value.len()).ok()?;
         let mut sorted: Vec<&[u8]> = tags.iter().map(AsRef::as_ref).collect();
         sorted.sort_unstable();

@@ -6,8 +6,6 @@ use redis_module::RedisError;
 /// A command failure; `Display` is the exact error reply.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CommandError {
-    #[error("wrong number of arguments for '{0}' command")]
-    Arity(&'static str),
     #[error(
         "syntax error, unknown option '{0}' (expected EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, LEASE, GETVERSION or TAGS)"
     )]

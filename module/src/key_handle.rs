@@ -51,13 +51,6 @@ impl KeyHandle {
         self.key.as_ptr()
     }
 
-    /// True when the key does not exist.
-    pub fn is_empty(&self) -> bool {
-        // SAFETY: the key is open.
-        let kind = unsafe { raw::RedisModule_KeyType.map_or(0, |f| f(self.raw())) };
-        kind == raw::REDISMODULE_KEYTYPE_EMPTY as i32
-    }
-
     /// The entry stored here: `None` when the key is missing, an error when the key holds
     /// a value the module does not own.
     pub fn entry(&self) -> Result<Option<&Entry>, WrongType> {

@@ -54,11 +54,6 @@ pub fn publishes() -> bool {
     !(CLUSTER.load(Ordering::Relaxed) && REPLICA.load(Ordering::Relaxed))
 }
 
-/// Whether this server runs in cluster mode.
-pub fn is_cluster() -> bool {
-    CLUSTER.load(Ordering::Relaxed)
-}
-
 unsafe extern "C" fn on_role_changed(
     ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,

@@ -69,11 +69,13 @@ pub fn load(source: &mut impl Source) -> Option<Entry> {
 }
 
 /// Saved fields read from bytes in the slice format; trailing bytes are left unread.
+#[cfg(any(test, fuzzing))]
 #[derive(Debug, Clone)]
 pub struct SliceSource<'a> {
     rest: &'a [u8],
 }
 
+#[cfg(any(test, fuzzing))]
 impl<'a> SliceSource<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
         Self { rest: bytes }
@@ -103,6 +105,7 @@ impl<'a> SliceSource<'a> {
     }
 }
 
+#[cfg(any(test, fuzzing))]
 impl<'a> Source for SliceSource<'a> {
     type Bytes = &'a [u8];
 
@@ -138,6 +141,7 @@ impl Sink for Vec<u8> {
 }
 
 /// `entry` in the slice format.
+#[cfg(any(test, fuzzing))]
 pub fn to_bytes(entry: &Entry, dead: bool) -> Vec<u8> {
     let mut out = Vec::new();
     save(entry, dead, &mut out);
@@ -145,6 +149,7 @@ pub fn to_bytes(entry: &Entry, dead: bool) -> Vec<u8> {
 }
 
 /// An entry from the slice format.
+#[cfg(any(test, fuzzing))]
 pub fn from_bytes(bytes: &[u8]) -> Option<Entry> {
     load(&mut SliceSource::new(bytes))
 }

@@ -28,6 +28,7 @@ impl Sequencer {
     }
 
     /// The next event.
+    #[cfg(test)]
     pub fn next(&mut self, db: Option<u32>, op: Op, change: Change) -> InvalidationEvent {
         let seq = self.allocate();
         self.event(seq, db, op, change)
