@@ -237,7 +237,7 @@ impl TagIndex {
         self.dbs.keys().copied().collect()
     }
 
-    /// Read access to one database's parts, for [`crate::check`].
+    /// Read access to one database's parts, for `check.rs`.
     pub(crate) fn view(&self, db: i32) -> DbView<'_> {
         match self.dbs.get(&db) {
             Some(index) => DbView {

@@ -7,6 +7,12 @@ use redis_module::raw;
 use std::os::raw::c_void;
 use std::ptr::NonNull;
 
+/// The database a context is working on.
+pub fn selected_db(ctx: &redis_module::Context) -> i32 {
+    // SAFETY: the context is live for the current callback.
+    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.get_raw())) }
+}
+
 /// An open key; closed on drop.
 pub struct KeyHandle {
     key: NonNull<raw::RedisModuleKey>,

@@ -4,20 +4,14 @@
 //! type's `unlink2` callback (see `datatype`).
 
 use crate::fills::KeyspaceChange;
-use crate::key_handle::KeyHandle;
+use crate::key_handle::{selected_db, KeyHandle};
 use crate::publisher::{publish, publish_numbered};
-use crate::removal;
 use crate::state::{is_gone, is_quiet, note_tombstones, record_change, set_loading, with_state};
+use crate::{removal, role};
 use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
-
-/// The database a context is working on.
-pub fn selected_db(ctx: &Context) -> i32 {
-    // SAFETY: the context is live for the current callback.
-    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.get_raw())) }
-}
 
 /// Every keyspace event of every class (the context has the key's database selected): any
 /// command that touches a key is a change for the fills in flight; a TTL changed on an
@@ -161,10 +155,14 @@ extern "C" fn keyspace_notification(
 
 /// Subscribes to the server events that change many keys at once.
 pub fn subscribe_server_events(ctx: &Context) -> Result<(), String> {
-    let events: [(u64, raw::RedisModuleEventCallback); 3] = [
+    let events: [(u64, raw::RedisModuleEventCallback); 4] = [
         (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
         (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
+        (
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+            Some(on_role_changed),
+        ),
     ];
     for (id, callback) in events {
         let event = raw::RedisModuleEvent { id, dataver: 1 };
@@ -198,6 +196,28 @@ unsafe extern "C" fn on_flush(
     } else {
         with_state(|s| s.index.clear_db(info.dbnum));
         publish(Some(info.dbnum), Op::Flushdb, Change::Flush);
+    }
+}
+
+/// A server that becomes a primary announces it with a `promoted` flush event: writes the
+/// old primary acknowledged but had not replicated are lost, so readers drop what they
+/// cached.
+unsafe extern "C" fn on_role_changed(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    match subevent {
+        raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER => {
+            role::set_replica(false);
+            record_change(KeyspaceChange::HistoryReset);
+            publish(None, Op::Promoted, Change::Flush);
+            // Removals queued by replicated tag invalidations are this server's job now.
+            removal::schedule(ctx);
+        }
+        raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA => role::set_replica(true),
+        _ => {}
     }
 }
 

@@ -89,9 +89,9 @@ mod registration {
     fn try_init(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         config::register(ctx, args)?;
         command_info::set_all(ctx);
+        role::init(ctx);
         keyspace::subscribe_server_events(ctx)?;
         keyspace::subscribe_keyspace_events(ctx)?;
-        role::init(ctx)?;
         publisher::init(ctx);
         info::register(ctx);
         Ok(())

@@ -6,24 +6,18 @@
 //! publish (their events reach subscribers on every node, replicas included). Outside a
 //! cluster a replica's messages reach only its own subscribers, so it publishes as before.
 //!
-//! When a server becomes a primary it announces it with a `promoted` flush event: writes
-//! the old primary acknowledged but had not replicated are lost, so readers drop what they
-//! cached.
+//! The role changes are followed by `keyspace.rs` with the other server events (a server
+//! that becomes a primary announces it there).
 
-use crate::fills::KeyspaceChange;
-use crate::publisher::publish;
-use crate::removal;
-use crate::state::record_change;
-use hybridcache_protocol::{Change, Op};
 use redis_module::{raw, Context};
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static CLUSTER: AtomicBool = AtomicBool::new(false);
 static REPLICA: AtomicBool = AtomicBool::new(false);
 
-/// Reads the role at load, and follows its changes.
-pub fn init(ctx: &Context) -> Result<(), String> {
+/// Reads the role at load.
+pub fn init(ctx: &Context) {
     // SAFETY: ctx is the module's load context.
     let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.get_raw())) };
     CLUSTER.store(
@@ -34,43 +28,14 @@ pub fn init(ctx: &Context) -> Result<(), String> {
         flags & raw::REDISMODULE_CTX_FLAGS_SLAVE as c_int != 0,
         Ordering::Relaxed,
     );
-    let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-        dataver: 1,
-    };
-    // SAFETY: called from OnLoad with its context.
-    let status = unsafe {
-        raw::RedisModule_SubscribeToServerEvent
-            .map_or(1, |f| f(ctx.get_raw(), event, Some(on_role_changed)))
-    };
-    if status != raw::REDISMODULE_OK as i32 {
-        return Err("cannot subscribe to replication role changes".into());
-    }
-    Ok(())
+}
+
+/// Records a change of role (from the replication role server event).
+pub fn set_replica(replica: bool) {
+    REPLICA.store(replica, Ordering::Relaxed);
 }
 
 /// Whether this server publishes events now: always, except as a replica in a cluster.
 pub fn publishes() -> bool {
     !(CLUSTER.load(Ordering::Relaxed) && REPLICA.load(Ordering::Relaxed))
-}
-
-unsafe extern "C" fn on_role_changed(
-    ctx: *mut raw::RedisModuleCtx,
-    _event: raw::RedisModuleEvent,
-    subevent: u64,
-    _data: *mut c_void,
-) {
-    match subevent {
-        raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER => {
-            REPLICA.store(false, Ordering::Relaxed);
-            record_change(KeyspaceChange::HistoryReset);
-            publish(None, Op::Promoted, Change::Flush);
-            // Removals queued by replicated tag invalidations are this server's job now.
-            removal::schedule(ctx);
-        }
-        raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA => {
-            REPLICA.store(true, Ordering::Relaxed);
-        }
-        _ => {}
-    }
 }

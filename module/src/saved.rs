@@ -1,6 +1,6 @@
 //! An [`Entry`] as a sequence of saved fields (RDB, `DUMP`/`RESTORE`, replication), and
 //! its decoding from untrusted bytes. Pure Rust: the fields come from a [`Source`] and go to
-//! a [`Sink`]; [`crate::datatype`] backs both with Redis's RDB IO, and [`SliceSource`] /
+//! a [`Sink`]; `datatype.rs` backs both with Redis's RDB IO, and [`SliceSource`] /
 //! `Vec<u8>` back them with plain bytes for unit tests and fuzzing.
 //!
 //! Field sequence (encoding version [`ENCODING_VERSION`]): the value as a string, the

@@ -2,7 +2,7 @@
 
 use crate::entry::Entry;
 use crate::key_handle::entry_of_raw_key;
-use crate::keyspace::selected_db;
+use crate::key_handle::selected_db;
 use redis_module::{raw, Context, RedisString};
 use std::os::raw::c_void;
 

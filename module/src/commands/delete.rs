@@ -2,8 +2,8 @@
 
 use crate::acl::KeyAcl;
 use crate::fills::KeyspaceChange;
+use crate::key_handle::selected_db;
 use crate::key_handle::KeyHandle;
-use crate::keyspace::selected_db;
 use crate::publisher::{publish, publish_numbered};
 use crate::removal;
 use crate::state::{note_tombstones, record_change, with_state, Quiet};

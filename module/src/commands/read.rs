@@ -3,8 +3,8 @@
 use super::{lease, now_ms, reply_array_header, reply_bytes, reply_null, REPLIED};
 use crate::entry::Entry;
 use crate::error::CommandError;
+use crate::key_handle::selected_db;
 use crate::key_handle::KeyHandle;
-use crate::keyspace::selected_db;
 use crate::state::with_state;
 use hybridcache_protocol::command::option;
 use redis_module::raw;

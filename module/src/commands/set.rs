@@ -4,8 +4,8 @@
 use super::{lease, now_ms, REPLIED};
 use crate::entry::Entry;
 use crate::fills::KeyspaceChange;
+use crate::key_handle::selected_db;
 use crate::key_handle::KeyHandle;
-use crate::keyspace::selected_db;
 use crate::publisher::publish_numbered;
 use crate::set_options::{Condition, Expiry, SetOptions};
 use crate::state::{record_change, with_state, Quiet};

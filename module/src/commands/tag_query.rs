@@ -2,8 +2,8 @@
 
 use super::{reply_array_header, reply_bytes, REPLIED};
 use crate::acl::KeyAcl;
+use crate::key_handle::selected_db;
 use crate::key_handle::KeyHandle;
-use crate::keyspace::selected_db;
 use crate::state::with_state;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
