@@ -77,6 +77,35 @@ impl TagIndex {
         }
     }
 
+    /// Records that the entry stored under `key` in `db` was replaced in place: `old` tags by
+    /// `new`. An overwrite that keeps its tags, of a key no tag removal holds, costs nothing
+    /// (the common case of a cache refilled with the same tags).
+    pub fn replace<I, J>(&mut self, db: i32, key: &[u8], old: I, new: J)
+    where
+        I: IntoIterator + Clone,
+        I::Item: AsRef<[u8]>,
+        J: IntoIterator + Clone,
+        J::Item: AsRef<[u8]>,
+    {
+        let (mut a, mut b) = (old.clone().into_iter(), new.clone().into_iter());
+        let unchanged = loop {
+            match (a.next(), b.next()) {
+                (None, None) => break true,
+                (Some(x), Some(y)) if x.as_ref() == y.as_ref() => {}
+                _ => break false,
+            }
+        };
+        let held = self
+            .dbs
+            .get(&db)
+            .is_none_or(|index| index.pending.holds(key));
+        if unchanged && !held {
+            return;
+        }
+        self.remove(db, key, old);
+        self.insert(db, key, new);
+    }
+
     /// Records that the entry with `tags` stored under `key` in `db` left the keyspace.
     pub fn remove<I>(&mut self, db: i32, key: &[u8], tags: I)
     where
@@ -289,6 +318,33 @@ mod tests {
                 ..IndexStats::default()
             }
         );
+    }
+
+    #[test]
+    fn replace_keeps_unchanged_tags_and_moves_changed_ones() {
+        let mut index = TagIndex::default();
+        index.insert(0, b"k1", &[b"a", b"b"]);
+        let before = index.stats();
+        index.replace(0, b"k1", &[b"a", b"b"], &[b"a", b"b"]);
+        assert_eq!(index.stats(), before);
+        assert_eq!(index.keys(0, b"b"), vec![b"k1".to_vec()]);
+        index.replace(0, b"k1", &[b"a", b"b"], &[b"b", b"c"]);
+        assert_eq!(index.card(0, b"a"), 0);
+        assert_eq!(index.keys(0, b"c"), vec![b"k1".to_vec()]);
+        assert_eq!((index.stats().keys, index.stats().links), (1, 2));
+    }
+
+    #[test]
+    fn replace_with_the_same_tags_puts_back_a_key_a_tag_removal_holds() {
+        let mut index = TagIndex::default();
+        index.insert(0, b"k1", &[b"a"]);
+        assert_eq!(index.invalidate(0, &[b"a"], 5), 1);
+        assert_eq!(index.pending_removals(), 1);
+        // Written again with the same tag: live again, no longer queued for removal.
+        index.replace(0, b"k1", &[b"a"], &[b"a"]);
+        assert_eq!(index.keys(0, b"a"), vec![b"k1".to_vec()]);
+        assert_eq!(index.pending_removals(), 0);
+        assert_eq!(index.stats().keys, 1);
     }
 
     #[test]

@@ -148,6 +148,11 @@ impl PendingRemovals {
     /// at once (its tombstone stays until [`Self::settle`], which may be far away: timers do
     /// not run while a dataset loads, when an AOF replays one invalidation after another),
     /// so that lookups stay proportional to the sets that still hold keys.
+    /// Whether a queued removal holds `key`.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.keys > 0 && self.queue.iter().any(|q| q.keys.contains(key))
+    }
+
     pub fn forget(&mut self, key: &[u8]) {
         if self.keys == 0 {
             return;

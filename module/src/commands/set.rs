@@ -78,13 +78,13 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     // The value's version is the number of the event announcing it.
     let version = with_state(|s| s.sequencer.allocate());
     entry.version = version;
-    match key.replace_entry(entry) {
+    let replaced = match key.replace_entry(entry) {
         // Overwriting an entry of ours: in place, which spares Redis a delete and an insert.
         Ok(old) => {
-            with_state(|s| s.index.remove(db, name.as_slice(), old.tags()));
             if deadline.is_none() && key.expire_at().is_some() {
                 key.persist();
             }
+            Some(old)
         }
         Err(entry) => {
             // A new key, or one of another type: the old value's unlink callback (if ours)
@@ -93,13 +93,21 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             if !key.set_entry(entry) {
                 return Err(RedisError::Str("ERR cannot store the entry"));
             }
+            None
         }
-    }
+    };
     if let Some(at) = deadline {
         key.set_expire_at(at);
     }
     if let Ok(Some(stored)) = key.entry() {
-        with_state(|s| s.index.insert(db, name.as_slice(), stored.tags()));
+        with_state(|s| match &replaced {
+            Some(old) => s
+                .index
+                .replace(db, name.as_slice(), old.tags(), stored.tags()),
+            None => s.index.insert(db, name.as_slice(), stored.tags()),
+        });
+    } else if let Some(old) = &replaced {
+        with_state(|s| s.index.remove(db, name.as_slice(), old.tags()));
     }
     drop(key);
     announce(ctx, db, name, Some(version));
