@@ -232,6 +232,7 @@ impl HybridCacheBuilder {
                 hub: hub.clone(),
                 redis: redis.clone(),
                 shutdown: shutdown_rx,
+                order: Default::default(),
             }
             .run(),
         );

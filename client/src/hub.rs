@@ -1,7 +1,7 @@
 //! The caches one subscription feeds: a cache and the named caches made from it.
 
 use crate::local_tier::LocalTier;
-use hybridcache_protocol::InvalidationEvent;
+use hybridcache_protocol::{DecodeError, InvalidationEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -66,15 +66,41 @@ impl Hub {
             .clone()
     }
 
-    /// Applies one message from the invalidation channel to every cache.
-    pub(crate) async fn apply_message(&self, payload: &[u8]) {
-        let decoded = InvalidationEvent::decode(payload);
+    /// Applies one event to every cache.
+    pub(crate) async fn apply_event(&self, event: &InvalidationEvent) {
         for member in self.members() {
-            let event = match &decoded {
-                Ok(event) => Ok(event.clone()),
-                Err(e) => Err(e),
-            };
-            member.apply_decoded(event).await;
+            member.apply_decoded(Ok(event.clone())).await;
+        }
+    }
+
+    /// A message that cannot be read: every cache clears its L1.
+    pub(crate) async fn apply_unreadable(&self, error: &DecodeError) {
+        for member in self.members() {
+            member.apply_decoded(Err(error)).await;
+        }
+    }
+
+    /// Every cache marks its L1 stale (events were missed and cannot be replayed).
+    pub(crate) fn reset(&self, why: &str) {
+        for member in self.members() {
+            member.reset(why);
+        }
+    }
+
+    /// The subscription is back and the events missed meanwhile were replayed: caches serve
+    /// from what their L1 kept.
+    pub(crate) fn resume(&self, replayed: usize) {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        self.up.store(true, Ordering::Release);
+        for member in members.iter().filter_map(Weak::upgrade) {
+            member.resume(replayed);
+        }
+    }
+
+    /// Events missed while the subscription stayed up were replayed.
+    pub(crate) fn caught_up(&self, replayed: usize) {
+        for member in self.members() {
+            member.caught_up(replayed);
         }
     }
 }

@@ -48,6 +48,7 @@
 mod background;
 mod builder;
 mod cache;
+mod catch_up;
 mod circuit;
 mod coalesce;
 mod connections;
@@ -72,6 +73,7 @@ mod server_check;
 mod stampede_lock;
 mod stats;
 mod store;
+mod stream_order;
 mod subscription;
 
 pub use builder::HybridCacheBuilder;

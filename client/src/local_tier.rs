@@ -9,9 +9,8 @@ use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
 use crate::l1::{L1Entry, L1};
 use crate::stats::{bump, Counters, Stats};
 use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A `removed` event this close to (or after) an entry's expiry in Redis is taken for that
@@ -28,8 +27,6 @@ pub(crate) struct LocalTier {
     namespace: String,
     /// The Redis database this cache works in.
     db: u32,
-    /// Last `seq` seen per origin since the subscription was (re)established.
-    last_seq: Mutex<HashMap<Arc<str>, u64>>,
     events: Arc<Events>,
 }
 
@@ -42,7 +39,6 @@ impl LocalTier {
             connected: AtomicBool::new(false),
             namespace,
             db,
-            last_seq: Mutex::new(HashMap::new()),
             events,
         }
     }
@@ -144,18 +140,34 @@ impl LocalTier {
     /// marked stale, and serving from L1 starts.
     pub(crate) fn subscription_up(&self) {
         self.reset("subscription established");
-        self.last_seq
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
         bump(&self.counters.subscriptions);
         self.connected.store(true, Ordering::Release);
     }
 
-    /// The subscription is gone: stop serving from L1 at once.
+    /// The subscription is back and every event missed while it was down has been applied
+    /// (replayed from the server's event log): serving from L1 starts again, with what it
+    /// kept.
+    pub(crate) fn resume(&self, replayed: usize) {
+        bump(&self.counters.subscriptions);
+        bump(&self.counters.catch_ups);
+        self.counters
+            .events_replayed
+            .fetch_add(replayed as u64, Ordering::Relaxed);
+        self.connected.store(true, Ordering::Release);
+    }
+
+    /// Missed events were replayed while the subscription stayed up.
+    pub(crate) fn caught_up(&self, replayed: usize) {
+        bump(&self.counters.catch_ups);
+        self.counters
+            .events_replayed
+            .fetch_add(replayed as u64, Ordering::Relaxed);
+    }
+
+    /// The subscription is gone: stop serving from L1 at once (what it holds is kept until
+    /// the subscription is back: then the missed events are replayed, or it is reset).
     pub(crate) fn subscription_down(&self) {
         self.connected.store(false, Ordering::Release);
-        self.reset("subscription lost");
     }
 
     /// Everything in L1 may be wrong: stop serving it (fail-safe may still use it).
@@ -195,38 +207,10 @@ impl LocalTier {
         bump(&self.counters.l1_flushes);
     }
 
-    /// Checks `seq` against the last one of its origin: a gap means events were missed.
-    ///
-    /// An origin seen for the first time is not a gap: in a cluster every primary numbers
-    /// its events on its own, and everything published since the subscription was confirmed
-    /// has arrived. A server that restarted or took over from a failed primary is covered
-    /// elsewhere: the subscription to a restarted server drops (L1 reset), and a promoted
-    /// replica announces itself with a flush event.
-    fn missed_events(&self, origin: &Arc<str>, seq: u64) -> bool {
-        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        match last.get_mut(origin) {
-            Some(prev) if seq == *prev + 1 => {
-                *prev = seq;
-                false
-            }
-            // A duplicate or a late event: applying it again is harmless.
-            Some(prev) if seq <= *prev => false,
-            Some(prev) => {
-                *prev = seq;
-                true
-            }
-            None => {
-                last.insert(origin.clone(), seq);
-                false
-            }
-        }
-    }
-
+    /// Applies one event. The subscription hands them over in order, gap-free per origin
+    /// (it replays or resets when events were missed: `stream_order.rs`).
     async fn apply(&self, event: InvalidationEvent) {
         let origin: Arc<str> = event.origin.into();
-        if self.missed_events(&origin, event.seq) {
-            self.reset("missed invalidation events");
-        }
         if event.db.is_some_and(|db| db != self.db) {
             return;
         }

@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::l2::Connection;
 use hybridcache_protocol::command::{self, LEASE_VERSION};
-use hybridcache_protocol::{FORMAT_VERSION, MODULE_NAME};
+use hybridcache_protocol::{FORMAT_VERSION, MODULE_NAME, OLDEST_FORMAT_VERSION};
 use redis::Value;
 use std::time::Duration;
 
@@ -126,11 +126,12 @@ fn check_hello(reply: &Value, channel: &str) -> Result<(), Mismatch> {
             expected_module(),
         ));
     }
-    if hello.events != Some(i64::from(FORMAT_VERSION)) {
+    let readable = i64::from(OLDEST_FORMAT_VERSION)..=i64::from(FORMAT_VERSION);
+    if !hello.events.is_some_and(|v| readable.contains(&v)) {
         return Err(mismatch(
             ServerCheck::EventFormat,
             format!("event format {}", shown(hello.events)),
-            format!("event format {FORMAT_VERSION}"),
+            format!("event format {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"),
         ));
     }
     if hello.leases != Some(LEASE_VERSION) {
@@ -237,6 +238,9 @@ mod tests {
     fn a_server_speaking_this_clients_contract_on_its_channel_passes() {
         let ok = hello(MODULE_NAME, i64::from(FORMAT_VERSION), LEASE_VERSION, "c");
         assert_eq!(check_hello(&ok, "c"), Ok(()));
+        // An older module's format is still read.
+        let older = hello(MODULE_NAME, i64::from(OLDEST_FORMAT_VERSION), LEASE_VERSION, "c");
+        assert_eq!(check_hello(&older, "c"), Ok(()));
     }
 
     #[test]
@@ -248,6 +252,10 @@ mod tests {
         );
         assert_eq!(
             check_of(&hello(MODULE_NAME, format + 1, LEASE_VERSION, "c"), "c"),
+            Some(ServerCheck::EventFormat)
+        );
+        assert_eq!(
+            check_of(&hello(MODULE_NAME, 0, LEASE_VERSION, "c"), "c"),
             Some(ServerCheck::EventFormat)
         );
         assert_eq!(

@@ -27,6 +27,12 @@ pub struct Stats {
     /// removed) after the read that preceded the factory: returned to their caller, cached
     /// nowhere.
     pub fills_refused: u64,
+    /// Times missed invalidation events (a subscription that dropped, a gap in the
+    /// sequence) were replayed from the server's event log (`HC.EVENTS`) instead of
+    /// clearing L1.
+    pub catch_ups: u64,
+    /// Invalidation events applied by those replays.
+    pub events_replayed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +47,8 @@ pub(crate) struct Counters {
     pub(crate) subscriptions: AtomicU64,
     pub(crate) fail_safe_hits: AtomicU64,
     pub(crate) fills_refused: AtomicU64,
+    pub(crate) catch_ups: AtomicU64,
+    pub(crate) events_replayed: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -59,6 +67,8 @@ impl Counters {
             events_received: read(&self.events_received),
             l1_flushes: read(&self.l1_flushes),
             subscriptions: read(&self.subscriptions),
+            catch_ups: read(&self.catch_ups),
+            events_replayed: read(&self.events_replayed),
             fail_safe_hits: read(&self.fail_safe_hits),
             fills_refused: read(&self.fills_refused),
         }

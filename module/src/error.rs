@@ -22,6 +22,10 @@ pub enum CommandError {
     UnknownFetchOption(String),
     #[error("syntax error, {0} given twice")]
     RepeatedOption(&'static str),
+    #[error("syntax error, unknown option '{0}' (expected HC.EVENTS SINCE <origin> <seq> [COUNT n])")]
+    UnknownEventsOption(String),
+    #[error("COUNT must be between 1 and {0}")]
+    EventsCount(u64),
     #[error("NX and XX are mutually exclusive")]
     ConditionConflict,
     #[error("TAGS needs at least one tag")]
@@ -38,6 +42,11 @@ impl CommandError {
     /// An option name as it may appear in an error reply: printable, short.
     pub fn unknown_option(raw: &[u8]) -> Self {
         Self::UnknownOption(crate::text::printable(raw, 32))
+    }
+
+    /// An unknown `HC.EVENTS` word, printable and short.
+    pub fn unknown_events_option(raw: &[u8]) -> Self {
+        Self::UnknownEventsOption(crate::text::printable(raw, 32))
     }
 
     /// An unknown `HC.FETCH` option, printable and short.

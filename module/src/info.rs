@@ -16,6 +16,8 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
             s.sequencer.origin().to_string(),
             s.sequencer.last(),
             s.fills.stats(),
+            s.events.stats,
+            (s.events.log.len(), s.events.log.memory()),
         )
     };
     // A crash report may be printed while this thread holds the state: never wait for it.
@@ -24,7 +26,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
     } else {
         Some(with_state(read))
     };
-    let Some((stats, origin, last_seq, fills)) = snapshot else {
+    let Some((stats, origin, last_seq, fills, events, (log_changes, log_bytes))) = snapshot else {
         return;
     };
     let channel: String = String::from_utf8_lossy(&CHANNEL.get())
@@ -55,6 +57,12 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
         ("fills_accepted", fills.accepted),
         ("fills_refused", fills.refused),
         ("fills_refused_untracked", fills.refused_untracked),
+        ("event_messages", events.messages),
+        ("event_changes", events.changes),
+        ("event_log_changes", log_changes as u64),
+        ("event_log_bytes", log_bytes as u64),
+        ("event_replays", events.replays),
+        ("event_replays_too_old", events.replays_too_old),
     ] {
         raw::add_info_field_unsigned_long_long(ctx, name, value);
     }

@@ -21,6 +21,9 @@ pub(crate) mod config;
 pub(crate) mod datatype;
 pub(crate) mod entry;
 pub(crate) mod error;
+pub(crate) mod event_batch;
+pub(crate) mod event_log;
+pub(crate) mod events;
 pub(crate) mod fills;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
@@ -61,7 +64,7 @@ mod version_tests {
 
 #[cfg(not(any(test, fuzzing)))]
 mod registration {
-    use crate::commands::{check, delete, hello, read, set, tag_query};
+    use crate::commands::{check, delete, events, hello, read, set, tag_query};
     use crate::{
         command_info, config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION,
     };
@@ -92,7 +95,7 @@ mod registration {
         role::init(ctx);
         keyspace::subscribe_server_events(ctx)?;
         keyspace::subscribe_keyspace_events(ctx)?;
-        publisher::init(ctx);
+        publisher::init(ctx)?;
         info::register(ctx);
         Ok(())
     }
@@ -115,6 +118,7 @@ mod registration {
             [command::TAGCARD, tag_query::hc_tagcard, "readonly", 0, 0, 0, ""],
             [command::CHECK, check::hc_check, "readonly admin", 0, 0, 0, ""],
             [command::HELLO, hello::hc_hello, "readonly fast", 0, 0, 0, ""],
+            [command::EVENTS, events::hc_events, "readonly", 0, 0, 0, ""],
         ],
     }
 }

@@ -8,13 +8,20 @@
 //! | `hybridcache.max-value-size` | 512 MiB (Redis's `proto-max-bulk-len`) | 1 .. 4 GiB - 1 |
 //! | `hybridcache.fill-leases` | 100 000 | 1 .. 2^30 |
 //! | `hybridcache.fill-tag-removals` | 100 000 | 1 .. 2^30 |
+//! | `hybridcache.event-message-bytes` | 64 KiB | 0 .. 512 MiB |
+//! | `hybridcache.event-log-changes` | 100 000 | 0 .. 2^30 |
+//! | `hybridcache.event-log-bytes` | 16 MiB | 0 .. 4 GiB - 1 |
 //!
-//! The last two bound the fill-lease table ([`crate::fills`]); a fill whose lease was
-//! pushed out is refused.
+//! `fill-leases` and `fill-tag-removals` bound the fill-lease table ([`crate::fills`]); a
+//! fill whose lease was pushed out is refused. `event-message-bytes`: a turn's message that
+//! reaches this size is published at once and the turn goes on in a new one (0: every
+//! change in a message of its own). The last two bound the event log ([`crate::event_log`]):
+//! changes kept for `HC.EVENTS SINCE`, and the bytes of their messages (0: no log).
 //!
 //! Limits apply to writes only: data already stored, loaded or restored is never refused.
 
 use crate::error::CommandError;
+use crate::event_log::LogBounds;
 use crate::fills::FillBounds;
 use redis_module::{raw, Context};
 use std::ffi::CStr;
@@ -78,7 +85,7 @@ struct Setting {
     value: AtomicI64,
 }
 
-static SETTINGS: [Setting; 5] = [
+static SETTINGS: [Setting; 8] = [
     Setting {
         name: c"max-tags",
         default: Limits::DEFAULT.max_tags as i64,
@@ -119,7 +126,62 @@ static SETTINGS: [Setting; 5] = [
         flags: raw::REDISMODULE_CONFIG_DEFAULT,
         value: AtomicI64::new(DEFAULT_FILL_BOUNDS.max_tag_removals as i64),
     },
+    Setting {
+        name: c"event-message-bytes",
+        default: DEFAULT_EVENT_MESSAGE_BYTES,
+        min: 0,
+        max: 512 * 1024 * 1024,
+        flags: raw::REDISMODULE_CONFIG_MEMORY,
+        value: AtomicI64::new(DEFAULT_EVENT_MESSAGE_BYTES),
+    },
+    Setting {
+        name: c"event-log-changes",
+        default: DEFAULT_LOG_BOUNDS.max_changes as i64,
+        min: 0,
+        max: 1 << 30,
+        flags: raw::REDISMODULE_CONFIG_DEFAULT,
+        value: AtomicI64::new(DEFAULT_LOG_BOUNDS.max_changes as i64),
+    },
+    Setting {
+        name: c"event-log-bytes",
+        default: DEFAULT_LOG_BOUNDS.max_bytes as i64,
+        min: 0,
+        max: u32::MAX as i64,
+        flags: raw::REDISMODULE_CONFIG_MEMORY,
+        value: AtomicI64::new(DEFAULT_LOG_BOUNDS.max_bytes as i64),
+    },
 ];
+
+/// A turn's message is published once it reaches this size.
+const DEFAULT_EVENT_MESSAGE_BYTES: i64 = 64 * 1024;
+
+/// The event log keeps the last 100 000 changes, within 16 MiB (a `set` change of a
+/// 20-byte key takes about 75 bytes). Like Redis's replication backlog, it counts in
+/// `used_memory` and is never evicted.
+pub(crate) const DEFAULT_LOG_BOUNDS: LogBounds = LogBounds {
+    max_changes: 100_000,
+    max_bytes: 16 * 1024 * 1024,
+};
+
+fn setting(i: usize) -> Option<i64> {
+    SETTINGS.get(i).map(|s| s.value.load(Ordering::Relaxed))
+}
+
+/// `hybridcache.event-message-bytes`.
+pub(crate) fn event_message_bytes() -> usize {
+    setting(5).map_or(0, |v| usize::try_from(v).unwrap_or(0))
+}
+
+/// `hybridcache.event-log-changes` and `hybridcache.event-log-bytes`.
+pub(crate) fn event_log_bounds() -> LogBounds {
+    let get = |i: usize, default: usize| {
+        setting(i).map_or(default, |v| usize::try_from(v).unwrap_or(default))
+    };
+    LogBounds {
+        max_changes: get(6, DEFAULT_LOG_BOUNDS.max_changes),
+        max_bytes: get(7, DEFAULT_LOG_BOUNDS.max_bytes),
+    }
+}
 
 /// Fill leases kept at most (`hybridcache.fill-leases`) and tag removals remembered for them
 /// (`hybridcache.fill-tag-removals`): about 100 bytes each plus the name, so the defaults

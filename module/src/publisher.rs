@@ -1,60 +1,176 @@
-//! Publishing invalidation events on the configured channel.
+//! Publishing invalidation events: the changes of one event-loop turn go out as one message
+//! on the configured channel, just before Redis writes that turn's replies.
+//!
+//! A change is numbered and appended to the turn's message when it happens
+//! ([`crate::event_batch`]). The message is published from the `EventLoop` BEFORE_SLEEP
+//! server event: in Redis 7.0's `beforeSleep()` that event comes after the commands read
+//! from sockets in this turn (and the fast expire cycle) have run, and before
+//! `handleClientsWithPendingWrites` writes their replies. Commands that run later in the
+//! same `beforeSleep()` (clients unblocked by `processUnblockedClients`, e.g. at the end of
+//! `CLIENT PAUSE`) would otherwise wait a whole turn: from the BEFORE_SLEEP event to the
+//! AFTER_SLEEP event every change is published at once. A message that reaches
+//! `hybridcache.event-message-bytes` is published at once too. docs/ARCHITECTURE.md states
+//! what this ordering guarantees.
+//!
+//! Every published message is kept by the event log ([`crate::event_log`]) for
+//! `HC.EVENTS SINCE`.
 
 use crate::config::CHANNEL;
+use crate::event_log::Since;
 use crate::role;
 use crate::state::{is_loading, with_state};
-use hybridcache_protocol::{Change, Op};
+use hybridcache_protocol::{Change, Name, Names, Op};
 use redis_module::{raw, Context};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-/// A context that outlives any command, for publishing from type callbacks (which get
-/// none). Redis 7.0's `PublishMessage` does not depend on the context's client.
+/// A context that outlives any command, for publishing from type callbacks and server
+/// events (which get none). Redis 7.0's `PublishMessage` does not depend on its client.
 static PUBLISH_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Creates the publishing context; called once at load.
-pub fn init(ctx: &Context) {
+/// Set from the BEFORE_SLEEP event to the AFTER_SLEEP event: the turn's message has gone
+/// out, so a change made now is published at once.
+static AFTER_FLUSH: AtomicBool = AtomicBool::new(false);
+
+/// Creates the publishing context and subscribes to the event-loop events; called once at
+/// load.
+pub fn init(ctx: &Context) -> Result<(), String> {
+    let event = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_EVENTLOOP,
+        dataver: 1,
+    };
+    // SAFETY: called from OnLoad with its context.
+    let status = unsafe {
+        raw::RedisModule_SubscribeToServerEvent
+            .map_or(1, |f| f(ctx.get_raw(), event, Some(on_event_loop)))
+    };
+    if status != raw::REDISMODULE_OK as i32 {
+        return Err("cannot subscribe to the event-loop server event".into());
+    }
     // SAFETY: ctx is the module's load context.
     let detached = unsafe {
         raw::RedisModule_GetDetachedThreadSafeContext
             .map_or(std::ptr::null_mut(), |f| f(ctx.get_raw()))
     };
     PUBLISH_CTX.store(detached, Ordering::Relaxed);
+    Ok(())
 }
 
-/// Publishes one event for a change that has just been made. Nothing is published while
-/// a dataset loads; the load ends with one "loaded" event instead. A replica in a cluster
-/// publishes nothing (see [`role`]).
+unsafe extern "C" fn on_event_loop(
+    _ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    match subevent {
+        raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP => {
+            flush();
+            AFTER_FLUSH.store(true, Ordering::Relaxed);
+        }
+        raw::REDISMODULE_SUBEVENT_EVENTLOOP_AFTER_SLEEP => {
+            AFTER_FLUSH.store(false, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// Whether changes are announced now: not while a dataset loads (the load ends with one
+/// "loaded" event), not by a replica in a cluster (see [`role`]).
+fn announcing() -> bool {
+    !is_loading() && role::publishes()
+}
+
+/// Announces a change of the keys, numbered `seq` when the write took its number already
+/// (its version), else with the next number. Returns the number.
+pub fn publish_keys<'a>(
+    seq: Option<u64>,
+    db: i32,
+    op: Op,
+    keys: impl IntoIterator<Item = &'a [u8]>,
+) -> u64 {
+    let db = u32::try_from(db).ok();
+    let announcing = announcing();
+    let (seq, full) = with_state(|s| {
+        let seq = match seq {
+            Some(seq) => seq,
+            None if announcing => s.sequencer.allocate(),
+            None => return (s.sequencer.last(), false),
+        };
+        if announcing {
+            s.events.batch.push(seq, db, op, Names::Keys(keys));
+        }
+        (seq, s.events.batch.byte_len() >= crate::limits::event_message_bytes())
+    });
+    if full || AFTER_FLUSH.load(Ordering::Relaxed) {
+        flush();
+    }
+    seq
+}
+
+/// Announces one change with the next number.
 pub fn publish(db: Option<i32>, op: Op, change: Change) {
-    if is_loading() || !role::publishes() {
+    if !announcing() {
         return;
     }
     let seq = with_state(|s| s.sequencer.allocate());
     publish_numbered(seq, db, op, change);
 }
 
-/// Publishes an event under a number taken earlier with `Sequencer::allocate`.
+/// Announces one change under a number taken earlier with `Sequencer::allocate`.
 pub fn publish_numbered(seq: u64, db: Option<i32>, op: Op, change: Change) {
-    if is_loading() || !role::publishes() {
+    if !announcing() {
         return;
     }
     let db = db.and_then(|d| u32::try_from(d).ok());
-    let payload = with_state(|s| s.sequencer.event(seq, db, op, change)).encode();
-    let channel = CHANNEL.get();
+    let full = with_state(|s| {
+        let batch = &mut s.events.batch;
+        match &change {
+            Change::Keys { keys } => {
+                batch.push(seq, db, op, Names::Keys(keys.iter().map(Name::as_bytes)))
+            }
+            Change::Tags { tags } => {
+                batch.push(seq, db, op, Names::Tags(tags.iter().map(Name::as_bytes)))
+            }
+            Change::Flush => batch.push(seq, db, op, Names::Flush::<[&[u8]; 0]>),
+        }
+        batch.byte_len() >= crate::limits::event_message_bytes()
+    });
+    if full || AFTER_FLUSH.load(Ordering::Relaxed) {
+        flush();
+    }
+}
+
+/// Publishes the waiting changes as one message and keeps it in the log.
+pub fn flush() {
+    let Some(sealed) = with_state(|s| s.events.batch.seal()) else {
+        return;
+    };
     let ctx = PUBLISH_CTX.load(Ordering::Relaxed);
+    let channel = CHANNEL.get();
     // SAFETY: strings are created without automatic memory management and freed here;
     // the API functions exist on every Redis this module loads on (7.0+).
     unsafe {
-        let (Some(create), Some(publish), Some(free)) = (
+        if let (Some(create), Some(publish), Some(free)) = (
             raw::RedisModule_CreateString,
             raw::RedisModule_PublishMessage,
             raw::RedisModule_FreeString,
-        ) else {
-            return;
-        };
-        let channel = create(ctx, channel.as_ptr().cast(), channel.len());
-        let message = create(ctx, payload.as_ptr().cast(), payload.len());
-        publish(ctx, channel, message);
-        free(ctx, channel);
-        free(ctx, message);
+        ) {
+            let channel = create(ctx, channel.as_ptr().cast(), channel.len());
+            let message = create(ctx, sealed.message.as_ptr().cast(), sealed.message.len());
+            publish(ctx, channel, message);
+            free(ctx, channel);
+            free(ctx, message);
+        }
     }
+    let bounds = crate::limits::event_log_bounds();
+    with_state(|s| s.events.published(sealed, bounds));
+}
+
+/// The changes published after `seq` (`HC.EVENTS SINCE`), counted in INFO.
+pub fn since(seq: u64, count: usize) -> Since {
+    with_state(|s| {
+        let answer = s.events.log.since(s.sequencer.origin(), seq, count);
+        s.events.count_replay(&answer);
+        answer
+    })
 }

@@ -1,5 +1,6 @@
 //! Numbering of invalidation events. Pure Rust.
 
+#[cfg(test)]
 use hybridcache_protocol::{Change, InvalidationEvent, Op};
 
 /// Gives each event this server publishes the next sequence number under one origin id.
@@ -15,14 +16,15 @@ impl Sequencer {
         Self { origin, last: 0 }
     }
 
-    /// Takes the next sequence number, for an event published later with [`Self::event`]
-    /// (a write stores it as its version before announcing itself).
+    /// Takes the next sequence number, for an event published later (a write stores it as
+    /// its version before announcing itself).
     pub fn allocate(&mut self) -> u64 {
         self.last += 1;
         self.last
     }
 
     /// The event numbered `seq`.
+    #[cfg(test)]
     pub fn event(&self, seq: u64, db: Option<u32>, op: Op, change: Change) -> InvalidationEvent {
         InvalidationEvent::new(self.origin.clone(), seq, db, op, change)
     }

@@ -5,6 +5,7 @@
 //! (Redis may call back into the module), so access goes through short closures.
 
 use crate::entry::Entry;
+use crate::events::Events;
 use crate::fills::{FillLeases, KeyspaceChange};
 use crate::index::TagIndex;
 use crate::sequencer::{random_origin, Sequencer};
@@ -15,12 +16,15 @@ pub struct State {
     pub index: TagIndex,
     pub sequencer: Sequencer,
     pub(crate) fills: FillLeases,
+    pub(crate) events: Events,
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
+    let origin = random_origin();
     Mutex::new(State {
         index: TagIndex::default(),
-        sequencer: Sequencer::new(random_origin()),
+        events: Events::new(&origin, crate::limits::event_log_bounds()),
+        sequencer: Sequencer::new(origin),
         fills: FillLeases::new(crate::limits::fill_bounds()),
     })
 });

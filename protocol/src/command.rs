@@ -62,9 +62,42 @@ pub const LEASE_VERSION: i64 = 1;
 /// `HC.CHECK`: compares the tag index with the keyspace (O(N); for tests and debugging).
 pub const CHECK: &str = "HC.CHECK";
 
+/// `HC.EVENTS SINCE <origin> <seq> [COUNT n]`: the changes this server published after
+/// change `seq` of `origin`, from its event log (`hybridcache.event-log-changes`/`-bytes`).
+/// Reply: a 3-array `[status, last, message]`:
+/// - [`events::OK`]: `message` is one event message (format 2, see
+///   [`crate::decode_message`]) with the changes after `seq` in order, at most `n`
+///   ([`events::DEFAULT_COUNT`] when not given; none when `seq` is the last);
+/// - [`events::TOO_OLD`]: the log no longer reaches back to `seq + 1` (or `seq` is ahead of
+///   what was published): `message` is nil; the reader must treat everything as changed;
+/// - [`events::OTHER_ORIGIN`]: `origin` is not this server process's (it restarted, or it is
+///   another server): `message` is nil.
+///
+/// `last` is the number of the last change this server published so far: a reader that got
+/// `n` changes and has not reached `last` asks again from the last one it got.
+pub const EVENTS: &str = "HC.EVENTS";
+
+/// Keywords and reply statuses of [`EVENTS`].
+pub mod events {
+    /// `SINCE <origin> <seq>`.
+    pub const SINCE: &str = "SINCE";
+    /// `COUNT <n>`: at most `n` changes (1 ..= [`MAX_COUNT`]).
+    pub const COUNT: &str = "COUNT";
+    /// Changes answered without `COUNT`.
+    pub const DEFAULT_COUNT: u64 = 10_000;
+    /// The largest `COUNT`.
+    pub const MAX_COUNT: u64 = 1_000_000;
+    /// The log covers the request.
+    pub const OK: &str = "ok";
+    /// The log does not reach back that far.
+    pub const TOO_OLD: &str = "too-old";
+    /// The origin is not this server process's.
+    pub const OTHER_ORIGIN: &str = "other-origin";
+}
+
 /// Every command the module registers.
-pub const ALL: [&str; 11] = [
-    SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK, HELLO,
+pub const ALL: [&str; 12] = [
+    SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK, HELLO, EVENTS,
 ];
 
 /// Option keywords of `HC.SET` (matched case-insensitively by the module).

@@ -1,17 +1,13 @@
-//! Invalidation events: what the module publishes after every change to an entry.
+//! Invalidation events: what the module announces after every change to an entry.
 
 use crate::{Name, FORMAT_VERSION};
 use serde::{Deserialize, Serialize};
 
-/// One invalidation event, as published on the invalidation channel.
+/// One invalidation event: one change. A pub/sub message carries several (see
+/// [`crate::decode_message`] for the wire form).
 ///
-/// JSON form (one object per pub/sub message; field order as shown):
-/// ```text
-/// {"v":1,"origin":"<16 hex>","seq":42,"db":0,"op":"set","kind":"keys","keys":["user:1"]}
-/// {"v":1,"origin":"<16 hex>","seq":43,"db":0,"op":"deltag","kind":"tags","tags":["team:7"]}
-/// {"v":1,"origin":"<16 hex>","seq":44,"db":null,"op":"flushall","kind":"flush"}
-/// ```
-/// - `v`: the format version ([`FORMAT_VERSION`]).
+/// - `v`: the format version of the message it came in ([`FORMAT_VERSION`] when written
+///   by this crate).
 /// - `origin`: a random id of the publishing server process, new at every start. Each
 ///   server numbers its events on its own, so a reader tracks `seq` per origin.
 /// - `seq`: 1, 2, 3, ... per origin, no gaps: a reader that sees a gap has missed events
@@ -91,48 +87,25 @@ pub enum Op {
     Unknown,
 }
 
-/// Why bytes could not be read as an [`InvalidationEvent`].
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// The payload is not a JSON object with a numeric `v`.
-    #[error("not an invalidation event: {0}")]
-    Malformed(#[source] serde_json::Error),
-    /// The event is of another format version: the reader must treat everything as changed.
-    #[error(
-        "unsupported invalidation event format version {0} (this reader knows {FORMAT_VERSION})"
-    )]
-    UnsupportedVersion(u32),
-    /// The version is right but the body does not match it.
-    #[error("invalid version {FORMAT_VERSION} invalidation event: {0}")]
-    Invalid(#[source] serde_json::Error),
-}
 
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u32,
-}
-
-/// The flat wire form read in one pass (the public type's flattened, internally tagged
-/// layout would make serde buffer the whole object first).
-#[derive(Deserialize)]
-struct Wire {
-    v: u32,
-    origin: String,
-    seq: u64,
-    #[serde(default)]
-    db: Option<u32>,
-    op: Op,
-    kind: Kind,
-    keys: Option<Vec<Name>>,
-    tags: Option<Vec<Name>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Kind {
-    Keys,
-    Tags,
-    Flush,
+impl Op {
+    /// The name on the wire (`"set"`, `"deltag"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Set => "set",
+            Op::Del => "del",
+            Op::Deltag => "deltag",
+            Op::Removed => "removed",
+            Op::Added => "added",
+            Op::Expire => "expire",
+            Op::Flushdb => "flushdb",
+            Op::Flushall => "flushall",
+            Op::Swapdb => "swapdb",
+            Op::Loaded => "loaded",
+            Op::Promoted => "promoted",
+            Op::Unknown => "unknown",
+        }
+    }
 }
 
 impl InvalidationEvent {
@@ -154,53 +127,12 @@ impl InvalidationEvent {
         }
     }
 
-    /// The JSON bytes published on the channel.
+    /// A message of the current format that carries this one event (what a module would
+    /// publish for a turn with one change).
     pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain structs, strings and integers into memory cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Reads an event; the version is checked before the body so that a newer format is
-    /// reported as [`DecodeError::UnsupportedVersion`] rather than as garbage.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let wire: Wire = match serde_json::from_slice(bytes) {
-            Ok(wire) => wire,
-            Err(e) => {
-                // Only on failure: tell another version from a broken event.
-                let VersionOnly { v } =
-                    serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
-                return Err(if v == FORMAT_VERSION {
-                    DecodeError::Invalid(e)
-                } else {
-                    DecodeError::UnsupportedVersion(v)
-                });
-            }
-        };
-        if wire.v != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion(wire.v));
-        }
-        let missing = |field| {
-            DecodeError::Invalid(<serde_json::Error as serde::de::Error>::missing_field(
-                field,
-            ))
-        };
-        let change = match wire.kind {
-            Kind::Keys => Change::Keys {
-                keys: wire.keys.ok_or_else(|| missing("keys"))?,
-            },
-            Kind::Tags => Change::Tags {
-                tags: wire.tags.ok_or_else(|| missing("tags"))?,
-            },
-            Kind::Flush => Change::Flush,
-        };
-        Ok(Self {
-            v: wire.v,
-            origin: wire.origin,
-            seq: wire.seq,
-            db: wire.db,
-            op: wire.op,
-            change,
-        })
+        let mut writer = crate::MessageWriter::new(&self.origin);
+        writer.push_change(self.seq, self.db, self.op, &self.change);
+        writer.finish().to_vec()
     }
 }
 
@@ -208,87 +140,26 @@ impl InvalidationEvent {
 mod tests {
     use super::*;
 
-    fn event(db: Option<u32>, op: Op, change: Change) -> InvalidationEvent {
-        InvalidationEvent::new("00000000000000ff", 9, db, op, change)
-    }
-
     #[test]
-    fn every_kind_round_trips() {
-        for e in [
-            event(
-                Some(3),
-                Op::Del,
-                Change::Keys {
-                    keys: vec![Name::from("a"), Name(vec![0xfe])],
-                },
-            ),
-            event(
-                Some(0),
-                Op::Deltag,
-                Change::Tags {
-                    tags: vec![Name::from("t1"), Name::from("t2")],
-                },
-            ),
-            event(None, Op::Flushall, Change::Flush),
-            event(Some(1), Op::Swapdb, Change::Flush),
-        ] {
-            assert_eq!(InvalidationEvent::decode(&e.encode()).unwrap(), e);
-        }
-    }
-
-    #[test]
-    fn tag_event_json_names_tags_not_keys() {
-        let e = event(
-            Some(0),
+    fn op_names_match_serde() {
+        for op in [
+            Op::Set,
+            Op::Del,
             Op::Deltag,
-            Change::Tags {
-                tags: vec![Name::from("t")],
-            },
-        );
-        assert_eq!(
-            String::from_utf8(e.encode()).unwrap(),
-            r#"{"v":1,"origin":"00000000000000ff","seq":9,"db":0,"op":"deltag","kind":"tags","tags":["t"]}"#
-        );
-    }
-
-    #[test]
-    fn flush_all_has_null_db() {
-        let json = String::from_utf8(event(None, Op::Flushall, Change::Flush).encode()).unwrap();
-        assert!(json.contains(r#""db":null"#), "{json}");
-        assert!(json.ends_with(r#""kind":"flush"}"#), "{json}");
-    }
-
-    #[test]
-    fn other_version_is_reported_as_unsupported() {
-        let err = InvalidationEvent::decode(br#"{"v":2,"anything":"else"}"#).unwrap_err();
-        assert!(matches!(err, DecodeError::UnsupportedVersion(2)), "{err}");
-    }
-
-    #[test]
-    fn garbage_is_malformed() {
-        for bad in [&b"not json"[..], b"{}", b"[1,2]", b"{\"v\":\"1\"}"] {
-            assert!(matches!(
-                InvalidationEvent::decode(bad),
-                Err(DecodeError::Malformed(_))
-            ));
+            Op::Removed,
+            Op::Added,
+            Op::Expire,
+            Op::Flushdb,
+            Op::Flushall,
+            Op::Swapdb,
+            Op::Loaded,
+            Op::Promoted,
+            Op::Unknown,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&op).unwrap(),
+                format!("\"{}\"", op.as_str())
+            );
         }
-    }
-
-    #[test]
-    fn right_version_with_bad_body_is_invalid() {
-        let err = InvalidationEvent::decode(
-            br#"{"v":1,"origin":"x","seq":1,"db":0,"op":"set","kind":"nope"}"#,
-        )
-        .unwrap_err();
-        assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
-    }
-
-    #[test]
-    fn unknown_op_from_a_newer_module_still_decodes() {
-        let e = InvalidationEvent::decode(
-            br#"{"v":1,"origin":"x","seq":1,"db":0,"op":"teleported","kind":"keys","keys":["k"]}"#,
-        )
-        .unwrap();
-        assert_eq!(e.op, Op::Unknown);
     }
 }

@@ -1,8 +1,10 @@
 //! A pub/sub subscriber on the invalidation channel, reading on its own thread.
 
 use crate::server::RedisServer;
-use hybridcache_protocol::{Change, InvalidationEvent, DEFAULT_CHANNEL};
+use hybridcache_protocol::{decode_message, Change, InvalidationEvent, DEFAULT_CHANNEL};
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,8 +25,13 @@ enum Incoming {
 
 /// A connection subscribed to one channel. The subscription is confirmed by the server
 /// before [`Subscriber::new`] returns, so every message published afterwards is seen.
+///
+/// A message carries the changes of one event-loop turn: [`Subscriber::next_event`] gives
+/// them one by one, [`Subscriber::next_message`] as they came.
 pub struct Subscriber {
     rx: Receiver<Incoming>,
+    /// Changes of a message read but not handed out yet.
+    pending: Mutex<VecDeque<InvalidationEvent>>,
     channel: String,
     port: u16,
     client_id: i64,
@@ -97,6 +104,7 @@ impl Subscriber {
         }
         Subscriber {
             rx,
+            pending: Mutex::new(VecDeque::new()),
             channel: channel.to_string(),
             port: server.port(),
             client_id,
@@ -113,8 +121,32 @@ impl Subscriber {
     /// The next raw message payload, or `None` when none comes within `timeout`.
     ///
     /// # Panics
-    /// When the subscription connection was closed.
+    /// When the subscription connection was closed, or changes of a message already read
+    /// are still waiting to be handed out by [`Subscriber::next_event`].
     pub fn next_payload(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let waiting = self.pending_events().len();
+        assert_eq!(
+            waiting, 0,
+            "{waiting} changes of the last message on {} were not read",
+            self.channel
+        );
+        self.receive(timeout)
+    }
+
+    fn pending_events(&self) -> std::sync::MutexGuard<'_, VecDeque<InvalidationEvent>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The changes of the next message, decoded, or `None` when none comes within
+    /// `timeout`.
+    ///
+    /// # Panics
+    /// As [`Subscriber::next_payload`], and when the message is not valid.
+    pub fn next_message(&self, timeout: Duration) -> Option<Vec<InvalidationEvent>> {
+        self.next_payload(timeout).map(|bytes| decode(&bytes))
+    }
+
+    fn receive(&self, timeout: Duration) -> Option<Vec<u8>> {
         match self.rx.recv_timeout(timeout) {
             Ok(Incoming::Payload(bytes)) => Some(bytes),
             Ok(Incoming::Closed(reason)) => panic!(
@@ -135,7 +167,14 @@ impl Subscriber {
     /// # Panics
     /// When a message is not a valid event, or the connection was closed.
     pub fn next_event(&self, timeout: Duration) -> Option<InvalidationEvent> {
-        self.next_payload(timeout).map(|bytes| decode(&bytes))
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.pending_events().pop_front() {
+                return Some(event);
+            }
+            let bytes = self.receive(deadline.saturating_duration_since(Instant::now()))?;
+            self.pending_events().extend(decode(&bytes));
+        }
     }
 
     /// The next event, which must come within [`EVENT_TIMEOUT`].
@@ -170,7 +209,10 @@ impl Subscriber {
     /// # Panics
     /// When one does (the message shows it).
     pub fn assert_no_event(&self, within: Duration) {
-        if let Some(bytes) = self.next_payload(within) {
+        if let Some(event) = self.pending_events().pop_front() {
+            panic!("unexpected event on {}: {event:?}", self.channel);
+        }
+        if let Some(bytes) = self.receive(within) {
             panic!(
                 "unexpected message on {}: {}",
                 self.channel,
@@ -219,17 +261,23 @@ impl Drop for Subscriber {
     }
 }
 
-/// Decodes one payload with the protocol crate.
+/// Decodes one message with the protocol crate: its changes.
 ///
 /// # Panics
-/// When it is not a valid event (the message shows the payload).
-pub fn decode(bytes: &[u8]) -> InvalidationEvent {
-    InvalidationEvent::decode(bytes).unwrap_or_else(|e| {
+/// When it is not a valid message, or holds no change (the message shows the payload).
+pub fn decode(bytes: &[u8]) -> Vec<InvalidationEvent> {
+    let events = decode_message(bytes).unwrap_or_else(|e| {
         panic!(
             "message is not a valid invalidation event ({e}): {}",
             String::from_utf8_lossy(bytes)
         )
-    })
+    });
+    assert!(
+        !events.is_empty(),
+        "a published message holds no change: {}",
+        String::from_utf8_lossy(bytes)
+    );
+    events
 }
 
 /// The keys of a `kind: keys` event, as lossy UTF-8 strings, sorted.

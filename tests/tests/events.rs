@@ -148,7 +148,9 @@ fn hc_deltag_publishes_one_tags_event_for_1000_keys() {
         "the deltag event names tags, not keys; it is {} bytes",
         payload.len()
     );
-    let event = hybridcache_tests::subscriber::decode(&payload);
+    let [event] = &hybridcache_tests::subscriber::decode(&payload)[..] else {
+        panic!("one change expected: {}", String::from_utf8_lossy(&payload));
+    };
     assert_eq!(event.op, Op::Deltag, "{event:?}");
     assert_eq!(event.db, Some(0));
     assert_eq!(event_tags(&event), ["big"]);

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod delete;
+pub mod events;
 pub mod hello;
 pub(crate) mod lease;
 pub mod read;

@@ -6,11 +6,11 @@ use crate::entry::Entry;
 use crate::fills::KeyspaceChange;
 use crate::key_handle::selected_db;
 use crate::key_handle::KeyHandle;
-use crate::publisher::publish_numbered;
+use crate::publisher::publish_keys;
 use crate::set_options::{Condition, Expiry, SetOptions};
 use crate::state::{record_change, with_state, Quiet};
 use hybridcache_protocol::command::option;
-use hybridcache_protocol::{Change, Name, Op};
+use hybridcache_protocol::Op;
 use redis_module::raw;
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -137,16 +137,7 @@ fn announce(ctx: &Context, db: i32, name: &RedisString, version: Option<u64>) ->
         key: name.as_slice(),
     });
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "hc.set", name);
-    let seq = version.unwrap_or_else(|| with_state(|s| s.sequencer.allocate()));
-    publish_numbered(
-        seq,
-        Some(db),
-        Op::Set,
-        Change::Keys {
-            keys: vec![Name::from(name.as_slice())],
-        },
-    );
-    seq
+    publish_keys(version, db, Op::Set, [name.as_slice()])
 }
 
 /// Replicas and the AOF get the write with an absolute expiry and without NX/XX, so that
