@@ -4,11 +4,12 @@
 //!
 //! Run by `cargo fuzz` (`fuzz/fuzz_targets/`, `make fuzz`), and by the bounded tests below
 //! over the seed corpus (`fuzz/corpus/<target>/`) and deterministic mutations of it, which
-//! `cargo test` runs on stable.
+//! `cargo test` runs on stable (the driver, RNG and mutations: `hybridcache-fuzz-support`; the
+//! dictionary and generators of these targets stay here).
 //!
 //! Panics here are the point (a fuzzer's crash signal) and cannot reach Redis: this file is
 //! compiled only under `cfg(test)` or `cfg(fuzzing)`, never into the loadable module, and the
-//! `unwrap`s below are in its `#[cfg(test)]` corpus helpers.
+//! `unwrap`s below are in its `#[cfg(test)]` tests.
 
 use crate::saved::{self, SliceSource, Source, FLAG_DEAD, MAX_TAGS_IN_PAYLOAD};
 use crate::set_options::{Expiry, SetOptions};
@@ -130,46 +131,23 @@ mod tests {
     use super::*;
     use crate::entry::Entry;
     use crate::saved::Sink;
-    use std::path::PathBuf;
-    use std::time::Instant;
+    use hybridcache_fuzz_support::{seeds, BoundedRun, Edit, Mutator, Rng};
 
     /// Generated inputs per target: 1.5 s in a debug build on an idle machine.
     const ITERATIONS: usize = 200_000;
 
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        paths.sort();
-        let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
-        assert!(!files.is_empty(), "no seeds in {}", dir.display());
-        files
-    }
-
-    /// splitmix64: a fixed sequence, so that a failure reproduces.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.below(items.len())]
-        }
-    }
+    /// The edits of the mutations, equally likely; separated by NUL, a word is an argument
+    /// of its own.
+    const EDITS: &[Edit] = &[
+        Edit::FlipBit,
+        Edit::SetByte,
+        Edit::Truncate,
+        Edit::Remove,
+        Edit::InsertWord,
+        Edit::InsertArgument(0),
+        Edit::SpliceSeed,
+        Edit::InsertJunk,
+    ];
 
     /// Byte strings the parsers give meaning to.
     fn dictionary() -> Vec<Vec<u8>> {
@@ -220,10 +198,10 @@ mod tests {
     /// A well-formed saved entry with random fields.
     fn random_entry(rng: &mut Rng) -> Vec<u8> {
         let mut bytes = Vec::new();
-        let value: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
+        let value: Vec<u8> = (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect();
         bytes.string(&value);
-        bytes.unsigned(rng.next());
-        bytes.unsigned(rng.next() % 4);
+        bytes.unsigned(rng.next_u64());
+        bytes.unsigned(rng.next_u64() % 4);
         let count = rng.below(6);
         bytes.unsigned(count as u64);
         for _ in 0..count {
@@ -235,70 +213,23 @@ mod tests {
         bytes
     }
 
-    fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>], words: &[Vec<u8>]) {
-        for _ in 0..1 + rng.below(4) {
-            let at = rng.below(input.len() + 1);
-            match rng.below(8) {
-                0 if !input.is_empty() => {
-                    let i = rng.below(input.len());
-                    input[i] ^= 1 << rng.below(8);
-                }
-                1 if !input.is_empty() => {
-                    let i = rng.below(input.len());
-                    input[i] = *rng.pick(&[0, 0x7f, 0x80, 0xff, b'0', b'-']);
-                }
-                2 => input.truncate(at),
-                3 => {
-                    let end = (at + rng.below(16)).min(input.len());
-                    input.drain(at..end);
-                }
-                4 => {
-                    let word = rng.pick(words).clone();
-                    input.splice(at..at, word);
-                }
-                5 => {
-                    // A keyword as an argument of its own.
-                    let mut word: Vec<u8> = vec![0];
-                    let chosen: &Vec<u8> = rng.pick(words);
-                    word.extend_from_slice(chosen);
-                    input.splice(at..at, word);
-                }
-                6 => {
-                    let other = rng.pick(seeds);
-                    let from = rng.below(other.len() + 1);
-                    input.splice(at..at, other[from..].iter().copied());
-                }
-                _ => {
-                    let junk: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
-                    input.splice(at..at, junk);
-                }
-            }
-        }
-    }
-
-    /// Runs `body` on each seed, then on `ITERATIONS` mutations of seeds.
-    fn run(target: &str, body: fn(&[u8]), extra_seed: Option<fn(&mut Rng) -> Vec<u8>>) {
-        let started = Instant::now();
-        let seeds = corpus(target);
-        for seed in &seeds {
-            body(seed);
-        }
+    /// Runs `body` on each seed, then on `ITERATIONS` mutations of seeds (every other one
+    /// of a `generator` input instead, when there is one).
+    fn run(target: &str, body: fn(&[u8]), generator: Option<fn(&mut Rng) -> Vec<u8>>) {
         let words = dictionary();
-        let mut rng = Rng(0x6879_6272_6964_6361);
-        for i in 0..ITERATIONS {
-            let mut input = match extra_seed {
-                Some(make) if i % 2 == 0 => make(&mut rng),
-                _ => rng.pick(&seeds).clone(),
-            };
-            mutate(&mut rng, &mut input, &seeds, &words);
-            // On a failure the test output shows the input (cargo test prints panics).
-            body(&input);
+        BoundedRun {
+            target,
+            iterations: ITERATIONS,
+            rng_seed: 0x6879_6272_6964_6361,
+            mutator: Mutator {
+                min_edits: 1,
+                max_edits: 4,
+                edits: EDITS,
+                words: &words,
+            },
+            generator,
         }
-        eprintln!(
-            "{target}: {} inputs in {:?}",
-            seeds.len() + ITERATIONS,
-            started.elapsed()
-        );
+        .run(body);
     }
 
     #[test]
@@ -313,7 +244,7 @@ mod tests {
 
     #[test]
     fn every_set_options_seed_parses() {
-        for seed in corpus("set_options") {
+        for seed in seeds("set_options") {
             assert!(
                 SetOptions::parse(&split_args(&seed)).is_ok(),
                 "{:?}",
@@ -325,14 +256,14 @@ mod tests {
     /// The committed seeds pin the field order: a change to it fails here.
     #[test]
     fn every_entry_load_seed_loads() {
-        for seed in corpus("entry_load") {
+        for seed in seeds("entry_load") {
             assert!(saved::from_bytes(&seed).is_some(), "{seed:?}");
         }
         let seed = saved::to_bytes(
             &Entry::new(b"value", &[&b"tag:1"[..], b"tag:2"], 42).unwrap(),
             false,
         );
-        assert!(corpus("entry_load").contains(&seed));
+        assert!(seeds("entry_load").contains(&seed));
     }
 
     #[test]

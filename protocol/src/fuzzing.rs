@@ -5,28 +5,48 @@
 //! bounded tests below over the seed corpus (`fuzz/corpus/event_decode/`) and deterministic
 //! mutations of it, which `cargo test` runs on stable.
 
-use crate::{InvalidationEvent, FORMAT_VERSION};
+use crate::{decode_message, MessageWriter, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 
-/// Decodes `data`; an event that decodes must survive `encode` then `decode` unchanged, and
-/// encode to the same bytes again.
+/// Decodes `data`; a message that decodes must survive being written again (in the current
+/// format) and read back unchanged, and write to the same bytes again.
 pub fn event_decode(data: &[u8]) {
-    let event = match InvalidationEvent::decode(data) {
-        Ok(event) => event,
+    let events = match decode_message(data) {
+        Ok(events) => events,
         Err(e) => {
             // Readers log it.
             let _ = e.to_string();
             return;
         }
     };
-    assert_eq!(event.v, FORMAT_VERSION);
-    let bytes = event.encode();
-    assert!(!bytes.is_empty(), "{event:?} encodes to nothing");
-    match InvalidationEvent::decode(&bytes) {
+    let Some(first) = events.first() else {
+        return;
+    };
+    let v = first.v;
+    assert!((OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&v));
+    let mut writer = MessageWriter::new(&first.origin);
+    for event in &events {
+        assert_eq!((event.v, &event.origin), (v, &first.origin));
+        writer.push_change(event.seq, event.db, event.op, &event.change);
+    }
+    let bytes = writer.finish().to_vec();
+    match decode_message(&bytes) {
         Ok(again) => {
-            assert_eq!(again, event, "decode(encode(event))");
-            assert_eq!(again.encode(), bytes, "encoding is deterministic");
+            assert_eq!(again.len(), events.len());
+            for (again, event) in again.iter().zip(&events) {
+                assert_eq!(again.v, FORMAT_VERSION);
+                assert_eq!(
+                    (&again.origin, again.seq, again.db, again.op, &again.change),
+                    (&event.origin, event.seq, event.db, event.op, &event.change),
+                    "decode(encode(event))"
+                );
+            }
+            let mut writer = MessageWriter::new(&first.origin);
+            for event in &again {
+                writer.push_change(event.seq, event.db, event.op, &event.change);
+            }
+            assert_eq!(writer.finish(), &bytes[..], "encoding is deterministic");
         }
-        Err(e) => unreachable!("{event:?} encodes to {bytes:?}, which does not decode: {e}"),
+        Err(e) => unreachable!("{events:?} encodes to {bytes:?}, which does not decode: {e}"),
     }
 }
 
@@ -34,40 +54,11 @@ pub fn event_decode(data: &[u8]) {
 mod tests {
     use super::*;
     use crate::{Change, Name, Op};
-    use std::path::PathBuf;
+    use hybridcache_fuzz_support::{seeds, BoundedRun, Edit, Mutator, Rng};
     use std::time::Instant;
 
     /// Generated inputs: 1.5 s in a debug build on an idle machine.
     const ITERATIONS: usize = 80_000;
-
-    fn corpus() -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/event_decode");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        paths.sort();
-        let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
-        assert!(!files.is_empty(), "no seeds in {}", dir.display());
-        files
-    }
-
-    /// splitmix64: a fixed sequence, so that a failure reproduces.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
 
     /// JSON pieces the decoder gives meaning to, and values at the edges of their types.
     const WORDS: &[&str] = &[
@@ -138,7 +129,9 @@ mod tests {
     /// A well-formed event with random fields.
     fn random_event(rng: &mut Rng) -> Vec<u8> {
         let name = |rng: &mut Rng| {
-            let bytes: Vec<u8> = (0..rng.below(6)).map(|_| rng.next() as u8 & 0x8f).collect();
+            let bytes: Vec<u8> = (0..rng.below(6))
+                .map(|_| rng.next_u64() as u8 & 0x8f)
+                .collect();
             Name(bytes)
         };
         let names = |rng: &mut Rng| (0..rng.below(4)).map(|_| name(rng)).collect();
@@ -149,73 +142,62 @@ mod tests {
         };
         let ops = [Op::Set, Op::Del, Op::Deltag, Op::Flushall, Op::Unknown];
         let op = ops[rng.below(ops.len())];
-        let db = (rng.below(3) > 0).then(|| rng.next() as u32);
-        InvalidationEvent::new("00000000000000ff", rng.next(), db, op, change).encode()
+        let db = (rng.below(3) > 0).then(|| rng.next_u64() as u32);
+        crate::InvalidationEvent::new("00000000000000ff", rng.next_u64(), db, op, change).encode()
     }
 
-    /// Up to three changes; none at times, so that generated events go through whole.
-    fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
-        for _ in 0..rng.below(4) {
-            let at = rng.below(input.len() + 1);
-            match rng.below(9) {
-                0 if !input.is_empty() => {
-                    let i = rng.below(input.len());
-                    input[i] ^= 1 << rng.below(8);
-                }
-                1 => input.truncate(at),
-                2 => {
-                    let end = (at + rng.below(16)).min(input.len());
-                    input.drain(at..end);
-                }
-                3 | 4 => {
-                    let word = WORDS[rng.below(WORDS.len())];
-                    input.splice(at..at, word.bytes());
-                }
-                6 | 7 => {
-                    // Another value for one field.
-                    let colons: Vec<usize> =
-                        (0..input.len()).filter(|&i| input[i] == b':').collect();
-                    if colons.is_empty() {
-                        continue;
-                    }
-                    let start = colons[rng.below(colons.len())] + 1;
-                    let end = (start..input.len())
-                        .find(|&i| matches!(input[i], b',' | b'}'))
-                        .unwrap_or(input.len());
-                    let value = VALUES[rng.below(VALUES.len())];
-                    input.splice(start..end, value.bytes());
-                }
-                5 => {
-                    let other = &seeds[rng.below(seeds.len())];
-                    let from = rng.below(other.len() + 1);
-                    input.splice(at..at, other[from..].iter().copied());
-                }
-                _ => {
-                    let junk: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
-                    input.splice(at..at, junk);
-                }
-            }
+    /// The edits of the mutations, each as likely as the times it is listed. Up to three of
+    /// them; none at times, so that generated events go through whole.
+    const EDITS: &[Edit] = &[
+        Edit::FlipBit,
+        Edit::Truncate,
+        Edit::Remove,
+        Edit::InsertWord,
+        Edit::InsertWord,
+        Edit::SpliceSeed,
+        Edit::Custom(replace_value),
+        Edit::Custom(replace_value),
+        Edit::InsertJunk,
+    ];
+
+    /// Another value for one field: what follows a colon, up to the next comma or brace.
+    fn replace_value(rng: &mut Rng, input: &mut Vec<u8>) {
+        let colons: Vec<usize> = (0..input.len()).filter(|&i| input[i] == b':').collect();
+        if colons.is_empty() {
+            return;
         }
+        let start = colons[rng.below(colons.len())] + 1;
+        let end = (start..input.len())
+            .find(|&i| matches!(input[i], b',' | b'}'))
+            .unwrap_or(input.len());
+        let value = VALUES[rng.below(VALUES.len())];
+        input.splice(start..end, value.bytes());
     }
 
     #[test]
     fn event_decode_never_panics_on_seeds_or_their_mutations() {
         let started = Instant::now();
-        let seeds = corpus();
+        let seeds = seeds("event_decode");
         for seed in &seeds {
             event_decode(seed);
         }
-        let mut rng = Rng(0x6576_656e_7473_2121);
+        let run = BoundedRun {
+            target: "event_decode",
+            iterations: ITERATIONS,
+            rng_seed: 0x6576_656e_7473_2121,
+            mutator: Mutator {
+                min_edits: 0,
+                max_edits: 3,
+                edits: EDITS,
+                words: WORDS,
+            },
+            generator: Some(random_event),
+        };
+        // The seeds and the inputs by hand (not `run.run`): only the inputs count as decoded.
         let mut decoded = 0;
-        for i in 0..ITERATIONS {
-            let mut input = if i % 2 == 0 {
-                random_event(&mut rng)
-            } else {
-                seeds[rng.below(seeds.len())].clone()
-            };
-            mutate(&mut rng, &mut input, &seeds);
+        for input in run.inputs(&seeds) {
             event_decode(&input);
-            decoded += usize::from(InvalidationEvent::decode(&input).is_ok());
+            decoded += usize::from(crate::decode_message(&input).is_ok());
         }
         eprintln!(
             "event_decode: {} inputs ({decoded} decoded) in {:?}",
@@ -227,9 +209,9 @@ mod tests {
 
     #[test]
     fn every_event_decode_seed_decodes() {
-        for seed in corpus() {
+        for seed in seeds("event_decode") {
             assert!(
-                InvalidationEvent::decode(&seed).is_ok(),
+                crate::decode_message(&seed).is_ok(),
                 "{}",
                 String::from_utf8_lossy(&seed)
             );

@@ -6,6 +6,7 @@
 //! - [`Subscriber`]: a confirmed subscription on the invalidation channel that decodes
 //!   events with the protocol crate.
 //! - [`HcInfo`]: the module's `INFO` section; [`hc`]: typed helpers for the commands.
+//! - [`resp`]: a raw RESP2 client, for tests that send any bytes and judge every reply byte.
 //! - [`module_path()`]: which module library is loaded (`$HYBRIDCACHE_MODULE` or the
 //!   build output).
 //!
@@ -19,6 +20,7 @@ pub mod info;
 pub mod module_path;
 pub mod ports;
 pub mod race_support;
+pub mod resp;
 pub mod server;
 pub mod subscriber;
 pub mod wait;

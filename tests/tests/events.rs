@@ -153,7 +153,7 @@ fn hc_deltag_publishes_one_tags_event_for_1000_keys() {
     };
     assert_eq!(event.op, Op::Deltag, "{event:?}");
     assert_eq!(event.db, Some(0));
-    assert_eq!(event_tags(&event), ["big"]);
+    assert_eq!(event_tags(event), ["big"]);
     sub.assert_no_event(QUIET_PERIOD);
 }
 
