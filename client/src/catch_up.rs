@@ -68,7 +68,8 @@ fn read_reply(
     origin: &str,
     after: u64,
 ) -> Result<(u64, Vec<InvalidationEvent>), Unavailable> {
-    let unreadable = || Unavailable::Failed(format!("unexpected {} reply: {reply:?}", command::EVENTS));
+    let unreadable =
+        || Unavailable::Failed(format!("unexpected {} reply: {reply:?}", command::EVENTS));
     let Value::Array(fields) = reply else {
         return Err(unreadable());
     };

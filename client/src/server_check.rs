@@ -239,7 +239,12 @@ mod tests {
         let ok = hello(MODULE_NAME, i64::from(FORMAT_VERSION), LEASE_VERSION, "c");
         assert_eq!(check_hello(&ok, "c"), Ok(()));
         // An older module's format is still read.
-        let older = hello(MODULE_NAME, i64::from(OLDEST_FORMAT_VERSION), LEASE_VERSION, "c");
+        let older = hello(
+            MODULE_NAME,
+            i64::from(OLDEST_FORMAT_VERSION),
+            LEASE_VERSION,
+            "c",
+        );
         assert_eq!(check_hello(&older, "c"), Ok(()));
     }
 

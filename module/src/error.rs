@@ -22,7 +22,9 @@ pub enum CommandError {
     UnknownFetchOption(String),
     #[error("syntax error, {0} given twice")]
     RepeatedOption(&'static str),
-    #[error("syntax error, unknown option '{0}' (expected HC.EVENTS SINCE <origin> <seq> [COUNT n])")]
+    #[error(
+        "syntax error, unknown option '{0}' (expected HC.EVENTS SINCE <origin> <seq> [COUNT n])"
+    )]
     UnknownEventsOption(String),
     #[error("COUNT must be between 1 and {0}")]
     EventsCount(u64),

@@ -65,7 +65,10 @@ impl EventLog {
     pub(crate) fn memory(&self) -> usize {
         self.messages
             .iter()
-            .map(|m| m.message.capacity() + m.changes.capacity() * size_of::<(u64, std::ops::Range<usize>)>())
+            .map(|m| {
+                m.message.capacity()
+                    + m.changes.capacity() * size_of::<(u64, std::ops::Range<usize>)>()
+            })
             .sum::<usize>()
             + self.messages.capacity() * size_of::<Sealed>()
     }
@@ -152,7 +155,10 @@ impl EventLog {
             }
             let from = sealed.changes.partition_point(|(s, _)| *s <= seq);
             let to = (from + left).min(sealed.changes.len());
-            if let (Some((_, a)), Some((_, b))) = (sealed.changes.get(from), sealed.changes.get(to.wrapping_sub(1))) {
+            if let (Some((_, a)), Some((_, b))) = (
+                sealed.changes.get(from),
+                sealed.changes.get(to.wrapping_sub(1)),
+            ) {
                 if let Some(objects) = sealed.message.get(a.start..b.end) {
                     writer.push_raw(objects, to - from);
                     left -= to - from;

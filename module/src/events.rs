@@ -63,12 +63,20 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let mut events = Events::new("o", bounds);
-        events.batch.push(1, Some(0), Op::Set, Names::Keys([&b"a"[..]]));
-        events.batch.push(2, Some(0), Op::Set, Names::Keys([&b"b"[..]]));
+        events
+            .batch
+            .push(1, Some(0), Op::Set, Names::Keys([&b"a"[..]]));
+        events
+            .batch
+            .push(2, Some(0), Op::Set, Names::Keys([&b"b"[..]]));
         let sealed = events.batch.seal().unwrap();
         events.published(sealed, bounds);
         assert_eq!(
-            (events.stats.messages, events.stats.changes, events.log.len()),
+            (
+                events.stats.messages,
+                events.stats.changes,
+                events.log.len()
+            ),
             (1, 2, 2)
         );
         let answer = events.log.since("o", 0, 10);

@@ -99,7 +99,10 @@ pub fn publish_keys<'a>(
         if announcing {
             s.events.batch.push(seq, db, op, Names::Keys(keys));
         }
-        (seq, s.events.batch.byte_len() >= crate::limits::event_message_bytes())
+        (
+            seq,
+            s.events.batch.byte_len() >= crate::limits::event_message_bytes(),
+        )
     });
     if full || AFTER_FLUSH.load(Ordering::Relaxed) {
         flush();

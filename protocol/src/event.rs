@@ -87,7 +87,6 @@ pub enum Op {
     Unknown,
 }
 
-
 impl Op {
     /// The name on the wire (`"set"`, `"deltag"`, ...).
     pub fn as_str(self) -> &'static str {

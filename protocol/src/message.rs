@@ -227,9 +227,10 @@ mod tests {
                 },
             }]
         );
-        let flush =
-            decode_message(br#"{"v":1,"origin":"o","seq":5,"db":null,"op":"flushall","kind":"flush"}"#)
-                .unwrap();
+        let flush = decode_message(
+            br#"{"v":1,"origin":"o","seq":5,"db":null,"op":"flushall","kind":"flush"}"#,
+        )
+        .unwrap();
         assert_eq!(flush[0].change, Change::Flush);
         assert!(matches!(
             decode_message(br#"{"v":1,"origin":"o","db":0,"op":"set","kind":"flush"}"#),
@@ -239,8 +240,10 @@ mod tests {
 
     #[test]
     fn other_version_is_reported_as_unsupported() {
-        for bad in [&br#"{"v":3,"anything":"else"}"#[..], br#"{"v":0,"origin":"o","events":[]}"#]
-        {
+        for bad in [
+            &br#"{"v":3,"anything":"else"}"#[..],
+            br#"{"v":0,"origin":"o","events":[]}"#,
+        ] {
             let err = decode_message(bad).unwrap_err();
             assert!(matches!(err, DecodeError::UnsupportedVersion(_)), "{err}");
         }

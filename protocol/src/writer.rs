@@ -307,10 +307,7 @@ mod tests {
         );
         // Taking starts an empty message of the same origin.
         assert!(writer.is_empty());
-        assert_eq!(
-            writer.finish(),
-            &br#"{"v":2,"origin":"o","events":[]}"#[..]
-        );
+        assert_eq!(writer.finish(), &br#"{"v":2,"origin":"o","events":[]}"#[..]);
     }
 
     #[test]

@@ -106,12 +106,24 @@ mod tests {
     #[test]
     fn bad_requests_get_clear_errors() {
         assert!(parsed(&["SINCE", "o"]).unwrap_err().contains("WrongArity"));
-        assert!(parsed(&["FROM", "o", "1"]).unwrap_err().contains("unknown option"));
-        assert!(parsed(&["SINCE", "o", "-1"]).unwrap_err().contains("not an integer"));
-        assert!(parsed(&["SINCE", "o", "+1"]).unwrap_err().contains("not an integer"));
-        assert!(parsed(&["SINCE", "o", "1", "COUNT", "0"]).unwrap_err().contains("COUNT"));
-        assert!(parsed(&["SINCE", "o", "1", "COUNT"]).unwrap_err().contains("unknown option"));
-        assert!(parsed(&["SINCE", "o", "1", "LIMIT", "3"]).unwrap_err().contains("unknown option"));
+        assert!(parsed(&["FROM", "o", "1"])
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(parsed(&["SINCE", "o", "-1"])
+            .unwrap_err()
+            .contains("not an integer"));
+        assert!(parsed(&["SINCE", "o", "+1"])
+            .unwrap_err()
+            .contains("not an integer"));
+        assert!(parsed(&["SINCE", "o", "1", "COUNT", "0"])
+            .unwrap_err()
+            .contains("COUNT"));
+        assert!(parsed(&["SINCE", "o", "1", "COUNT"])
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(parsed(&["SINCE", "o", "1", "LIMIT", "3"])
+            .unwrap_err()
+            .contains("unknown option"));
         assert!(parsed(&["SINCE", "o", "1", "COUNT", "2", "COUNT", "3"])
             .unwrap_err()
             .contains("unknown option"));
