@@ -4,6 +4,7 @@ use crate::cache::{CacheState, HybridCache};
 use crate::circuit::CircuitBreaker;
 use crate::connections::{self, Connections, Opened, Target};
 use crate::error::{Error, Result};
+use crate::event_feed::EventFeed;
 use crate::events::Events;
 use crate::format::Format;
 use crate::hub::Hub;
@@ -13,6 +14,7 @@ use crate::local_tier::LocalTier;
 use crate::options::EntryOptions;
 use crate::outbox::Outbox;
 use crate::server_check;
+use crate::shard_subscription::ShardedSubscription;
 use crate::subscription::{Subscription, Timing};
 use hybridcache_protocol::DEFAULT_CHANNEL;
 use std::sync::Arc;
@@ -201,7 +203,8 @@ impl HybridCacheBuilder {
             db,
             label,
         } = connections::open(self.target?, self.command_timeout).await?;
-        server_check::verify(&con, &label, &self.channel, self.command_timeout).await?;
+        let sharded =
+            server_check::verify(&con, &label, &self.channel, self.command_timeout).await?;
         let events = Arc::new(Events::new(&self.name));
         let breaker = match self.circuit {
             Some((failures, open_for)) => CircuitBreaker::new(failures, open_for),
@@ -224,18 +227,35 @@ impl HybridCacheBuilder {
         let hub = Arc::new(Hub::default());
         hub.add(&tier);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        tokio::spawn(
-            Subscription {
-                nodes,
-                channel: self.channel,
-                timing: self.timing,
-                hub: hub.clone(),
-                redis: redis.clone(),
-                shutdown: shutdown_rx,
-                order: Default::default(),
-            }
-            .run(),
-        );
+        if nodes.cluster && sharded {
+            tokio::spawn(
+                ShardedSubscription {
+                    nodes,
+                    channel: self.channel,
+                    timing: self.timing,
+                    hub: hub.clone(),
+                    redis: redis.clone(),
+                    shutdown: shutdown_rx,
+                }
+                .run(),
+            );
+        } else {
+            // One server (its events can be replayed), or a cluster's global channel (every
+            // primary's events through one node: not replayed, L1 resets instead).
+            let replayable = !nodes.cluster;
+            tokio::spawn(
+                Subscription {
+                    nodes,
+                    channel: self.channel,
+                    timing: self.timing,
+                    hub: hub.clone(),
+                    redis: redis.clone(),
+                    shutdown: shutdown_rx,
+                    feed: EventFeed::new(hub.clone(), replayable),
+                }
+                .run(),
+            );
+        }
         let connections = Arc::new(Connections::new(redis, hub.clone(), db, shutdown_tx));
         let deadline = tokio::time::Instant::now() + self.subscribe_timeout;
         while !tier.is_connected() {

@@ -97,6 +97,16 @@ impl Hub {
         }
     }
 
+    /// Every shard's subscription is up (each replayed what it missed or reset L1): caches
+    /// serve from L1.
+    pub(crate) fn connect(&self) {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        self.up.store(true, Ordering::Release);
+        for member in members.iter().filter_map(Weak::upgrade) {
+            member.connect();
+        }
+    }
+
     /// Events missed while the subscription stayed up were replayed.
     pub(crate) fn caught_up(&self, replayed: usize) {
         for member in self.members() {

@@ -156,6 +156,12 @@ impl LocalTier {
         self.connected.store(true, Ordering::Release);
     }
 
+    /// Serving from L1 starts (or starts again) with what it holds.
+    pub(crate) fn connect(&self) {
+        bump(&self.counters.subscriptions);
+        self.connected.store(true, Ordering::Release);
+    }
+
     /// Missed events were replayed while the subscription stayed up.
     pub(crate) fn caught_up(&self, replayed: usize) {
         bump(&self.counters.catch_ups);

@@ -63,7 +63,26 @@ impl Nodes {
         }
     }
 
-    #[cfg(test)]
+    /// The connection settings of the seeds (credentials, protocol, TLS) for `host:port`.
+    pub(crate) fn info_for(&self, host: &str, port: u16) -> Option<ConnectionInfo> {
+        let template = self.known.first()?.clone();
+        let addr = match template.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        Some(template.set_addr(addr))
+    }
+
+    /// Nodes known.
     pub(crate) fn len(&self) -> usize {
         self.known.len()
     }
@@ -111,6 +130,61 @@ pub(crate) fn slot_nodes(reply: &Value) -> Vec<(String, u16)> {
         }
     }
     nodes
+}
+
+/// A shard as `CLUSTER SLOTS` shows it: its primary and the lowest slot it serves (which
+/// names the shard's event channel, [`hybridcache_protocol::shard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) lowest_slot: u16,
+}
+
+/// The shards of a `CLUSTER SLOTS` reply, one per primary, in the order of their lowest
+/// slot.
+pub(crate) fn shards(reply: &Value) -> Vec<Shard> {
+    let mut shards: Vec<Shard> = Vec::new();
+    let Value::Array(ranges) = reply else {
+        return shards;
+    };
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let (Some(Value::Int(start)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(2))
+        else {
+            continue;
+        };
+        let Ok(start) = u16::try_from(*start) else {
+            continue;
+        };
+        let host = match primary.first() {
+            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+            Some(Value::SimpleString(h)) => h.clone(),
+            _ => continue,
+        };
+        let Some(port) = (match primary.get(1) {
+            Some(Value::Int(p)) => u16::try_from(*p).ok(),
+            _ => None,
+        }) else {
+            continue;
+        };
+        if host.is_empty() || host == "?" {
+            continue;
+        }
+        match shards.iter_mut().find(|s| s.host == host && s.port == port) {
+            Some(shard) => shard.lowest_slot = shard.lowest_slot.min(start),
+            None => shards.push(Shard {
+                host,
+                port,
+                lowest_slot: start,
+            }),
+        }
+    }
+    shards.sort_by_key(|s| s.lowest_slot);
+    shards
 }
 
 /// Whether a `CLUSTER INFO` reply says the cluster serves requests.
@@ -186,6 +260,38 @@ mod tests {
         );
         let learnt = nodes.next().unwrap();
         assert_eq!(learnt.redis_settings().password(), Some("secret"));
+    }
+
+    #[test]
+    fn shards_are_primaries_with_their_lowest_slot() {
+        let mut reply = slots();
+        if let Value::Array(ranges) = &mut reply {
+            // A second range of the first primary, below its first one.
+            ranges.insert(
+                0,
+                Value::Array(vec![
+                    Value::Int(9000),
+                    Value::Int(9001),
+                    node("127.0.0.1", 7001),
+                ]),
+            );
+        }
+        assert_eq!(
+            shards(&reply),
+            [
+                Shard {
+                    host: "127.0.0.1".into(),
+                    port: 7000,
+                    lowest_slot: 0
+                },
+                Shard {
+                    host: "127.0.0.1".into(),
+                    port: 7001,
+                    lowest_slot: 5461
+                },
+            ]
+        );
+        assert!(shards(&Value::Nil).is_empty());
     }
 
     #[test]

@@ -45,6 +45,7 @@ struct Hello {
     events: Option<i64>,
     leases: Option<i64>,
     channel: Option<String>,
+    sharded: Option<i64>,
 }
 
 fn text(value: &Value) -> Option<String> {
@@ -80,6 +81,7 @@ fn parse_hello(reply: &Value) -> Option<Hello> {
             "events" => hello.events = int(value),
             "leases" => hello.leases = int(value),
             "channel" => hello.channel = text(value),
+            "sharded" => hello.sharded = int(value),
             _ => {}
         }
     }
@@ -166,21 +168,26 @@ fn is_unknown_command(e: &redis::RedisError) -> bool {
 
 /// Sends `HC.HELLO` to the server (every primary of a cluster) and checks each reply;
 /// `single` names the server when there is one. Fails with
-/// [`Error::IncompatibleServer`] naming the first node that does not fit.
+/// [`Error::IncompatibleServer`] naming the first node that does not fit. Returns whether
+/// every server publishes on shard channels (a cluster whose module says `sharded`).
 pub(crate) async fn verify(
     con: &Connection,
     single: &str,
     channel: &str,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<bool> {
     let cmd = redis::cmd(command::HELLO);
     let replies = tokio::time::timeout(timeout, con.on_every_primary(&cmd))
         .await
         .map_err(|_| Error::Timeout(timeout))??;
+    let mut sharded = !replies.is_empty();
     for (node, reply) in replies {
         let node = node.unwrap_or_else(|| single.to_string());
         let outcome = match reply {
-            Ok(reply) => check_hello(&reply, channel),
+            Ok(reply) => {
+                sharded &= parse_hello(&reply).and_then(|h| h.sharded) == Some(1);
+                check_hello(&reply, channel)
+            }
             Err(e) if is_unknown_command(&e) => Err(mismatch(
                 ServerCheck::Module,
                 format!("no {} command ({e})", command::HELLO),
@@ -202,7 +209,7 @@ pub(crate) async fn verify(
             });
         }
     }
-    Ok(())
+    Ok(sharded)
 }
 
 #[cfg(test)]

@@ -3,19 +3,16 @@
 //! up), re-established with backoff (in a cluster: on the next known node). While it is
 //! down, L1 serves nothing.
 //!
-//! Events reach the caches in order and without gaps per origin ([`StreamOrder`]). Events
-//! missed while the subscription was down, or seen missing in the sequence, are asked for
-//! with `HC.EVENTS` on the same connection ([`catch_up`](crate::catch_up)), so that L1
-//! drops exactly what changed; only when the server cannot say (its log does not reach
-//! back, it restarted, a cluster) is L1 marked stale as a whole.
+//! Events reach the caches through an [`EventFeed`]: in order, and replayed from the
+//! server's event log after the subscription dropped (one server; a cluster's global
+//! channel carries every primary's events and is not replayed: L1 is reset instead).
+//! In a cluster whose module publishes on shard channels, `shard_subscription.rs` runs
+//! instead.
 
-use crate::catch_up::{changes_since, Unavailable};
+use crate::event_feed::EventFeed;
 use crate::hub::Hub;
 use crate::l2::L2;
 use crate::nodes::{cluster_state_ok, Nodes};
-use crate::stream_order::{Continuity, StreamOrder};
-use hybridcache_protocol::{decode_message, InvalidationEvent};
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +39,7 @@ pub(crate) struct Subscription {
     pub(crate) redis: L2,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Where each origin's events stand, kept across reconnections.
-    pub(crate) order: StreamOrder,
+    pub(crate) feed: EventFeed,
 }
 
 impl Subscription {
@@ -116,11 +113,11 @@ impl Subscription {
         if let Err(e) = self.redis.replay().await {
             return Ended::Lost(format!("replaying queued operations: {e}"));
         }
-        match self.catch_up_all(&mut con).await {
+        match self.feed.catch_up(&mut con).await {
             Ok(replayed) => self.hub.resume(replayed),
             Err(reason) => {
                 tracing::debug!(%reason, "L1 starts over");
-                self.order.clear();
+                self.feed.forget();
                 self.hub.subscription_up();
             }
         }
@@ -131,7 +128,7 @@ impl Subscription {
                 push = rx.recv() => match push {
                     Some(PushInfo { kind: PushKind::Message, data }) => {
                         if let Some(Value::BulkString(payload)) = data.last() {
-                            self.on_message(&mut con, payload).await;
+                            self.feed.on_message(&mut con, payload).await;
                         }
                     }
                     Some(PushInfo { kind: PushKind::Disconnection, .. }) | None => {
@@ -169,90 +166,6 @@ impl Subscription {
 }
 
 impl Subscription {
-    /// Replays, for every origin seen before the subscription dropped, the events published
-    /// since; the number applied.
-    async fn catch_up_all(&mut self, con: &mut MultiplexedConnection) -> Result<usize, String> {
-        let positions = self.order.positions();
-        if positions.is_empty() {
-            return Err("first subscription".into());
-        }
-        if self.nodes.cluster {
-            return Err("events of several primaries cannot be replayed from one node".into());
-        }
-        let mut replayed = 0;
-        for (origin, after) in positions {
-            let missed = changes_since(con, &origin, after)
-                .await
-                .map_err(|e| e.to_string())?;
-            replayed += self.apply_replayed(missed).await;
-        }
-        Ok(replayed)
-    }
-
-    async fn apply_replayed(&mut self, missed: Vec<InvalidationEvent>) -> usize {
-        let count = missed.len();
-        for event in missed {
-            self.order.advance(&event.origin, event.seq);
-            self.hub.apply_event(&event).await;
-        }
-        count
-    }
-
-    /// One message: its events in order; a gap is filled from the server's log first.
-    async fn on_message(&mut self, con: &mut MultiplexedConnection, payload: &[u8]) {
-        let events = match decode_message(payload) {
-            Ok(events) => events,
-            Err(e) => {
-                self.order.clear();
-                self.hub.apply_unreadable(&e).await;
-                return;
-            }
-        };
-        for event in events {
-            match self.order.place(&event.origin, event.seq) {
-                Continuity::Next => {}
-                Continuity::Repeat => continue,
-                Continuity::Gap { after } => {
-                    self.fill_gap(con, &event.origin, after).await;
-                    match self.order.place(&event.origin, event.seq) {
-                        Continuity::Next => {}
-                        // The replay brought it already.
-                        Continuity::Repeat => continue,
-                        Continuity::Gap { .. } => {
-                            self.order.clear();
-                            self.hub.reset("missed invalidation events");
-                            self.order.place(&event.origin, event.seq);
-                        }
-                    }
-                }
-            }
-            self.hub.apply_event(&event).await;
-        }
-    }
-
-    /// Events `after + 1 ..` of `origin` were missed: replayed from the server's log, or
-    /// else L1 is marked stale and the origin starts over.
-    async fn fill_gap(&mut self, con: &mut MultiplexedConnection, origin: &str, after: u64) {
-        let missed = if self.nodes.cluster {
-            Err(Unavailable::Failed(
-                "events of a cluster's primaries are not replayed from one node".into(),
-            ))
-        } else {
-            changes_since(con, origin, after).await
-        };
-        match missed {
-            Ok(missed) => {
-                let replayed = self.apply_replayed(missed).await;
-                self.hub.caught_up(replayed);
-            }
-            Err(reason) => {
-                tracing::warn!(%reason, "missed invalidation events: L1 marked stale");
-                self.order.clear();
-                self.hub.reset("missed invalidation events");
-            }
-        }
-    }
-
     /// A cluster node must be answering and see the cluster up: a node cut off from the
     /// cluster bus stops receiving other primaries' events.
     async fn check_cluster(

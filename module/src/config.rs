@@ -1,5 +1,6 @@
 //! The module's configuration: `hybridcache.channel` (CONFIG GET/SET, redis.conf) or the
-//! load argument `CHANNEL <name>`; the write limits of [`crate::limits`].
+//! load argument `CHANNEL <name>`; `hybridcache.sharded-events` (in a cluster, publish on
+//! shard channels: see [`crate::publisher`]); the write limits of [`crate::limits`].
 //!
 //! Registered through the raw API: the getter hands Redis a string the module keeps
 //! owning (one per value, freed when the value changes), so CONFIG GET allocates nothing.
@@ -9,7 +10,7 @@ use hybridcache_protocol::DEFAULT_CHANNEL;
 use redis_module::{raw, Context, RedisString};
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Mutex;
 
 /// The invalidation channel name (binary-safe, never empty).
@@ -53,6 +54,25 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+/// `hybridcache.sharded-events`: in a cluster, events travel on shard channels, only to
+/// the nodes of their shard (`yes`, the default), or on the channel itself to every node
+/// (`no`, for subscribers that cannot use `SSUBSCRIBE`).
+pub static SHARDED_EVENTS: AtomicBool = AtomicBool::new(true);
+
+unsafe extern "C" fn get_sharded(_name: *const c_char, _privdata: *mut c_void) -> c_int {
+    c_int::from(SHARDED_EVENTS.load(Ordering::Relaxed))
+}
+
+unsafe extern "C" fn set_sharded(
+    _name: *const c_char,
+    value: c_int,
+    _privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    SHARDED_EVENTS.store(value != 0, Ordering::Relaxed);
+    raw::REDISMODULE_OK as c_int
 }
 
 /// A Redis string the caller owns.
@@ -117,6 +137,22 @@ pub fn register(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         );
         if status != raw::REDISMODULE_OK as c_int {
             return Err("cannot register hybridcache.channel".into());
+        }
+        let status =
+            raw::RedisModule_RegisterBoolConfig.map_or(raw::REDISMODULE_ERR as c_int, |f| {
+                f(
+                    ctx.get_raw(),
+                    c"sharded-events".as_ptr(),
+                    1,
+                    raw::REDISMODULE_CONFIG_DEFAULT,
+                    Some(get_sharded),
+                    Some(set_sharded),
+                    None,
+                    ptr::null_mut(),
+                )
+            });
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err("cannot register hybridcache.sharded-events".into());
         }
         crate::limits::register(ctx)?;
         if load(ctx.get_raw()) != raw::REDISMODULE_OK as c_int {

@@ -19,8 +19,8 @@ use crate::config::CHANNEL;
 use crate::event_log::Since;
 use crate::role;
 use crate::state::{is_loading, with_state};
-use hybridcache_protocol::{Change, Name, Names, Op};
-use redis_module::{raw, Context};
+use hybridcache_protocol::{shard, Change, Name, Names, Op};
+use redis_module::{raw, Context, RedisString, RedisValue};
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
@@ -150,23 +150,67 @@ pub fn flush() {
     };
     let ctx = PUBLISH_CTX.load(Ordering::Relaxed);
     let channel = CHANNEL.get();
+    if role::publishes_sharded() {
+        for shard_channel in shard_channels(ctx, &channel) {
+            send(ctx, &shard_channel, &sealed.message, true);
+        }
+    } else {
+        send(ctx, &channel, &sealed.message, false);
+    }
+    let bounds = crate::limits::event_log_bounds();
+    with_state(|s| s.events.published(sealed, bounds));
+}
+
+/// Publishes one message on `channel` (a shard channel when `shard`).
+fn send(ctx: *mut raw::RedisModuleCtx, channel: &[u8], message: &[u8], shard: bool) {
     // SAFETY: strings are created without automatic memory management and freed here;
     // the API functions exist on every Redis this module loads on (7.0+).
     unsafe {
+        let publish = if shard {
+            raw::RedisModule_PublishMessageShard
+        } else {
+            raw::RedisModule_PublishMessage
+        };
         if let (Some(create), Some(publish), Some(free)) = (
             raw::RedisModule_CreateString,
-            raw::RedisModule_PublishMessage,
+            publish,
             raw::RedisModule_FreeString,
         ) {
             let channel = create(ctx, channel.as_ptr().cast(), channel.len());
-            let message = create(ctx, sealed.message.as_ptr().cast(), sealed.message.len());
+            let message = create(ctx, message.as_ptr().cast(), message.len());
             publish(ctx, channel, message);
             free(ctx, channel);
             free(ctx, message);
         }
     }
-    let bounds = crate::limits::event_log_bounds();
-    with_state(|s| s.events.published(sealed, bounds));
+}
+
+/// The shard channels of `base` this node has subscribers for (`PUBSUB SHARDCHANNELS`):
+/// subscribers name a shard's channel after the lowest slot its primary serves
+/// ([`hybridcache_protocol::shard`]), which the module does not track; publishing on every
+/// channel of that form that has subscribers reaches them wherever a reshard moved them.
+fn shard_channels(ctx: *mut raw::RedisModuleCtx, base: &[u8]) -> Vec<Vec<u8>> {
+    if ctx.is_null() {
+        return Vec::new();
+    }
+    let pattern = shard::shard_channel_pattern(base);
+    let context = Context::new(ctx);
+    let pattern = RedisString::create_from_slice(ctx, &pattern);
+    let subcommand = RedisString::create_from_slice(ctx, b"SHARDCHANNELS");
+    let reply = context.call("PUBSUB", &[&subcommand, &pattern]);
+    let Ok(RedisValue::Array(names)) = reply else {
+        return Vec::new();
+    };
+    names
+        .into_iter()
+        .filter_map(|name| match name {
+            RedisValue::StringBuffer(bytes) => Some(bytes),
+            RedisValue::BulkRedisString(s) => Some(s.as_slice().to_vec()),
+            RedisValue::BulkString(s) | RedisValue::SimpleString(s) => Some(s.into_bytes()),
+            _ => None,
+        })
+        .filter(|name| shard::is_shard_channel(name, base))
+        .collect()
 }
 
 /// The changes published after `seq` (`HC.EVENTS SINCE`), counted in INFO.

@@ -35,6 +35,17 @@ pub fn set_replica(replica: bool) {
     REPLICA.store(replica, Ordering::Relaxed);
 }
 
+/// Whether this server runs in a cluster.
+pub fn is_cluster() -> bool {
+    CLUSTER.load(Ordering::Relaxed)
+}
+
+/// Whether events go on shard channels: in a cluster, unless `hybridcache.sharded-events`
+/// is off.
+pub fn publishes_sharded() -> bool {
+    is_cluster() && crate::config::SHARDED_EVENTS.load(Ordering::Relaxed)
+}
+
 /// Whether this server publishes events now: always, except as a replica in a cluster.
 pub fn publishes() -> bool {
     !(CLUSTER.load(Ordering::Relaxed) && REPLICA.load(Ordering::Relaxed))

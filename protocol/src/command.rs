@@ -52,7 +52,8 @@ pub const TAGCARD: &str = "HC.TAGCARD";
 /// `module` (the module's name), `version` (its crate version), `events` (the event format
 /// version, [`crate::FORMAT_VERSION`]), `leases` (the version of the fill-lease contract,
 /// [`LEASE_VERSION`]), `channel` (where events are published), `origin` (this server
-/// process's id).
+/// process's id), `sharded` (1 when this server is a cluster node that publishes on shard
+/// channels, [`crate::shard`]: subscribe with `SSUBSCRIBE`; 0 otherwise).
 pub const HELLO: &str = "HC.HELLO";
 
 /// The version of the fill-lease contract (`HC.FETCH ... LEASE`, `HC.SET ... LEASE`) that

@@ -30,6 +30,7 @@ mod event;
 pub mod fuzzing;
 mod message;
 mod name;
+pub mod shard;
 mod writer;
 
 pub use event::{Change, InvalidationEvent, Op};

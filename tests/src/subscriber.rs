@@ -50,6 +50,19 @@ impl Subscriber {
     /// # Panics
     /// When the connection or the subscription fails, or is not confirmed in time.
     pub fn on_channel(server: &RedisServer, channel: &str) -> Subscriber {
+        Self::start(server, channel, false)
+    }
+
+    /// Subscribes to the shard channel `channel` on `server` (`SSUBSCRIBE`: the server must
+    /// serve the channel's slot, see `hybridcache_protocol::shard`).
+    ///
+    /// # Panics
+    /// As [`Subscriber::on_channel`], and when the server refuses the channel (`MOVED`).
+    pub fn on_shard_channel(server: &RedisServer, channel: &str) -> Subscriber {
+        Self::start(server, channel, true)
+    }
+
+    fn start(server: &RedisServer, channel: &str, shard: bool) -> Subscriber {
         let mut con = server.connection();
         // Reads on the subscriber thread block until a message comes or the connection
         // closes (Drop closes it with CLIENT KILL); no read timeout, so no half-read message.
@@ -65,6 +78,10 @@ impl Subscriber {
         let thread = std::thread::Builder::new()
             .name(format!("subscriber-{}-{channel}", server.port()))
             .spawn(move || {
+                if shard {
+                    read_shard_channel(con, &thread_channel, &tx, &ready_tx);
+                    return;
+                }
                 let mut pubsub = con.as_pubsub();
                 if let Err(e) = pubsub.subscribe(&thread_channel) {
                     let _ = ready_tx.send(Err(e.to_string()));
@@ -232,6 +249,55 @@ impl Subscriber {
             }
         }
         events
+    }
+}
+
+/// The subscriber thread's loop on a shard channel (RESP2: `smessage` arrays, which the
+/// client library's pub/sub reader does not parse).
+fn read_shard_channel(
+    mut con: redis::Connection,
+    channel: &str,
+    tx: &mpsc::Sender<Incoming>,
+    ready_tx: &mpsc::Sender<Result<(), String>>,
+) {
+    let confirmed: redis::RedisResult<redis::Value> =
+        redis::cmd("SSUBSCRIBE").arg(channel).query(&mut con);
+    if let Err(e) = confirmed {
+        let _ = ready_tx.send(Err(e.to_string()));
+        return;
+    }
+    if ready_tx.send(Ok(())).is_err() {
+        return;
+    }
+    loop {
+        match con.recv_response() {
+            Ok(redis::Value::Array(items)) => {
+                let text = |v: Option<&redis::Value>| match v {
+                    Some(redis::Value::BulkString(b)) => Some(b.clone()),
+                    _ => None,
+                };
+                let kind = text(items.first());
+                if kind.as_deref() == Some(&b"sunsubscribe"[..]) {
+                    let _ = tx.send(Incoming::Closed("unsubscribed by the server".into()));
+                    return;
+                }
+                if kind.as_deref() != Some(&b"smessage"[..])
+                    || text(items.get(1)).as_deref() != Some(channel.as_bytes())
+                {
+                    continue;
+                }
+                if let Some(payload) = text(items.get(2)) {
+                    if tx.send(Incoming::Payload(payload)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Incoming::Closed(e.to_string()));
+                return;
+            }
+        }
     }
 }
 

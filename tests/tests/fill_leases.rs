@@ -1778,7 +1778,7 @@ fn hello_names_the_module_its_versions_its_channel_and_its_origin() {
     let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["module", "version", "events", "leases", "channel", "origin"]
+        ["module", "version", "events", "leases", "channel", "origin", "sharded"]
     );
     let expected = [
         bulk(MODULE_NAME),
@@ -1787,6 +1787,8 @@ fn hello_names_the_module_its_versions_its_channel_and_its_origin() {
         Value::Int(LEASE_VERSION),
         bulk(DEFAULT_CHANNEL),
         bulk(&origin),
+        // Not a cluster node.
+        Value::Int(0),
     ];
     let values: Vec<Value> = fields.into_iter().map(|(_, v)| v).collect();
     assert_eq!(values, expected);

@@ -25,5 +25,7 @@ pub fn hc_hello(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         RedisValue::StringBuffer(CHANNEL.get()),
         field("origin"),
         RedisValue::StringBuffer(origin),
+        field("sharded"),
+        RedisValue::Integer(i64::from(crate::role::publishes_sharded())),
     ]))
 }

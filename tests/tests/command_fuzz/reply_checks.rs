@@ -160,6 +160,8 @@ pub(crate) fn hello_problem(reply: &Reply, origin: &[u8]) -> Option<String> {
         text(DEFAULT_CHANNEL),
         text("origin"),
         Reply::Bulk(Some(origin.to_vec())),
+        text("sharded"),
+        Reply::Int(0),
     ];
     match reply {
         Reply::Array(Some(items)) if items.as_slice() == expected.as_slice() => None,
