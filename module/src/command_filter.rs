@@ -9,8 +9,9 @@
 //! leases exist: before the first lease is given, and removed by a timer once the table
 //! has stayed empty for a second.
 
-use crate::fills::KeyspaceChange;
-use crate::state::{record_change, with_state};
+use crate::changes::{Announce, Change};
+use crate::publisher::apply;
+use crate::state::with_state;
 use redis_module::{raw, RedisString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -91,9 +92,8 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     for pos in 1..argc {
         let key = arg(fctx, pos);
         if !key.is_null() {
-            record_change(KeyspaceChange::KeyInEveryDb {
-                key: RedisString::string_as_slice(key),
-            });
+            let key = RedisString::string_as_slice(key);
+            apply(Change::TouchedInEveryDb { key }, Announce::No);
         }
     }
 }

@@ -4,12 +4,11 @@
 //! The RDB fields and their decoding are in [`crate::saved`]; this file backs its
 //! [`Source`] and [`Sink`] with Redis's RDB IO.
 
+use crate::changes::{Announce, Change};
 use crate::entry::Entry;
-use crate::fills::KeyspaceChange;
-use crate::publisher::publish;
+use crate::publisher::apply;
 use crate::saved::{self, Sink, Source, ENCODING_VERSION};
-use crate::state::{is_gone, is_loading, is_quiet, record_change, with_state};
-use hybridcache_protocol::{Change, Name, Op};
+use crate::state::{is_gone, is_loading, with_state};
 use redis_module::{native_types::RedisType, raw, RedisBuffer, RedisString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -125,7 +124,15 @@ fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
         return;
     }
     let key = RedisString::string_as_slice(name);
-    with_state(|s| s.index.insert(db, key, entry.tags()));
+    let arrived = Change::Arrived {
+        db,
+        key,
+        tags: entry.tags(),
+        version: entry.version,
+        renumbered: false,
+        gone: false,
+    };
+    apply(arrived, Announce::No);
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -237,29 +244,19 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
     let db = db_id(ctx);
     let gone = is_gone(db, entry);
     if gone {
-        let tags: Vec<&[u8]> = entry.tags().collect();
-        record_change(KeyspaceChange::LogicallyDeletedKeyRemoved {
-            db,
-            key,
-            tags: &tags,
-        });
-    } else {
-        record_change(KeyspaceChange::Key { db, key });
-    }
-    if gone {
         // RENAME and MOVE carry this very value elsewhere: it stays gone there.
         entry.mark_dead();
     }
-    with_state(|s| s.index.remove(db, key, entry.tags()));
-    // A logically deleted entry was announced when it was invalidated: its physical removal
-    // (on a replica, the primary's DEL) changes nothing a reader could see.
-    if !is_quiet() && !gone {
-        publish(
-            Some(db),
-            Op::Removed,
-            Change::Keys {
-                keys: vec![Name::from(key)],
-            },
-        );
-    }
+    let announce = if with_state(|s| s.take_removal_announced_by_caller(db, key)) {
+        Announce::No
+    } else {
+        Announce::Yes
+    };
+    let left = Change::Left {
+        db,
+        key,
+        tags: entry.tags(),
+        gone,
+    };
+    apply(left, announce);
 }

@@ -2,8 +2,9 @@
 //! subscription dropped, or it saw a gap) asks for exactly those (`HC.EVENTS SINCE`) instead
 //! of dropping everything it cached. Pure Rust.
 //!
-//! It keeps whole published messages ([`Sealed`]), oldest first, bounded by a number of
-//! changes and of bytes (module config); the oldest messages go first. The changes it holds
+//! It keeps published messages ([`Sealed`]), oldest first, bounded by a number of changes
+//! and of bytes (module config): the oldest changes go first (past the bytes bound, the
+//! oldest whole messages: a message larger than the bound is not kept). The changes it holds
 //! are always consecutive: a message whose first number does not follow the last one kept
 //! (numbers were used while nothing was published: a dataset load, a cluster replica)
 //! empties it first, so "the log reaches back to `seq`" means nothing after `seq` is missing.
@@ -35,9 +36,30 @@ pub(crate) enum Since {
     TooOld { oldest: Option<u64>, last: u64 },
 }
 
+/// A published message and the first of its changes still kept.
+#[derive(Debug)]
+struct Kept {
+    sealed: Sealed,
+    start: usize,
+}
+
+impl Kept {
+    fn first(&self) -> Option<u64> {
+        self.sealed.changes.get(self.start).map(|(seq, _)| *seq)
+    }
+
+    fn last(&self) -> Option<u64> {
+        self.sealed.last()
+    }
+
+    fn kept(&self) -> usize {
+        self.sealed.changes.len().saturating_sub(self.start)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct EventLog {
-    messages: VecDeque<Sealed>,
+    messages: VecDeque<Kept>,
     changes: usize,
     bytes: usize,
     bounds: LogBounds,
@@ -66,8 +88,8 @@ impl EventLog {
         self.messages
             .iter()
             .map(|m| {
-                m.message.capacity()
-                    + m.changes.capacity() * size_of::<(u64, std::ops::Range<usize>)>()
+                m.sealed.message.capacity()
+                    + m.sealed.changes.capacity() * size_of::<(u64, std::ops::Range<usize>)>()
             })
             .sum::<usize>()
             + self.messages.capacity() * size_of::<Sealed>()
@@ -75,7 +97,7 @@ impl EventLog {
 
     /// Number of the oldest change kept.
     pub(crate) fn oldest(&self) -> Option<u64> {
-        self.messages.front().and_then(Sealed::first)
+        self.messages.front().and_then(Kept::first)
     }
 
     /// Number of the last change published.
@@ -85,8 +107,10 @@ impl EventLog {
 
     /// New bounds; applied now.
     pub(crate) fn set_bounds(&mut self, bounds: LogBounds) {
-        self.bounds = bounds;
-        self.trim();
+        if bounds != self.bounds {
+            self.bounds = bounds;
+            self.trim();
+        }
     }
 
     /// Keeps a message that has just been published.
@@ -100,7 +124,7 @@ impl EventLog {
         self.last = last;
         self.changes += sealed.changes.len();
         self.bytes += sealed.message.len();
-        self.messages.push_back(sealed);
+        self.messages.push_back(Kept { sealed, start: 0 });
         self.trim();
     }
 
@@ -112,12 +136,25 @@ impl EventLog {
     }
 
     fn trim(&mut self) {
-        while self.changes > self.bounds.max_changes || self.bytes > self.bounds.max_bytes {
+        while self.bytes > self.bounds.max_bytes {
             let Some(gone) = self.messages.pop_front() else {
                 break;
             };
-            self.changes -= gone.changes.len();
-            self.bytes -= gone.message.len();
+            self.changes -= gone.kept();
+            self.bytes -= gone.sealed.message.len();
+        }
+        while self.changes > self.bounds.max_changes {
+            let excess = self.changes - self.bounds.max_changes;
+            let Some(front) = self.messages.front_mut() else {
+                break;
+            };
+            if front.kept() > excess {
+                front.start += excess;
+                self.changes -= excess;
+            } else if let Some(gone) = self.messages.pop_front() {
+                self.changes -= gone.kept();
+                self.bytes -= gone.sealed.message.len();
+            }
         }
     }
 
@@ -149,11 +186,15 @@ impl EventLog {
             .messages
             .partition_point(|m| m.last().is_some_and(|last| last <= seq));
         let mut left = count;
-        for sealed in self.messages.iter().skip(start) {
+        for kept in self.messages.iter().skip(start) {
             if left == 0 {
                 break;
             }
-            let from = sealed.changes.partition_point(|(s, _)| *s <= seq);
+            let sealed = &kept.sealed;
+            let from = sealed
+                .changes
+                .partition_point(|(s, _)| *s <= seq)
+                .max(kept.start);
             let to = (from + left).min(sealed.changes.len());
             if let (Some((_, a)), Some((_, b))) = (
                 sealed.changes.get(from),
@@ -240,26 +281,32 @@ mod tests {
         });
         log.append(message(1..=3));
         log.append(message(4..=6));
-        // 6 changes > 5: the first message is gone.
-        assert_eq!((log.len(), log.oldest()), (3, Some(4)));
+        // 6 changes > 5: the oldest change is gone, the rest of its message stays.
+        assert_eq!((log.len(), log.oldest()), (5, Some(2)));
         assert_eq!(
-            log.since("o", 2, 10),
+            log.since("o", 0, 10),
             Since::TooOld {
-                oldest: Some(4),
+                oldest: Some(2),
                 last: 6
             }
         );
+        assert_eq!(seqs(&log.since("o", 1, 10)), [2, 3, 4, 5, 6]);
         assert_eq!(seqs(&log.since("o", 3, 10)), [4, 5, 6]);
+        // A message larger than the bound keeps its last changes.
+        log.append(message(7..=14));
+        assert_eq!((log.len(), log.oldest()), (5, Some(10)));
+        assert_eq!(seqs(&log.since("o", 9, 10)), [10, 11, 12, 13, 14]);
+        assert!(matches!(log.since("o", 8, 10), Since::TooOld { .. }));
         // Bytes bound too.
-        let one = message(7..=7).message.len();
+        let one = message(15..=15).message.len();
         log.set_bounds(LogBounds {
             max_changes: 100,
             max_bytes: one,
         });
         assert_eq!(log.len(), 0);
-        log.append(message(7..=7));
+        log.append(message(15..=15));
         assert_eq!(log.len(), 1);
-        assert_eq!(seqs(&log.since("o", 6, 10)), [7]);
+        assert_eq!(seqs(&log.since("o", 14, 10)), [15]);
         assert!(log.memory() >= one);
     }
 

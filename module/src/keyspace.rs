@@ -3,12 +3,11 @@
 //! FLUSHALL, SWAPDB and dataset loads (server events). Keys leaving are seen by the data
 //! type's `unlink2` callback (see `datatype`).
 
-use crate::fills::KeyspaceChange;
+use crate::changes::{Announce, Change};
 use crate::key_handle::{selected_db, KeyHandle};
-use crate::publisher::{publish, publish_numbered};
-use crate::state::{is_gone, is_quiet, note_tombstones, record_change, set_loading, with_state};
+use crate::publisher::apply;
+use crate::state::{is_gone, set_loading, with_state, State};
 use crate::{removal, role};
-use hybridcache_protocol::{Change, Name, Op};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -20,7 +19,7 @@ use std::os::raw::{c_char, c_int, c_void};
 pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
     let db = selected_db(ctx);
     if !removal::is_announcing_removal(event, db, key) {
-        record_change(KeyspaceChange::Key { db, key });
+        apply(Change::Touched { db, key }, Announce::No);
     }
     if !kind.contains(NotifyEvent::GENERIC) {
         return;
@@ -36,20 +35,11 @@ pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u
 /// the old deadline, so they are told to drop them. (HC.SET sets TTLs through the module
 /// API, which sends no such event, and announces its write itself.)
 fn announce_ttl_change(ctx: &Context, db: i32, key: &[u8]) {
-    if is_quiet() {
-        return;
-    }
     let name = RedisString::create_from_slice(ctx.get_raw(), key);
     let holds_entry = KeyHandle::peek(ctx.get_raw(), name.inner)
         .is_some_and(|handle| matches!(handle.entry(), Ok(Some(e)) if !is_gone(db, e)));
     if holds_entry {
-        publish(
-            Some(db),
-            Op::Expire,
-            Change::Keys {
-                keys: vec![Name::from(key)],
-            },
-        );
+        apply(Change::TtlChanged { db, key }, Announce::Yes);
     }
 }
 
@@ -61,50 +51,34 @@ fn index_arrival(ctx: &Context, db: i32, event: &str, key: &[u8]) {
         return;
     };
     let restored_live = event == "restore" && matches!(handle.entry(), Ok(Some(e)) if !e.is_dead());
-    let mut renumbered = None;
     if restored_live {
         // A restored value is written anew: it gets a version of its own, so that tag
         // invalidations from before the RESTORE do not apply to it.
         if let Some(entry) = handle.entry_mut() {
-            let seq = with_state(|s| {
-                s.sequencer.advance_past(entry.version);
-                s.sequencer.allocate()
-            });
-            entry.version = seq;
-            renumbered = Some(seq);
+            entry.version = with_state(State::next_version);
         }
     }
     let Ok(Some(entry)) = handle.entry() else {
         return;
     };
-    let version = entry.version;
     // A logically deleted entry carried here (RENAME, MOVE, COPY, RESTORE of a DUMP taken
     // before its removal) stays gone: it is queued for removal here too.
     let gone = is_gone(db, entry);
     if gone {
         entry.mark_dead();
     }
-    with_state(|s| {
-        s.index.insert(db, key, entry.tags());
-        s.sequencer.advance_past(version);
-        if gone {
-            s.index.queue_dead(db, key);
-        }
-    });
+    let arrived = Change::Arrived {
+        db,
+        key,
+        tags: entry.tags(),
+        version: entry.version,
+        renumbered: restored_live,
+        gone,
+    };
+    apply(arrived, Announce::Yes);
     drop(handle);
     if gone {
         removal::schedule(raw_ctx);
-        return;
-    }
-    if is_quiet() {
-        return;
-    }
-    let change = Change::Keys {
-        keys: vec![Name::from(key)],
-    };
-    match renumbered {
-        Some(seq) => publish_numbered(seq, Some(db), Op::Added, change),
-        None => publish(Some(db), Op::Added, change),
     }
 }
 
@@ -189,14 +163,8 @@ unsafe extern "C" fn on_flush(
     let Some(info) = data.cast::<raw::RedisModuleFlushInfo>().as_ref() else {
         return;
     };
-    record_change(KeyspaceChange::HistoryReset);
-    if info.dbnum < 0 {
-        with_state(|s| s.index.clear());
-        publish(None, Op::Flushall, Change::Flush);
-    } else {
-        with_state(|s| s.index.clear_db(info.dbnum));
-        publish(Some(info.dbnum), Op::Flushdb, Change::Flush);
-    }
+    let db = (info.dbnum >= 0).then_some(info.dbnum);
+    apply(Change::Flushed { db }, Announce::Yes);
 }
 
 /// A server that becomes a primary announces it with a `promoted` flush event: writes the
@@ -211,8 +179,7 @@ unsafe extern "C" fn on_role_changed(
     match subevent {
         raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER => {
             role::set_replica(false);
-            record_change(KeyspaceChange::HistoryReset);
-            publish(None, Op::Promoted, Change::Flush);
+            apply(Change::Promoted, Announce::Yes);
             // Removals queued by replicated tag invalidations are this server's job now.
             removal::schedule(ctx);
         }
@@ -231,12 +198,7 @@ unsafe extern "C" fn on_swapdb(
         return;
     };
     let (a, b) = (info.dbnum_first, info.dbnum_second);
-    record_change(KeyspaceChange::HistoryReset);
-    with_state(|s| s.index.swap(a, b));
-    publish(Some(a), Op::Swapdb, Change::Flush);
-    if b != a {
-        publish(Some(b), Op::Swapdb, Change::Flush);
-    }
+    apply(Change::Swapped { a, b }, Announce::Yes);
 }
 
 unsafe extern "C" fn on_loading(
@@ -250,14 +212,12 @@ unsafe extern "C" fn on_loading(
         | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
         | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => {
             set_loading(true);
-            record_change(KeyspaceChange::HistoryReset);
-            with_state(|s| s.index.clear());
+            apply(Change::LoadStarted, Announce::No);
         }
         raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
             rebuild_index(ctx);
-            record_change(KeyspaceChange::HistoryReset);
             set_loading(false);
-            publish(None, Op::Loaded, Change::Flush);
+            apply(Change::Loaded, Announce::Yes);
             removal::schedule(ctx);
         }
         _ => {}
@@ -273,14 +233,14 @@ fn rebuild_index(ctx: *mut raw::RedisModuleCtx) {
         if replayed.dooms(db, entry.tags(), entry.version) {
             entry.mark_dead();
         }
-        let dead = entry.is_dead();
-        with_state(|s| {
-            s.index.insert(db, name, entry.tags());
-            s.sequencer.advance_past(entry.version);
-            if dead {
-                s.index.queue_dead(db, name);
-            }
-        });
+        let arrived = Change::Arrived {
+            db,
+            key: name,
+            tags: entry.tags(),
+            version: entry.version,
+            renumbered: false,
+            gone: entry.is_dead(),
+        };
+        apply(arrived, Announce::No);
     });
-    with_state(|s| note_tombstones(s));
 }

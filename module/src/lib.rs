@@ -13,6 +13,7 @@
 #![cfg_attr(any(test, fuzzing), allow(dead_code))]
 
 pub(crate) mod acl;
+pub(crate) mod changes;
 pub(crate) mod check;
 mod command_filter;
 pub(crate) mod command_info;

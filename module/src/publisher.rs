@@ -15,11 +15,12 @@
 //! Every published message is kept by the event log ([`crate::event_log`]) for
 //! `HC.EVENTS SINCE`.
 
+use crate::changes::{Announce, Applied, Change, Publishing};
 use crate::config::CHANNEL;
 use crate::event_log::Since;
 use crate::role;
 use crate::state::{is_loading, with_state};
-use hybridcache_protocol::{shard, Change, Name, Names, Op};
+use hybridcache_protocol::shard;
 use redis_module::{raw, Context, RedisString, RedisValue};
 use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -64,6 +65,9 @@ unsafe extern "C" fn on_event_loop(
 ) {
     match subevent {
         raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP => {
+            // New log bounds (CONFIG SET) apply within a turn.
+            let bounds = crate::limits::event_log_bounds();
+            with_state(|s| s.events.log.set_bounds(bounds));
             flush();
             AFTER_FLUSH.store(true, Ordering::Relaxed);
         }
@@ -74,73 +78,20 @@ unsafe extern "C" fn on_event_loop(
     }
 }
 
-/// Whether changes are announced now: not while a dataset loads (the load ends with one
-/// "loaded" event), not by a replica in a cluster (see [`role`]).
-fn announcing() -> bool {
-    !is_loading() && role::publishes()
-}
-
-/// Announces a change of the keys, numbered `seq` when the write took its number already
-/// (its version), else with the next number. Returns the number.
-pub fn publish_keys<'a>(
-    seq: Option<u64>,
-    db: i32,
-    op: Op,
-    keys: impl IntoIterator<Item = &'a [u8]>,
-) -> u64 {
-    let db = u32::try_from(db).ok();
-    let announcing = announcing();
-    let (seq, full) = with_state(|s| {
-        let seq = match seq {
-            Some(seq) => seq,
-            None if announcing => s.sequencer.allocate(),
-            None => return (s.sequencer.last(), false),
-        };
-        if announcing {
-            s.events.batch.push(seq, db, op, Names::Keys(keys));
-        }
-        (
-            seq,
-            s.events.batch.byte_len() >= crate::limits::event_message_bytes(),
-        )
+/// The one way a change is applied: the index, the fill leases and the turn's message
+/// together ([`State::apply`](crate::state::State::apply)); the message is published at
+/// once when it is full or the turn's message has gone out already.
+pub(crate) fn apply(change: Change<'_>, announce: Announce) -> Applied {
+    let publishing = Publishing(!is_loading() && role::publishes());
+    let (applied, full) = with_state(|s| {
+        let applied = s.apply(change, announce, publishing);
+        let full = s.events.batch.byte_len() >= crate::limits::event_message_bytes();
+        (applied, full)
     });
-    if full || AFTER_FLUSH.load(Ordering::Relaxed) {
+    if applied.seq.is_some() && (full || AFTER_FLUSH.load(Ordering::Relaxed)) {
         flush();
     }
-    seq
-}
-
-/// Announces one change with the next number.
-pub fn publish(db: Option<i32>, op: Op, change: Change) {
-    if !announcing() {
-        return;
-    }
-    let seq = with_state(|s| s.sequencer.allocate());
-    publish_numbered(seq, db, op, change);
-}
-
-/// Announces one change under a number taken earlier with `Sequencer::allocate`.
-pub fn publish_numbered(seq: u64, db: Option<i32>, op: Op, change: Change) {
-    if !announcing() {
-        return;
-    }
-    let db = db.and_then(|d| u32::try_from(d).ok());
-    let full = with_state(|s| {
-        let batch = &mut s.events.batch;
-        match &change {
-            Change::Keys { keys } => {
-                batch.push(seq, db, op, Names::Keys(keys.iter().map(Name::as_bytes)))
-            }
-            Change::Tags { tags } => {
-                batch.push(seq, db, op, Names::Tags(tags.iter().map(Name::as_bytes)))
-            }
-            Change::Flush => batch.push(seq, db, op, Names::Flush::<[&[u8]; 0]>),
-        }
-        batch.byte_len() >= crate::limits::event_message_bytes()
-    });
-    if full || AFTER_FLUSH.load(Ordering::Relaxed) {
-        flush();
-    }
+    applied
 }
 
 /// Publishes the waiting changes as one message and keeps it in the log.

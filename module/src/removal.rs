@@ -5,7 +5,7 @@
 //! queue (HC.DELTAG reached it too) and starts on it if it is promoted.
 
 use crate::key_handle::KeyHandle;
-use crate::state::{is_gone, is_loading, note_tombstones, with_state, Quiet};
+use crate::state::{is_gone, is_loading, note_tombstones, with_state};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -123,10 +123,9 @@ fn remove_if_gone(ctx: &Context, db: i32, key: &[u8]) {
     if !doomed {
         return;
     }
-    let deleted = {
-        let _quiet = Quiet::enter();
-        handle.delete()
-    };
+    // Its data type callback reports the removal of a logically deleted entry, which
+    // HC.DELTAG announced already.
+    let deleted = handle.delete();
     drop(handle);
     if deleted {
         // unlink2 has told the fill leases what this removal changes; the notification

@@ -1,4 +1,5 @@
-//! The module's process-wide state: the tag index and the event sequencer.
+//! The module's process-wide state: the tag index, the event sequencer, the fill leases and
+//! the events (changes go through [`State::apply`], `changes.rs`).
 //!
 //! Redis runs commands, keyspace callbacks and server events on its main thread, one at a
 //! time; the mutex is never contended. Callers must not call into Redis while holding it
@@ -6,10 +7,10 @@
 
 use crate::entry::Entry;
 use crate::events::Events;
-use crate::fills::{FillLeases, KeyspaceChange};
+use crate::fills::FillLeases;
 use crate::index::TagIndex;
 use crate::sequencer::{random_origin, Sequencer};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 pub struct State {
@@ -17,17 +18,47 @@ pub struct State {
     pub sequencer: Sequencer,
     pub(crate) fills: FillLeases,
     pub(crate) events: Events,
+    /// A key whose deletion its caller is about to announce (see
+    /// [`State::take_removal_announced_by_caller`]).
+    pub(crate) removal_announced_by_caller: Option<(i32, Vec<u8>)>,
 }
 
-static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
-    let origin = random_origin();
-    Mutex::new(State {
-        index: TagIndex::default(),
-        events: Events::new(&origin, crate::limits::event_log_bounds()),
-        sequencer: Sequencer::new(origin),
-        fills: FillLeases::new(crate::limits::fill_bounds()),
-    })
-});
+impl State {
+    /// An empty state numbering its events under `origin`.
+    pub(crate) fn new(origin: String) -> Self {
+        State {
+            index: TagIndex::default(),
+            events: Events::new(&origin, crate::limits::event_log_bounds()),
+            sequencer: Sequencer::new(origin),
+            fills: FillLeases::new(crate::limits::fill_bounds()),
+            removal_announced_by_caller: None,
+        }
+    }
+
+    /// Whether the removal of `key` in `db` the data type reports now is one its caller
+    /// announces itself (`HC.DEL`, an expired `HC.SET`): then it is applied unannounced.
+    pub(crate) fn take_removal_announced_by_caller(&mut self, db: i32, key: &[u8]) -> bool {
+        let matches = self
+            .removal_announced_by_caller
+            .as_ref()
+            .is_some_and(|(d, k)| *d == db && k.as_slice() == key);
+        if matches {
+            self.removal_announced_by_caller = None;
+        }
+        matches
+    }
+}
+
+/// Runs `delete`, the deletion of `key` in `db` as part of a change its caller announces
+/// itself: the data type's report of the removal is applied unannounced.
+pub(crate) fn removal_announced_by_caller<R>(db: i32, key: &[u8], delete: impl FnOnce() -> R) -> R {
+    with_state(|s| s.removal_announced_by_caller = Some((db, key.to_vec())));
+    let result = delete();
+    with_state(|s| s.removal_announced_by_caller = None);
+    result
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::new(random_origin())));
 
 /// Runs `f` with the state. `f` must not call Redis.
 pub fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
@@ -63,34 +94,7 @@ pub fn is_gone(db: i32, entry: &Entry) -> bool {
             && with_state(|s| s.index.dooms(db, entry.tags(), entry.version)))
 }
 
-/// The one way a change reaches the fill-lease table (see [`crate::fills`]).
-pub(crate) fn record_change(change: KeyspaceChange<'_>) {
-    with_state(|s| s.fills.record(change));
-}
-
-static QUIET: AtomicU32 = AtomicU32::new(0);
 static LOADING: AtomicBool = AtomicBool::new(false);
-
-/// While alive, removals seen by the type callbacks publish no event of their own: the
-/// command that caused them publishes one event for the whole change.
-pub struct Quiet(());
-
-impl Quiet {
-    pub fn enter() -> Self {
-        QUIET.fetch_add(1, Ordering::Relaxed);
-        Quiet(())
-    }
-}
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        QUIET.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-pub fn is_quiet() -> bool {
-    QUIET.load(Ordering::Relaxed) > 0
-}
 
 /// Set between the start and the end of a dataset load, when no event is published (one
 /// "loaded" event follows the load).

@@ -380,3 +380,83 @@ pub fn set_lease<K: ToRedisArgs, V: ToRedisArgs>(
         ),
     }
 }
+
+/// The reply of `HC.EVENTS SINCE <origin> <seq> [COUNT n]`: `[status, last, message|nil]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsReply {
+    /// `ok`, `too-old` or `other-origin` ([`command::events`]).
+    pub status: String,
+    /// The number of the last change the server published so far.
+    pub last: u64,
+    /// The message of the changes asked for (status `ok`), as the server wrote it.
+    pub message: Option<Vec<u8>>,
+}
+
+impl EventsReply {
+    /// The changes of the message, decoded with the protocol crate (empty when it holds
+    /// none).
+    ///
+    /// # Panics
+    /// When the status is not `ok` (no message) or the message is not valid.
+    pub fn changes(&self) -> Vec<hybridcache_protocol::InvalidationEvent> {
+        let message = self
+            .message
+            .as_deref()
+            .unwrap_or_else(|| panic!("HC.EVENTS gave no message: {self:?}"));
+        hybridcache_protocol::decode_message(message).unwrap_or_else(|e| {
+            panic!(
+                "HC.EVENTS message is not valid ({e}): {}",
+                String::from_utf8_lossy(message)
+            )
+        })
+    }
+
+    /// Whether the status is `ok`.
+    pub fn is_ok(&self) -> bool {
+        self.status == command::events::OK
+    }
+}
+
+/// `reply` as the reply of `HC.EVENTS`, or `None` when it does not have that form (a message
+/// exactly when the status is `ok`).
+pub fn parse_events_reply(reply: &Value) -> Option<EventsReply> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let [Value::BulkString(status), Value::Int(last), message] = items.as_slice() else {
+        return None;
+    };
+    let status = String::from_utf8(status.clone()).ok()?;
+    let message = match message {
+        Value::Nil => None,
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        _ => return None,
+    };
+    if message.is_some() != (status == command::events::OK) {
+        return None;
+    }
+    Some(EventsReply {
+        status,
+        last: u64::try_from(*last).ok()?,
+        message,
+    })
+}
+
+/// `HC.EVENTS SINCE origin seq [COUNT n]`, parsed.
+///
+/// # Panics
+/// When the server answers with an error or a reply of another form.
+pub fn hc_events(con: &mut Connection, origin: &str, seq: u64, count: Option<u64>) -> EventsReply {
+    let mut cmd = redis::cmd(command::EVENTS);
+    cmd.arg(command::events::SINCE).arg(origin).arg(seq);
+    if let Some(n) = count {
+        cmd.arg(command::events::COUNT).arg(n);
+    }
+    let reply: Value = query(con, &cmd);
+    parse_events_reply(&reply).unwrap_or_else(|| {
+        panic!(
+            "{} answered {reply:?}",
+            String::from_utf8_lossy(&cmd.get_packed_command()).replace("\r\n", " ")
+        )
+    })
+}

@@ -1,13 +1,12 @@
 //! `HC.DEL key [key ...]`, `HC.DELTAG tag [tag ...]`
 
 use crate::acl::KeyAcl;
-use crate::fills::KeyspaceChange;
+use crate::changes::{Announce, Change};
 use crate::key_handle::selected_db;
 use crate::key_handle::KeyHandle;
-use crate::publisher::{publish, publish_numbered};
+use crate::publisher::apply;
 use crate::removal;
-use crate::state::{note_tombstones, record_change, with_state, Quiet};
-use hybridcache_protocol::{Change, Name, Op};
+use crate::state::{removal_announced_by_caller, with_state};
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Deletes `name` when it holds an entry; true when it did. Keys of other types are left
@@ -27,10 +26,7 @@ fn delete_entry(ctx: &Context, name: &RedisString) -> bool {
     if !matches!(key.entry(), Ok(Some(_))) {
         return false;
     }
-    let deleted = {
-        let _quiet = Quiet::enter();
-        key.delete()
-    };
+    let deleted = removal_announced_by_caller(db, name.as_slice(), || key.delete());
     drop(key);
     if deleted {
         ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
@@ -46,26 +42,22 @@ pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let db = selected_db(ctx);
-    let removed: Vec<Name> = names
+    let removed: Vec<&[u8]> = names
         .iter()
         .filter(|name| {
             // Even a key that is already gone: a fill that read it before this removal
             // asked for it must not be written after it.
-            record_change(KeyspaceChange::Key {
-                db,
-                key: name.as_slice(),
-            });
+            let key = name.as_slice();
+            apply(Change::Touched { db, key }, Announce::No);
             delete_entry(ctx, name)
         })
-        .map(|name| Name::from(name.as_slice()))
+        .map(RedisString::as_slice)
         .collect();
     if !removed.is_empty() {
-        let count = removed.len();
-        publish(Some(db), Op::Del, Change::Keys { keys: removed });
+        apply(Change::Deleted { db, keys: &removed }, Announce::Yes);
         ctx.replicate_verbatim();
-        return Ok(RedisValue::Integer(count as i64));
     }
-    Ok(RedisValue::Integer(0))
+    Ok(RedisValue::Integer(removed.len() as i64))
 }
 
 pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -97,28 +89,8 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     // The keys become logically deleted at once (moved out of the index in O(1) per tag,
     // behind a tombstone numbered like the event); the removal timer deletes them.
-    let (removed, marker) = with_state(|s| {
-        // Whatever the tags held now: fills computed before this removal that name them
-        // are refused from here on.
-        s.fills
-            .record(KeyspaceChange::TagsRemoved { db, tags: &tags });
-        let marker = s.sequencer.last() + 1;
-        let removed = s.index.invalidate(db, &tags, marker);
-        if removed > 0 {
-            s.sequencer.allocate();
-        }
-        note_tombstones(s);
-        (removed, marker)
-    });
+    let removed = apply(Change::TagsRemoved { db, tags: &tags }, Announce::Yes).removed;
     if removed > 0 {
-        publish_numbered(
-            marker,
-            Some(db),
-            Op::Deltag,
-            Change::Tags {
-                tags: tags.into_iter().map(Name::from).collect(),
-            },
-        );
         ctx.replicate_verbatim();
         removal::schedule(ctx.get_raw());
     }

@@ -36,6 +36,9 @@ fn parse<'a>(args: &[&'a [u8]]) -> Result<Request<'a>, RedisError> {
             }
             n
         }
+        [word] if word.eq_ignore_ascii_case(COUNT.as_bytes()) => {
+            return Err(CommandError::MissingValue("COUNT").into())
+        }
         [word, ..] => return Err(CommandError::unknown_events_option(word).into()),
     };
     Ok(Request { origin, seq, count })
@@ -120,7 +123,7 @@ mod tests {
             .contains("COUNT"));
         assert!(parsed(&["SINCE", "o", "1", "COUNT"])
             .unwrap_err()
-            .contains("unknown option"));
+            .contains("needs a value"));
         assert!(parsed(&["SINCE", "o", "1", "LIMIT", "3"])
             .unwrap_err()
             .contains("unknown option"));

@@ -2,15 +2,14 @@
 //! [GETVERSION] [TAGS tag ...]`
 
 use super::{lease, now_ms, REPLIED};
+use crate::changes::{Announce, Change};
 use crate::entry::Entry;
-use crate::fills::KeyspaceChange;
 use crate::key_handle::selected_db;
 use crate::key_handle::KeyHandle;
-use crate::publisher::publish_keys;
+use crate::publisher::apply;
 use crate::set_options::{Condition, Expiry, SetOptions};
-use crate::state::{record_change, with_state, Quiet};
+use crate::state::{removal_announced_by_caller, with_state, State};
 use hybridcache_protocol::command::option;
-use hybridcache_protocol::Op;
 use redis_module::raw;
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -27,10 +26,13 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let raw_ctx = ctx.get_raw();
     let db = selected_db(ctx);
     let key_changed = || {
-        record_change(KeyspaceChange::Key {
-            db,
-            key: name.as_slice(),
-        })
+        apply(
+            Change::Touched {
+                db,
+                key: name.as_slice(),
+            },
+            Announce::No,
+        )
     };
     if options.condition != Condition::Always {
         // Looked at before opening for writing, so that a refused write does not touch a
@@ -63,20 +65,24 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             key_changed();
             return Ok(success(ctx, &options, 0));
         }
-        {
-            let _quiet = Quiet::enter();
-            key.delete();
-        }
+        removal_announced_by_caller(db, name.as_slice(), || key.delete());
         drop(key);
-        let version = announce(ctx, db, name, None);
+        let applied = apply(
+            Change::StoredExpired {
+                db,
+                key: name.as_slice(),
+            },
+            Announce::Yes,
+        );
+        ctx.notify_keyspace_event(NotifyEvent::MODULE, "hc.set", name);
         ctx.replicate("DEL", &[name]);
-        return Ok(success(ctx, &options, version));
+        return Ok(success(ctx, &options, applied.seq.unwrap_or_default()));
     }
 
     let mut entry = Entry::new(value.as_slice(), &options.tags, 0)
         .ok_or(RedisError::Str("ERR the value is too large"))?;
     // The value's version is the number of the event announcing it.
-    let version = with_state(|s| s.sequencer.allocate());
+    let version = with_state(State::next_version);
     entry.version = version;
     let replaced = match key.replace_entry(entry) {
         // Overwriting an entry of ours: in place, which spares Redis a delete and an insert.
@@ -87,9 +93,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Some(old)
         }
         Err(entry) => {
-            // A new key, or one of another type: the old value's unlink callback (if ours)
-            // unindexes it without an event of its own.
-            let _quiet = Quiet::enter();
+            // A new key, or one of another type (not ours: no removal of ours to report).
             if !key.set_entry(entry) {
                 return Err(RedisError::Str("ERR cannot store the entry"));
             }
@@ -99,18 +103,33 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if let Some(at) = deadline {
         key.set_expire_at(at);
     }
+    let key_name = name.as_slice();
     if let Ok(Some(stored)) = key.entry() {
-        with_state(|s| match &replaced {
-            Some(old) => s
-                .index
-                .replace(db, name.as_slice(), old.tags(), stored.tags()),
-            None => s.index.insert(db, name.as_slice(), stored.tags()),
-        });
-    } else if let Some(old) = &replaced {
-        with_state(|s| s.index.remove(db, name.as_slice(), old.tags()));
+        apply(
+            Change::Stored {
+                db,
+                key: key_name,
+                old: replaced.as_ref().map(|old| old.tags()),
+                new: stored.tags(),
+                version,
+            },
+            Announce::Yes,
+        );
+    } else {
+        // Nothing readable was stored: the old entry left.
+        if let Some(old) = &replaced {
+            let left = Change::Left {
+                db,
+                key: key_name,
+                tags: old.tags(),
+                gone: false,
+            };
+            apply(left, Announce::No);
+        }
+        apply(Change::StoredExpired { db, key: key_name }, Announce::Yes);
     }
     drop(key);
-    announce(ctx, db, name, Some(version));
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "hc.set", name);
     replicate(ctx, &args, &options, deadline);
     Ok(success(ctx, &options, version))
 }
@@ -127,17 +146,6 @@ fn success(ctx: &Context, options: &SetOptions, version: u64) -> RedisValue {
         RedisValue::StringBuffer(origin),
         RedisValue::Integer(i64::try_from(version).unwrap_or(i64::MAX)),
     ])
-}
-
-/// Sends the keyspace notification and the `set` event (numbered `version` when the write
-/// took one); returns the event's number.
-fn announce(ctx: &Context, db: i32, name: &RedisString, version: Option<u64>) -> u64 {
-    record_change(KeyspaceChange::Key {
-        db,
-        key: name.as_slice(),
-    });
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "hc.set", name);
-    publish_keys(version, db, Op::Set, [name.as_slice()])
 }
 
 /// Replicas and the AOF get the write with an absolute expiry and without NX/XX, so that
