@@ -55,8 +55,22 @@ pub struct Config {
     pub gos_fresh_every: u64,
     /// Writes timed per round for invalidation propagation.
     pub propagation_writes: usize,
-    /// Events flooded per round at one handle.
+    /// Changes flooded per round at one handle.
     pub flood_events: u64,
+    /// Connections writing the flood at once (each pipelined), so that the producer
+    /// outpaces the handle.
+    pub flood_producers: u64,
+
+    /// Rounds of the replay scenario (each takes a few seconds).
+    pub replay_rounds: usize,
+    /// Entries in the L1 of the handle whose subscription is cut.
+    pub replay_entries: u64,
+    /// Entries changed during the outage ...
+    pub replay_changed: u64,
+    /// ... by this many writes in all.
+    pub replay_writes: u64,
+    /// How long the subscription stays cut.
+    pub replay_outage: Duration,
 }
 
 impl Config {
@@ -88,6 +102,12 @@ impl Config {
                 gos_fresh_every: 100,
                 propagation_writes: 500,
                 flood_events: 200_000,
+                flood_producers: 4,
+                replay_rounds: 1,
+                replay_entries: 100_000,
+                replay_changed: 1_000,
+                replay_writes: 20_000,
+                replay_outage: Duration::from_secs(2),
             }
         } else {
             Self {
@@ -114,6 +134,12 @@ impl Config {
                 gos_fresh_every: 100,
                 propagation_writes: 1_000,
                 flood_events: 500_000,
+                flood_producers: 4,
+                replay_rounds: 3,
+                replay_entries: 100_000,
+                replay_changed: 1_000,
+                replay_writes: 20_000,
+                replay_outage: Duration::from_secs(2),
             }
         }
     }

@@ -3,8 +3,8 @@
 //! loopback ports, and writes `BENCHMARKS.md` and `docs/bench/*.svg` at the workspace root.
 //!
 //! Environment: `HYBRIDCACHE_MODULE` (the module library; `make bench` passes the release
-//! build), `QUICK=1` for a short run, `BENCH_ONLY=throughput,memory,deltag,fills,client` to run
-//! some parts only (while working on them: the partial report then goes to
+//! build), `QUICK=1` for a short run, `BENCH_ONLY=throughput,memory,deltag,fills,client,replay` to
+//! run some parts only (while working on them: the partial report then goes to
 //! `target/bench-partial/`, not over BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ mod deltag;
 mod fill;
 mod fills;
 mod redis_benchmark;
+mod replay;
 mod report;
 mod server_side;
 mod servers;
@@ -139,12 +140,23 @@ fn main() {
         let plain_server = servers::plain();
         redis_version = servers::redis_version(&module_server);
         // Declared after the servers: dropped (unsubscribed) before them.
-        let module_listeners =
-            servers::Listeners::start(&module_server, hybridcache_protocol::DEFAULT_CHANNEL, 2);
-        let lua_listeners = servers::Listeners::start(&plain_server, servers::LUA_CHANNEL, 2);
+        // The issue's setup: two subscribers on each server, reading as clients do.
+        let module_listeners = servers::Listeners::start(
+            &module_server,
+            hybridcache_protocol::DEFAULT_CHANNEL,
+            2,
+            servers::Reading::Events,
+        );
+        let lua_listeners = servers::Listeners::start(
+            &plain_server,
+            servers::LUA_CHANNEL,
+            2,
+            servers::Reading::OneChangeEach,
+        );
         let pair = server_side::Pair {
             module: &module_server,
             plain: &plain_server,
+            module_listeners: &module_listeners,
         };
         say!(
             "servers: module on port {}, plain on port {}",
@@ -163,14 +175,24 @@ fn main() {
         if wanted("fills") {
             fills::fills(&cfg, &module_server, &mut report);
         }
+        let (events, lua) = (module_listeners.received(), lua_listeners.received());
         say!(
-            "server side done; the subscribers read {} events and {} Lua messages",
-            module_listeners.received(),
-            lua_listeners.received()
+            "server side done; the subscribers read {} messages ({} changes, {} undecodable) \
+             and {} Lua messages",
+            events.messages,
+            events.changes,
+            events.undecodable,
+            lua.messages
         );
     }
-    if wanted("client") {
-        client_side::client_side(&cfg, &module, &mut report);
+    if wanted("client") || wanted("replay") {
+        client_side::client_side(
+            &cfg,
+            &module,
+            wanted("client"),
+            wanted("replay"),
+            &mut report,
+        );
     }
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());

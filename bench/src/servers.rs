@@ -1,6 +1,7 @@
 //! The servers a run starts (through the test harness), the subscribers that listen on them
 //! as in production, and reading their memory.
 
+use hybridcache_protocol::decode_message;
 use hybridcache_tests::info::info_i64;
 use hybridcache_tests::{RedisServer, Subscriber};
 use std::path::Path;
@@ -34,29 +35,58 @@ pub fn plain() -> RedisServer {
         .start()
 }
 
-/// Subscribers on one channel that read (and drop) every message on their own threads
-/// until dropped.
+/// How a subscriber reads a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// The module's invalidation messages: each is decoded with the protocol crate (as a
+    /// client does) and its changes counted.
+    Events,
+    /// The Lua baseline's messages: one key, so one change, per message.
+    OneChangeEach,
+}
+
+/// What the subscribers of one [`Listeners`] have read so far, all together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    pub messages: u64,
+    pub changes: u64,
+    /// Messages that did not decode as invalidation events (must stay 0).
+    pub undecodable: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    messages: AtomicU64,
+    changes: AtomicU64,
+    undecodable: AtomicU64,
+}
+
+/// Subscribers on one channel that read every message on their own threads until dropped,
+/// counting messages and the changes they carry.
 pub struct Listeners {
     stop: Arc<AtomicBool>,
-    received: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+    count: usize,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Listeners {
     /// `count` confirmed subscriptions on `channel` of `server`.
-    pub fn start(server: &RedisServer, channel: &str, count: usize) -> Self {
+    pub fn start(server: &RedisServer, channel: &str, count: usize, reading: Reading) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(Counts::default());
         let threads = (0..count)
             .map(|i| {
                 let subscriber = Subscriber::on_channel(server, channel);
-                let (stop, received) = (stop.clone(), received.clone());
+                let (stop, counts) = (stop.clone(), counts.clone());
                 std::thread::Builder::new()
                     .name(format!("listener-{}-{i}", server.port()))
                     .spawn(move || {
                         while !stop.load(Ordering::Relaxed) {
-                            if subscriber.next_payload(Duration::from_millis(50)).is_some() {
-                                received.fetch_add(1, Ordering::Relaxed);
+                            if let Some(payload) =
+                                subscriber.next_payload(Duration::from_millis(50))
+                            {
+                                counts.record(&payload, reading);
                             }
                         }
                         drop(subscriber);
@@ -66,14 +96,67 @@ impl Listeners {
             .collect();
         Self {
             stop,
-            received,
+            counts,
+            count,
             threads,
         }
     }
 
-    /// Messages received so far, all subscribers together.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
+    /// Subscribers listening.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// What they have read so far.
+    pub fn received(&self) -> Received {
+        // Messages first (acquire): a message counted has its changes counted.
+        let messages = self.counts.messages.load(Ordering::Acquire);
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Received {
+            messages,
+            changes: read(&self.counts.changes),
+            undecodable: read(&self.counts.undecodable),
+        }
+    }
+
+    /// Waits until every subscriber has read `messages` more messages than `since` showed
+    /// (each subscriber receives every message); what they read by then.
+    ///
+    /// # Panics
+    /// When that takes longer than `timeout`.
+    pub fn wait_for(&self, since: Received, messages: u64, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        let want = since.messages + messages * self.count as u64;
+        loop {
+            let now = self.received();
+            if now.messages >= want {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the subscribers read {} of {} messages within {timeout:?}",
+                now.messages - since.messages,
+                want - since.messages
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Counts {
+    fn record(&self, payload: &[u8], reading: Reading) {
+        let changes = match reading {
+            Reading::OneChangeEach => 1,
+            Reading::Events => match decode_message(payload) {
+                Ok(changes) => changes.len() as u64,
+                Err(_) => {
+                    self.undecodable.fetch_add(1, Ordering::Relaxed);
+                    0
+                }
+            },
+        };
+        self.changes.fetch_add(changes, Ordering::Relaxed);
+        self.messages.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -148,4 +231,31 @@ pub fn redis_version(server: &RedisServer) -> String {
         .get("redis_version")
         .cloned()
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridcache_protocol::{MessageWriter, Names, Op};
+
+    #[test]
+    fn listeners_count_the_changes_of_each_message() {
+        let counts = Counts::default();
+        let mut writer = MessageWriter::new("0123456789abcdef");
+        for seq in 1..=3 {
+            writer.push(seq, Some(0), Op::Set, Names::Keys([&b"k"[..]]));
+        }
+        counts.record(&writer.take(), Reading::Events);
+        counts.record(b"not an event", Reading::Events);
+        counts.record(b"k:000000000001", Reading::OneChangeEach);
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                read(&counts.messages),
+                read(&counts.changes),
+                read(&counts.undecodable)
+            ),
+            (3, 4, 1)
+        );
+    }
 }
