@@ -14,6 +14,7 @@
 
 pub mod client_support;
 pub mod cluster;
+pub mod event_stream;
 pub mod hc;
 pub mod index_check;
 pub mod info;

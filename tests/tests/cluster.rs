@@ -1,19 +1,27 @@
 //! Redis Cluster: real 3-primary/3-replica clusters of redis-server processes with the
 //! module. Key commands route by slot (and multi-key commands follow CROSSSLOT), events
-//! reach subscribers on every node once, a tag spanning all primaries is removed everywhere
-//! (L1 included), resharding under writes and a primary's failover leave every node's index
-//! equal to its keyspace, and the client serves no stale value after the failover.
+//! reach the subscribers of every node of their shard once, a tag spanning all primaries is
+//! removed everywhere (L1 included), resharding under writes and a primary's failover leave
+//! every node's index equal to its keyspace, and the client serves no stale value after the
+//! failover.
+//!
+//! Every test with the module runs an event-stream checker ([`shard_checker`]: every node
+//! subscribed to its shard's channel): each shard's stream is numbered without gap,
+//! duplicate or reordering through writes, reshards and failover, each subscription
+//! receives exactly what its primary's event log holds, and each write is announced once.
 
 use hybridcache::{EntryOptions, HybridCache};
+use hybridcache_protocol::shard::shard_channel;
 use hybridcache_protocol::{command, Op};
+use hybridcache_protocol::{Change, DEFAULT_CHANNEL};
 use hybridcache_tests::client_support::{build, eventually, get_value, DELIVERY};
 use hybridcache_tests::cluster::key_slot;
+use hybridcache_tests::event_stream::{ExpectedChange, StreamChecker, Subject};
 use hybridcache_tests::hc::{call, hc_get_str, hc_set, query, tagcard};
 use hybridcache_tests::index_check::assert_index_matches;
-use hybridcache_tests::subscriber::event_keys;
-use hybridcache_tests::{HcInfo, RedisCluster, RedisServer, Subscriber, QUIET_PERIOD};
+use hybridcache_tests::{HcInfo, RedisCluster, RedisServer, Subscriber};
 use redis::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +40,122 @@ fn keys_on(cluster: &RedisCluster, owner: &RedisServer, prefix: &str, n: usize) 
         .filter(|key| cluster.node_for_key(key).port() == owner.port())
         .take(n)
         .collect()
+}
+
+/// The slots each primary serves (by port), from `CLUSTER SLOTS` asked of `node`.
+fn slots_by_primary(node: &RedisServer) -> BTreeMap<u16, Vec<u16>> {
+    let reply: Value = query(&mut node.connection(), redis::cmd("CLUSTER").arg("SLOTS"));
+    let Value::Array(ranges) = reply else {
+        panic!("CLUSTER SLOTS answered {reply:?}");
+    };
+    let mut slots: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
+    for range in ranges {
+        let Value::Array(fields) = &range else {
+            panic!("CLUSTER SLOTS range {range:?}");
+        };
+        let [Value::Int(start), Value::Int(end), Value::Array(primary), ..] = fields.as_slice()
+        else {
+            panic!("CLUSTER SLOTS range {range:?}");
+        };
+        let Some(Value::Int(port)) = primary.get(1) else {
+            panic!("CLUSTER SLOTS range {range:?}");
+        };
+        slots
+            .entry(*port as u16)
+            .or_default()
+            .extend(*start as u16..=*end as u16);
+    }
+    slots
+}
+
+/// The name of a node's subscription in a [`shard_checker`].
+fn source(node: &RedisServer) -> String {
+    format!("port {}", node.port())
+}
+
+/// An event-stream checker with a subscription on every node to its shard's channel.
+///
+/// The channel is named after the shard's highest slot not in `moving` (slots the test will
+/// migrate; `redis-cli --cluster reshard` moves a shard's lowest slots first), so that no
+/// reshard here makes Redis unsubscribe it. The module publishes on every shard channel its
+/// primary has subscribers for: the primary's subscription makes its messages go out on
+/// this channel, and its replicas' subscriptions receive them from it (and, after a
+/// failover, the promoted replica's own).
+fn shard_checker(cluster: &RedisCluster, moving: &[u16]) -> StreamChecker {
+    let slots = slots_by_primary(cluster.node(0));
+    let mut subscribers = Vec::new();
+    for primary in cluster.primaries() {
+        let slot = slots[&primary.port()]
+            .iter()
+            .rev()
+            .find(|slot| !moving.contains(slot))
+            .copied()
+            .unwrap_or_else(|| panic!("port {} keeps no slot", primary.port()));
+        let channel = String::from_utf8(shard_channel(DEFAULT_CHANNEL.as_bytes(), slot))
+            .expect("a shard channel is text");
+        let mut shard = vec![primary];
+        shard.extend(cluster.replicas_of(primary));
+        for node in shard {
+            subscribers.push((source(node), Subscriber::on_shard_channel(node, &channel)));
+        }
+    }
+    StreamChecker::on_thread(subscribers)
+}
+
+/// The stream of every shard was clean and every running primary's subscribers received
+/// exactly what its event log holds.
+fn assert_streams_match_logs(checker: &StreamChecker, cluster: &RedisCluster, when: &str) {
+    checker.assert_clean(when);
+    for primary in cluster.primaries() {
+        if let Err(e) = checker.check_log(primary) {
+            panic!("{when}: {e}\n{}", checker.summary());
+        }
+    }
+}
+
+/// How often each (op, key) was announced, over every origin (as the first subscription
+/// that received the origin has it).
+fn key_announcements(checker: &StreamChecker) -> BTreeMap<(String, String), usize> {
+    checker.with_streams(|s| {
+        let mut counts = BTreeMap::new();
+        for origin in s.origins() {
+            for change in s.received(&origin, u64::MAX) {
+                if let Change::Keys { keys } = &change.change {
+                    for key in keys {
+                        let key = String::from_utf8_lossy(key.as_bytes()).into_owned();
+                        *counts
+                            .entry((change.op.as_str().to_string(), key))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+        counts
+    })
+}
+
+/// Each key that moved with its slot was announced once as removed (by the node it left)
+/// and once as added (by the node it reached), and no key more than that.
+fn assert_migrations_announced_once(announced: &BTreeMap<(String, String), usize>) {
+    let count = |op: &str, key: &str| {
+        announced
+            .get(&(op.to_string(), key.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let keys: BTreeSet<&String> = announced
+        .keys()
+        .filter(|(op, _)| op == "added" || op == "removed")
+        .map(|(_, key)| key)
+        .collect();
+    assert!(!keys.is_empty(), "no key was announced as moved");
+    for key in keys {
+        let (added, removed) = (count("added", key), count("removed", key));
+        assert!(
+            added == 1 && removed == 1,
+            "{key}: announced added {added} times and removed {removed} times by the reshard"
+        );
+    }
 }
 
 /// A cluster handle on every node of `cluster`, reconnecting quickly.
@@ -130,38 +254,54 @@ fn key_commands_route_by_slot_and_multi_key_commands_need_one_slot() {
 }
 
 #[test]
-fn events_reach_subscribers_on_every_node_exactly_once() {
+fn events_reach_every_node_of_their_shard_exactly_once_as_the_logs_have_them() {
     let cluster = three_by_three();
-    let subscribers: Vec<(u16, Subscriber)> = cluster
-        .nodes()
-        .iter()
-        .map(|node| (node.port(), Subscriber::new(node)))
-        .collect();
-    let mut published = BTreeSet::new();
+    let checker = shard_checker(&cluster, &[]);
+    let mut published = BTreeMap::new();
     for primary in cluster.primaries() {
         let key = keys_on(&cluster, primary, "k", 1).remove(0);
         let mut con = primary.connection();
         hc_set(&mut con, &key, "v", &["t"]);
-        published.insert((HcInfo::read(&mut con).origin, key));
+        published.insert(HcInfo::read(&mut con).origin, (primary, key));
     }
-    for (port, sub) in &subscribers {
-        let events = sub.expect_events(published.len(), &format!("the sets, on port {port}"));
-        let seen: BTreeSet<(String, String)> = events
-            .iter()
-            .map(|e| {
-                assert_eq!(e.op, Op::Set, "{e:?}");
-                (e.origin.clone(), event_keys(e).remove(0))
-            })
+    assert_streams_match_logs(&checker, &cluster, "after one write per primary");
+    for (origin, (primary, key)) in &published {
+        // Each write once, under its primary's origin, on the nodes of its shard only:
+        // replicas applying it stay silent.
+        let mut shard: Vec<String> = cluster
+            .replicas_of(primary)
+            .into_iter()
+            .chain([*primary])
+            .map(source)
             .collect();
-        // Each write once, under its primary's origin: replicas applying it stay silent.
-        assert_eq!(seen, published, "port {port}");
-        sub.assert_no_event(QUIET_PERIOD);
+        shard.sort();
+        checker.with_streams(|s| {
+            assert_eq!(s.sources_of(origin), shard, "who received {origin}");
+            for node in &shard {
+                let changes = s.kept(node, origin, u64::MAX);
+                assert_eq!(changes.len(), 1, "{node}: {changes:?}");
+                assert_eq!(
+                    (changes[0].op, &changes[0].change),
+                    (
+                        Op::Set,
+                        &Change::Keys {
+                            keys: vec![key.as_str().into()]
+                        }
+                    )
+                );
+            }
+        });
     }
+    assert_eq!(
+        checker.with_streams(|s| s.origins()),
+        published.keys().cloned().collect::<BTreeSet<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_spanning_every_primary_is_removed_everywhere_and_from_every_l1() {
     let cluster = three_by_three();
+    let checker = shard_checker(&cluster, &[]);
     let handles = [cluster_cache(&cluster).await, cluster_cache(&cluster).await];
     let mut tagged = Vec::new();
     for primary in cluster.primaries() {
@@ -233,6 +373,27 @@ async fn a_tag_spanning_every_primary_is_removed_everywhere_and_from_every_l1() 
         })
         .await;
     }
+    tokio::task::block_in_place(|| {
+        assert_streams_match_logs(&checker, &cluster, "at the end");
+        // Each primary announced the tag removal once (as one change), each key's
+        // removal once.
+        let deltags: usize = checker.with_streams(|s| {
+            s.origins()
+                .iter()
+                .flat_map(|origin| s.received(origin, u64::MAX))
+                .filter(|c| c.op == Op::Deltag)
+                .count()
+        });
+        assert_eq!(deltags, cluster.primaries().len(), "{}", checker.summary());
+        let announced = key_announcements(&checker);
+        for key in &spread {
+            assert_eq!(
+                announced.get(&("del".into(), key.clone())),
+                Some(&1),
+                "{key}"
+            );
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,6 +403,7 @@ async fn resharding_a_slot_while_writing_keeps_every_index_exact() {
     // Every key of the writer lives in one slot (hash tag {r}); half carry the tag.
     let key = |i: u32| format!("{{r}}:{i}");
     let slot = key_slot(key(0));
+    let checker = shard_checker(&cluster, &[slot]);
     let from = cluster.slot_owner(slot);
     let to = cluster
         .primaries()
@@ -323,6 +485,29 @@ async fn resharding_a_slot_while_writing_keeps_every_index_exact() {
         for node in cluster.running_nodes() {
             assert_index_matches(&mut node.connection(), &format!("port {}", node.port()));
         }
+        // Every shard's stream stayed gap-free through the move and matches its log;
+        // every write was announced once, every moved key once by each side.
+        assert_streams_match_logs(&checker, &cluster, "after the reshard");
+        let mut writes: BTreeMap<String, usize> = BTreeMap::new();
+        for i in 0..written {
+            let target = if i >= 200 && i.is_multiple_of(3) {
+                i % 200
+            } else {
+                i
+            };
+            *writes.entry(key(target)).or_default() += 1;
+        }
+        for k in &bystanders {
+            *writes.entry(k.clone()).or_default() += 1;
+        }
+        let announced = key_announcements(&checker);
+        let sets: BTreeMap<String, usize> = announced
+            .iter()
+            .filter(|((op, _), _)| op == "set")
+            .map(|((_, k), n)| (k.clone(), *n))
+            .collect();
+        assert_eq!(sets, writes, "set changes per key vs writes per key");
+        assert_migrations_announced_once(&announced);
     });
 
     // The tagged keys, as the keyspace has them now.
@@ -343,6 +528,7 @@ async fn resharding_a_slot_while_writing_keeps_every_index_exact() {
             assert_eq!(tagcard(&mut con, "moving"), 0);
             assert_index_matches(&mut con, &format!("port {}", primary.port()));
         }
+        assert_streams_match_logs(&checker, &cluster, "after the tag removal");
     });
     // Untagged keys stay.
     let untagged_left = (0..written)
@@ -379,8 +565,10 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
         .unwrap()
         .port();
     let keys = keys_on(&cluster, cluster.node(victim_index), "acct:", 20);
-    // One reader's subscription dies with the victim and moves to another node; the
-    // other's stays on a surviving primary and hears the promoted replica's announcement.
+    let checker = shard_checker(&cluster, &[]);
+    let victim_origin = HcInfo::read(&mut cluster.node(victim_index).connection()).origin;
+    // Each reader has a shard subscription on every primary: the one on the victim's shard
+    // dies with it and moves to the promoted replica.
     let readers = [
         cluster_cache_subscribed_on(&cluster, victim).await,
         cluster_cache_subscribed_on(&cluster, survivor).await,
@@ -407,6 +595,9 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
             &mut cluster.node(victim_index).connection(),
             redis::cmd("WAIT").arg(1).arg(5000),
         );
+        // Every subscription of the shard has received the victim's changes.
+        assert_streams_match_logs(&checker, &cluster, "before the failover");
+        checker.allow_loss(&source(cluster.node(victim_index)));
         cluster.kill_primary_and_wait_failover(victim_index).port()
     });
     let promoted = cluster
@@ -434,16 +625,12 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
         )
         .await;
     }
-    assert!(
-        readers[0].stats().subscriptions > before[0].subscriptions,
-        "the victim's subscriber moved: {:?}",
-        readers[0]
-    );
-    assert_eq!(
-        readers[1].stats().subscriptions,
-        before[1].subscriptions,
-        "the survivor's subscriber stayed; its flush came from the promoted event"
-    );
+    for (reader, before) in readers.iter().zip(&before) {
+        assert!(
+            reader.stats().subscriptions > before.subscriptions,
+            "the subscription on the victim's shard moved: {reader:?}"
+        );
+    }
     // Writes to the new primary reach the readers; they never serve the old values.
     eventually(
         RECOVERY,
@@ -481,6 +668,56 @@ async fn a_failover_keeps_entries_and_index_and_the_client_serves_no_stale_value
         readers[0].remove_by_tag("accounts").await.unwrap(),
         keys.len() as u64 - 1
     );
+
+    tokio::task::block_in_place(|| {
+        // Every shard's stream stayed clean through the failover and matches its log.
+        assert_streams_match_logs(&checker, &cluster, "after the failover");
+        let promoted_origin = HcInfo::read(&mut promoted.connection()).origin;
+        let subscription = source(promoted);
+        let (seen_by, victim_changes, changes) = checker.with_streams(|s| {
+            (
+                s.sources_of(&promoted_origin),
+                s.kept(&subscription, &victim_origin, u64::MAX),
+                s.received(&promoted_origin, u64::MAX),
+            )
+        });
+        // The replica's subscription heard the victim's writes, then the promoted node's
+        // own changes under its own origin, starting with the promoted flush.
+        assert_eq!(seen_by, std::slice::from_ref(&subscription));
+        let first_writes: Vec<ExpectedChange> = keys
+            .iter()
+            .map(|key| ExpectedChange::key(0, Op::Set, key))
+            .collect();
+        let differences = hybridcache_tests::event_stream::model_differences(
+            &victim_changes,
+            &first_writes,
+            &|_, _| true,
+        );
+        assert!(
+            differences.is_empty(),
+            "the victim's changes as {subscription} received them: {differences:?}"
+        );
+        let first = changes
+            .first()
+            .expect("the promoted node announced nothing");
+        assert_eq!(
+            (first.op, first.db, &first.change),
+            (Op::Promoted, None, &Change::Flush),
+            "the promoted node's first change"
+        );
+        // keys[0] was written until a write succeeded: only the others are counted.
+        let mut expected: Vec<ExpectedChange> = keys[1..]
+            .iter()
+            .map(|key| ExpectedChange::key(0, Op::Set, key))
+            .collect();
+        expected.push(ExpectedChange::tag(0, Op::Deltag, "accounts"));
+        checker.assert_model_changes(&promoted_origin, u64::MAX, &expected, &|_, subject| {
+            match subject {
+                Subject::Key(key) => key.starts_with(b"acct:") && key != keys[0].as_bytes(),
+                Subject::Tag(tag) => tag == b"accounts",
+            }
+        });
+    });
 }
 
 /// Runs `redis-cli` with `args`, which must succeed; returns its standard output.
@@ -501,6 +738,7 @@ fn redis_cli(args: &[String]) -> String {
 #[test]
 fn redis_cli_follows_redirects_and_its_reshard_keeps_every_index_exact() {
     let cluster = three_by_three();
+    let checker = shard_checker(&cluster, &[]);
     let primaries: Vec<&RedisServer> = cluster.primaries();
     let (from, to) = (primaries[0], primaries[1]);
     let key = |i: usize| format!("k:{i}");
@@ -573,4 +811,20 @@ fn redis_cli_follows_redirects_and_its_reshard_keeps_every_index_exact() {
         .map(|p| hybridcache_tests::hc::hc_deltag(&mut p.connection(), &["t:3"]))
         .sum();
     assert_eq!(removed, 400);
+
+    // Every shard's stream stayed clean through the reshard and matches its log; every
+    // write was announced once, every moved key once by each side.
+    assert_streams_match_logs(&checker, &cluster, "after the reshard");
+    let announced = key_announcements(&checker);
+    for i in 0..2000 {
+        assert_eq!(
+            announced.get(&("set".into(), key(i))),
+            Some(&1),
+            "set changes of {}",
+            key(i)
+        );
+    }
+    assert_eq!(announced.get(&("set".into(), "cli".into())), Some(&1));
+    assert_eq!(announced.get(&("del".into(), "cli".into())), Some(&1));
+    assert_migrations_announced_once(&announced);
 }

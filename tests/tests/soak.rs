@@ -23,7 +23,15 @@
 //! - nothing is left behind: after `FLUSHALL`, `INFO hybridcache` shows no keys, tags,
 //!   links, pending removals or tombstones, and `used_memory` is back within
 //!   [`RETURN_BOUND`] of its value before the load (every allocation of the module goes
-//!   through Redis's allocator, so a leak of index memory would stay there).
+//!   through Redis's allocator, so a leak of index memory would stay there), not counting
+//!   the event log (bounded, and kept across a flush by design);
+//! - the event stream ([`StreamChecker`], subscribed for the whole run) is numbered without
+//!   gap, duplicate or reordering; every [`LOG_CHECK_EVERY`] and at the end, the changes
+//!   received since the last check are exactly those the server's event log holds; and at
+//!   the end every write is announced once: as many `set` changes as `HC.SET`s answered OK,
+//!   a `del` per `HC.DEL` that removed keys (naming as many keys as they removed), a
+//!   `deltag` per `HC.DELTAG` that removed any, at most one `removed` per key expired or
+//!   evicted, nothing else, and one `flushall` for the final `FLUSHALL`.
 //!
 //! A summary line (operations, memory samples, drift) goes to stderr (`--nocapture`).
 //! `HC_SOAK_SEED` replays the random choices of a run.
@@ -31,6 +39,7 @@
 use hybridcache_protocol::command;
 use hybridcache_tests::client_support::SplitMix64;
 use hybridcache_tests::client_support::{env_u64, seed_from_env};
+use hybridcache_tests::event_stream::{OpTally, StreamChecker};
 use hybridcache_tests::index_check::hc_check;
 use hybridcache_tests::info::{info_i64, info_section};
 use hybridcache_tests::{wait_until, HcInfo, RedisServer};
@@ -49,6 +58,10 @@ const WRITERS: u64 = 2;
 const BATCH: usize = 32;
 const MAX_VALUE: usize = 8192;
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// How often the received changes are compared with the event log: well within the time
+/// the log (`hybridcache.event-log-changes`, 100,000 by default) covers at the writers' rate
+/// (about 40,000 changes/s here).
+const LOG_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// The share of the run spent filling the cache before the memory baseline is taken (at
 /// least [`MIN_WARMUP`]).
 const WARMUP_SHARE: f64 = 0.25;
@@ -111,6 +124,10 @@ struct Shared {
     deltags: AtomicU64,
     dels: AtomicU64,
     removed: AtomicU64,
+    /// `HC.DELTAG`s and `HC.DEL`s that removed something, and the keys `HC.DEL` removed.
+    deltags_removing: AtomicU64,
+    dels_removing: AtomicU64,
+    del_keys: AtomicU64,
 }
 
 impl Shared {
@@ -320,6 +337,13 @@ fn invalidator(server: &RedisServer, shared: &Shared, seed: u64) -> Result<(), S
             [Value::Int(by_tag), Value::Int(by_key)] if *by_tag >= 0 && *by_key >= 0 => {
                 shared.deltags.fetch_add(1, Ordering::Relaxed);
                 shared.dels.fetch_add(1, Ordering::Relaxed);
+                if *by_tag > 0 {
+                    shared.deltags_removing.fetch_add(1, Ordering::Relaxed);
+                }
+                if *by_key > 0 {
+                    shared.dels_removing.fetch_add(1, Ordering::Relaxed);
+                    shared.del_keys.fetch_add(*by_key as u64, Ordering::Relaxed);
+                }
                 shared
                     .removed
                     .fetch_add((by_tag + by_key) as u64, Ordering::Relaxed);
@@ -371,6 +395,37 @@ fn sample(con: &mut redis::Connection, started: Instant) -> Sample {
     }
 }
 
+/// The event stream broke no rule, and the changes received since the last check are those
+/// the event log holds up to what the server has published; they are forgotten then.
+/// Returns the origin and the number of changes compared.
+fn check_events(events: &StreamChecker, server: &RedisServer) -> Result<(String, usize), String> {
+    events.check_clean()?;
+    let log = events.check_log(server)?;
+    events.release_through(&log.origin, log.last);
+    Ok((log.origin, log.compared))
+}
+
+/// The changes per op the checker received from `origin`.
+fn op_tally(
+    events: &StreamChecker,
+    origin: &str,
+) -> std::collections::BTreeMap<&'static str, OpTally> {
+    events.with_streams(|s| {
+        s.sources_of(origin)
+            .first()
+            .map(|source| s.op_tally(source, origin))
+            .unwrap_or_default()
+    })
+}
+
+/// `event_log_bytes` of `INFO hybridcache`: the memory the event log takes.
+fn event_log_bytes(info: &HcInfo) -> i64 {
+    info.fields
+        .get("event_log_bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO hybridcache has no event_log_bytes: {:?}", info.fields))
+}
+
 fn mb(bytes: i64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
@@ -402,7 +457,9 @@ fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_me
         .args(["--maxmemory-policy", "allkeys-lru"])
         .start();
     let mut con = server.connection();
+    let events = StreamChecker::subscribe(&[&server]);
     let before_load = info_i64(&mut con, "memory", "used_memory");
+    let log_before_load = event_log_bytes(&HcInfo::read(&mut con));
     let run_time = Duration::from_secs(secs);
     let warmup = MIN_WARMUP.max(run_time.mul_f64(WARMUP_SHARE));
     let shared = Shared::default();
@@ -410,11 +467,14 @@ fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_me
     let mut samples: Vec<Sample> = Vec::new();
     let mut checks = 0;
     let mut baseline: Option<Sample> = None;
+    let mut compared = 0;
 
     std::thread::scope(|scope| {
         let mut threads = Vec::new();
         let server = &server;
         let shared = &shared;
+        let events = &events;
+        let compared = &mut compared;
         let _stop = StopOnDrop(shared);
         for w in 0..WRITERS {
             threads
@@ -424,11 +484,20 @@ fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_me
         threads.push(scope.spawn(move || shared.report(invalidator(server, shared, seed ^ 0x200))));
 
         let mut next = started + SAMPLE_EVERY;
+        let mut next_log_check = started + LOG_CHECK_EVERY;
         while started.elapsed() < run_time && shared.running() {
             std::thread::sleep(
-                next.saturating_duration_since(Instant::now())
+                next.min(next_log_check)
+                    .saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(100)),
             );
+            if Instant::now() >= next_log_check {
+                match check_events(events, server) {
+                    Ok((_, n)) => *compared += n,
+                    Err(e) => shared.fail(format!("event stream at {:?}: {e}", started.elapsed())),
+                }
+                next_log_check = Instant::now() + LOG_CHECK_EVERY;
+            }
             if Instant::now() < next {
                 continue;
             }
@@ -483,6 +552,44 @@ fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_me
     checks += 1;
     let last = sample(&mut con, started);
     samples.push(last.clone());
+
+    // Every change of the run was received, once, as the log has it, and every write was
+    // announced once.
+    let (origin, n) = check_events(&events, &server)
+        .unwrap_or_else(|e| panic!("event stream after the load: {e}\n{}", server.log_tail()));
+    compared += n;
+    let tally = op_tally(&events, &origin);
+    let count = |op: &str| tally.get(op).copied().unwrap_or_default();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(
+        count("set").changes,
+        load(&shared.sets),
+        "set changes received vs HC.SETs answered OK ({tally:?})"
+    );
+    assert_eq!(
+        (count("del").changes, count("del").names),
+        (load(&shared.dels_removing), load(&shared.del_keys)),
+        "del changes and the keys they name vs HC.DELs that removed keys and the keys removed ({tally:?})"
+    );
+    assert_eq!(
+        count("deltag").changes,
+        load(&shared.deltags_removing),
+        "deltag changes vs HC.DELTAGs that removed keys ({tally:?})"
+    );
+    let removed = count("removed");
+    assert!(
+        removed.changes == removed.names
+            && removed.names > 0
+            && removed.names as i64 <= last.expired + last.evicted,
+        "removed changes: {removed:?}; keys expired {} and evicted {} ({tally:?})",
+        last.expired,
+        last.evicted
+    );
+    let others: Vec<&&str> = tally
+        .keys()
+        .filter(|op| !["set", "del", "deltag", "removed"].contains(op))
+        .collect();
+    assert!(others.is_empty(), "changes of other ops: {tally:?}");
     assert!(
         last.evicted > 0,
         "no key was evicted: the run did not exercise eviction ({last:?})"
@@ -527,11 +634,36 @@ fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_me
         },
     );
     assert_check_clean(&mut con, "after FLUSHALL", &server);
-    let returned = after.used_memory - before_load;
+    let (_, n) = check_events(&events, &server)
+        .unwrap_or_else(|e| panic!("event stream after FLUSHALL: {e}\n{}", server.log_tail()));
+    compared += n;
+    let flushes = op_tally(&events, &origin).get("flushall").copied();
+    assert_eq!(
+        flushes,
+        Some(OpTally {
+            changes: 1,
+            names: 0
+        }),
+        "one flushall change for FLUSHALL"
+    );
+    // The event log is bounded and outlives a flush (readers may still ask for what came
+    // before it): not a leak. Emptied, it keeps only its queue's capacity, which INFO
+    // counts exactly (the messages' own allocations it counts without the allocator's
+    // rounding).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("hybridcache.event-log-changes")
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    let after = sample(&mut con, started);
+    let log_after = event_log_bytes(&after.info);
+    let returned = (after.used_memory - log_after) - (before_load - log_before_load);
     assert!(
         returned <= RETURN_BOUND,
-        "after FLUSHALL used_memory is {:.2} MB, {:.2} MB above its {:.2} MB before the load (bound {:.1} MB): memory leaked\n{:?}",
+        "after FLUSHALL used_memory is {:.2} MB ({:.2} MB of it the event log), {:.2} MB above its {:.2} MB before the load (bound {:.1} MB): memory leaked\n{:?}",
         mb(after.used_memory),
+        mb(log_after),
         mb(returned),
         mb(before_load),
         mb(RETURN_BOUND),
@@ -539,7 +671,6 @@ fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_me
     );
 
     let elapsed = started.elapsed().as_secs_f64();
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let ops = load(&shared.sets)
         + load(&shared.oom)
         + load(&shared.reads)
@@ -567,6 +698,10 @@ fn mixed_load_with_expiry_eviction_and_invalidation_keeps_the_index_exact_and_me
         mb(after.used_memory),
         mb(returned),
         mb(RETURN_BOUND)
+    );
+    eprintln!(
+        "soak: events: {}; {compared} changes compared with the event log",
+        events.summary()
     );
     eprintln!(
         "soak: samples (s: used_memory MB/keys/tag_links/pending): {}",

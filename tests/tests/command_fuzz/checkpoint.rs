@@ -1,4 +1,5 @@
-//! The periodic check: `HC.CHECK` reports no problem, and the server agrees with the model.
+//! The periodic check: `HC.CHECK` reports no problem, the server agrees with the model, and
+//! the event stream with the event log and the model (see `events`).
 
 use crate::fuzzer::Fuzz;
 use crate::model::{model_key, model_tag, MODEL_KEYS, MODEL_TAGS};
@@ -132,6 +133,7 @@ impl Fuzz {
                 differences.join("\n")
             ));
         }
+        self.check_events(when);
         if pending == 0 {
             self.model.leases.removals_done();
         }

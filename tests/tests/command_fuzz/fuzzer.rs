@@ -2,6 +2,7 @@
 //! how a reply of the random part is checked, and the start: the server, its users and
 //! bounds.
 
+use crate::events::{subscribe, LOG_BYTES, LOG_CHANGES};
 use crate::generator::{Cmd, Gen};
 use crate::model::Model;
 use crate::reply_checks::{
@@ -9,6 +10,7 @@ use crate::reply_checks::{
     FetchForm,
 };
 use hybridcache_protocol::command;
+use hybridcache_tests::event_stream::{ExpectedChange, StreamChecker};
 use hybridcache_tests::resp::{describe, words, Reply, RespConnection};
 use hybridcache_tests::RedisServer;
 use std::collections::BTreeMap;
@@ -48,9 +50,16 @@ pub(crate) struct Stats {
     pub(crate) leased_hits_without_token: u64,
     /// Malformed `HC.FETCH` options refused.
     pub(crate) fetch_errors: u64,
+    /// Changes received and compared with the event log.
+    pub(crate) changes_compared: u64,
+    /// Changes of the model found announced exactly once, in order.
+    pub(crate) model_changes_checked: u64,
 }
 
 pub(crate) struct Fuzz {
+    /// Checks every invalidation message of the run (first, so that it stops reading
+    /// before the server goes).
+    pub(crate) events: StreamChecker,
     pub(crate) server: RedisServer,
     seed: u64,
     pub(crate) gen: Gen,
@@ -58,6 +67,8 @@ pub(crate) struct Fuzz {
     pub(crate) check: RespConnection,
     pub(crate) model_con: RespConnection,
     pub(crate) model: Model,
+    /// The changes the model made since the last checkpoint, in order.
+    pub(crate) expected: Vec<ExpectedChange>,
     pub(crate) stats: Stats,
     pub(crate) last: String,
 }
@@ -217,20 +228,30 @@ pub(crate) fn start_fuzz(seed: u64) -> Fuzz {
         ]))
         .unwrap();
     assert_eq!(reply, Reply::Status(b"OK".to_vec()));
-    for bound in ["hybridcache.fill-leases", "hybridcache.fill-tag-removals"] {
+    for (bound, value) in [
+        ("hybridcache.fill-leases", LEASE_BOUND),
+        ("hybridcache.fill-tag-removals", LEASE_BOUND),
+        ("hybridcache.event-log-changes", LOG_CHANGES),
+        ("hybridcache.event-log-bytes", LOG_BYTES),
+    ] {
         let reply = admin
-            .call(&words(&["CONFIG", "SET", bound, LEASE_BOUND]))
+            .call(&words(&["CONFIG", "SET", bound, value]))
             .unwrap();
         assert_eq!(reply, Reply::Status(b"OK".to_vec()), "CONFIG SET {bound}");
     }
+    // Before the first change.
+    let events = subscribe(&server);
     let hello = admin.call(&words(&[command::HELLO])).unwrap();
     let origin = match &hello {
-        Reply::Array(Some(items)) => match items.last() {
-            Some(Reply::Bulk(Some(origin))) => origin.clone(),
-            _ => panic!("HC.HELLO answered {hello:?}"),
-        },
-        _ => panic!("HC.HELLO answered {hello:?}"),
+        Reply::Array(Some(items)) => items.chunks(2).find_map(|pair| match pair {
+            [Reply::Bulk(Some(name)), Reply::Bulk(Some(origin))] if name == b"origin" => {
+                Some(origin.clone())
+            }
+            _ => None,
+        }),
+        _ => None,
     };
+    let origin = origin.unwrap_or_else(|| panic!("HC.HELLO answered {hello:?}"));
     if let Some(problem) = hello_problem(&hello, &origin) {
         panic!("{problem}");
     }
@@ -268,6 +289,8 @@ pub(crate) fn start_fuzz(seed: u64) -> Fuzz {
         seed,
         gen: Gen::new(seed, origin, start_ms),
         model: Model::default(),
+        events,
+        expected: Vec::new(),
         stats: Stats::default(),
         last: String::new(),
     }

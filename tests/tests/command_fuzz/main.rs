@@ -61,6 +61,17 @@
 //! nothing and an accepted one is read back. The lease table's bounds are raised out of
 //! reach so that nothing is refused for being untracked.
 //!
+//! Every invalidation message of the run is checked as it arrives (`events`, with the
+//! harness's [`StreamChecker`](hybridcache_tests::event_stream::StreamChecker)): it decodes,
+//! and the changes are numbered 1, 2, 3, ... without gap, duplicate or reordering, inside
+//! and across messages; the one jump allowed is onto the `loaded` flush that ends a dataset
+//! load. At every check the changes received since the last check must be exactly those the
+//! event log holds (`HC.EVENTS SINCE`, its bounds raised for the run), and every change the
+//! model made (a `set` per accepted write or fill, a `del` naming the keys `HC.DEL` removed,
+//! a `deltag` naming the tags of an `HC.DELTAG` that removed keys, a `removed` per live key a
+//! raw `DEL`/`UNLINK` deleted) must have been announced exactly once, in the model's order,
+//! with no other change naming a model key or tag.
+//!
 //! The seed (time-based unless `HC_FUZZ_SEED=<u64>` gives it) is printed at the start and
 //! quoted in every failure; the command sequence is a function of the seed, except that
 //! payloads kept from `DUMP` replies depend on the server's answers. The end prints the
@@ -69,10 +80,11 @@
 //! The connections are the harness's raw RESP client ([`hybridcache_tests::resp`]). Here,
 //! `generator` (with `hc_commands` and `plain_commands`) makes the commands, `random_steps`
 //! sends them, `reply_checks` judges replies; `model`, `lease_model`, `model_steps` and
-//! `model_raw_delete` are the shadow model; `checkpoint` is the periodic check, and `fuzzer`
-//! holds the state and starts the server.
+//! `model_raw_delete` are the shadow model; `checkpoint` is the periodic check (with
+//! `events`, the event-stream check), and `fuzzer` holds the state and starts the server.
 
 mod checkpoint;
+mod events;
 mod fuzzer;
 mod generator;
 mod hc_commands;
@@ -195,6 +207,24 @@ fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
         s.leased_hits_without_token,
         s.fetch_errors,
         s.checks
+    );
+    let origin = String::from_utf8_lossy(&fuzz.gen.origin).into_owned();
+    let ops: Vec<String> = fuzz.events.with_streams(|streams| {
+        streams
+            .sources_of(&origin)
+            .first()
+            .map(|source| streams.op_tally(source, &origin))
+            .unwrap_or_default()
+            .iter()
+            .map(|(op, tally)| format!("{op}:{}", tally.changes))
+            .collect()
+    });
+    eprintln!(
+        "command_fuzz: events: {} ({}); {} changes compared with the event log, {} changes of the model found announced once, in order",
+        fuzz.events.summary(),
+        ops.join(" "),
+        s.changes_compared,
+        s.model_changes_checked
     );
     let mut messages: Vec<(&String, &u64)> = s.messages.iter().collect();
     messages.sort_by(|a, b| b.1.cmp(a.1));

@@ -4,6 +4,8 @@ use crate::fuzzer::Fuzz;
 use crate::generator::Cmd;
 use crate::model::{model_key, MODEL_KEYS};
 use crate::DBS;
+use hybridcache_protocol::Op;
+use hybridcache_tests::event_stream::ExpectedChange;
 use hybridcache_tests::resp::{describe, words, Reply};
 use std::collections::BTreeSet;
 
@@ -90,6 +92,11 @@ impl Fuzz {
         };
         for key in &keys {
             leases.changed(key);
+            // A live entry leaving announces itself; one HC.DELTAG removed was announced
+            // then; in another database there is none.
+            if how != 3 && self.model.entries.contains_key(key) {
+                self.expected.push(ExpectedChange::key(0, Op::Removed, key));
+            }
             if how != 3 {
                 // Gone from the keyspace now: no background removal will delete it.
                 leases.doomed.remove(key);

@@ -6,7 +6,8 @@ use crate::generator::{Cmd, Gen};
 use crate::lease_model::Verdict;
 use crate::model::{model_key, model_tag, ModelEntry, ModelOutcome, MODEL_KEYS, MODEL_TAGS};
 use crate::reply_checks::{leased_read, sorted_texts};
-use hybridcache_protocol::command;
+use hybridcache_protocol::{command, Op};
+use hybridcache_tests::event_stream::ExpectedChange;
 use hybridcache_tests::resp::{describe, Reply};
 use std::collections::BTreeSet;
 
@@ -256,6 +257,8 @@ impl Fuzz {
                 return; // refused before running: nothing changed
             }
         }
+        // The changes this command must announce (database 0).
+        let mut announced = Vec::new();
         let ok = match expected {
             ModelOutcome::Set {
                 key,
@@ -272,6 +275,7 @@ impl Fuzz {
                     _ => false,
                 };
                 if applies {
+                    announced.push(ExpectedChange::key(0, Op::Set, &key));
                     self.model.entries.insert(key.clone(), entry);
                     self.model.leases.written(&key);
                 } else {
@@ -339,6 +343,7 @@ impl Fuzz {
                     leases.changed(&key);
                 }
                 if written == Some(true) {
+                    announced.push(ExpectedChange::key(0, Op::Set, &key));
                     self.model.entries.insert(key.clone(), entry);
                     self.model.leases.written(&key);
                 }
@@ -349,6 +354,21 @@ impl Fuzz {
                 }
             }
             ModelOutcome::Removed { keys, count, tags } => {
+                // One change when anything was removed: the tags named (HC.DELTAG), or the
+                // keys that were there (HC.DEL).
+                if count > 0 {
+                    match &tags {
+                        Some(tags) => announced.extend(
+                            tags.iter()
+                                .map(|tag| ExpectedChange::tag(0, Op::Deltag, tag)),
+                        ),
+                        None => announced.extend(
+                            keys.iter()
+                                .filter(|k| self.model.entries.contains_key(*k))
+                                .map(|key| ExpectedChange::key(0, Op::Del, key)),
+                        ),
+                    }
+                }
                 if let Some(tags) = &tags {
                     self.model.leases.tags_removed(tags);
                 }
@@ -368,5 +388,6 @@ impl Fuzz {
                 "model command answered {reply:?}, not what the model expects"
             ));
         }
+        self.expected.extend(announced);
     }
 }
