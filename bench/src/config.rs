@@ -71,6 +71,15 @@ pub struct Config {
     pub replay_writes: u64,
     /// How long the subscription stays cut.
     pub replay_outage: Duration,
+
+    /// HC.SET writes per cluster traffic run (split evenly over the shards).
+    pub cluster_writes: u64,
+    /// Pipeline depths of the cluster traffic runs.
+    pub cluster_pipelines: Vec<usize>,
+    /// Writes timed for propagation in the cluster, per setting of `sharded-events`.
+    pub cluster_propagation_writes: usize,
+    /// Keys per shard the propagation writes rotate over.
+    pub cluster_propagation_keys: usize,
 }
 
 impl Config {
@@ -108,6 +117,10 @@ impl Config {
                 replay_changed: 1_000,
                 replay_writes: 20_000,
                 replay_outage: Duration::from_secs(2),
+                cluster_writes: 3_000,
+                cluster_pipelines: vec![1, 16],
+                cluster_propagation_writes: 1_000,
+                cluster_propagation_keys: 4,
             }
         } else {
             Self {
@@ -140,6 +153,10 @@ impl Config {
                 replay_changed: 1_000,
                 replay_writes: 20_000,
                 replay_outage: Duration::from_secs(2),
+                cluster_writes: 15_000,
+                cluster_pipelines: vec![1, 16],
+                cluster_propagation_writes: 3_000,
+                cluster_propagation_keys: 4,
             }
         }
     }

@@ -3,9 +3,10 @@
 //! loopback ports, and writes `BENCHMARKS.md` and `docs/bench/*.svg` at the workspace root.
 //!
 //! Environment: `HYBRIDCACHE_MODULE` (the module library; `make bench` passes the release
-//! build), `QUICK=1` for a short run, `BENCH_ONLY=throughput,memory,deltag,fills,client,replay` to
-//! run some parts only (while working on them: the partial report then goes to
-//! `target/bench-partial/`, not over BENCHMARKS.md).
+//! build), `QUICK=1` for a short run,
+//! `BENCH_ONLY=throughput,memory,deltag,fills,client,replay,cluster` to run some parts only
+//! (while working on them: the partial report then goes to `target/bench-partial/`, not over
+//! BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,7 @@ macro_rules! say {
 }
 
 mod client_side;
+mod cluster;
 mod config;
 mod deltag;
 mod fill;
@@ -193,6 +195,9 @@ fn main() {
             wanted("replay"),
             &mut report,
         );
+    }
+    if wanted("cluster") {
+        cluster::cluster(&cfg, &module, &mut report);
     }
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());

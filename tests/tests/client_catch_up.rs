@@ -96,7 +96,7 @@ async fn missed_changes_are_replayed_and_every_other_entry_stays_in_l1() {
     // change, a tag removal of keys this handle does not hold.
     let mut con = server.connection();
     for i in (0..200).step_by(10) {
-        hc::hc_set(&mut con, &format!("k:{i}"), "1000", &["all"]);
+        hc::hc_set(&mut con, format!("k:{i}"), "1000", &["all"]);
     }
     assert_eq!(hc::hc_del(&mut con, &["k:5"]), 1);
     let _: i64 = query(&mut con, redis::cmd("EXPIRE").arg("k:7").arg(1000));
@@ -115,7 +115,7 @@ async fn missed_changes_are_replayed_and_every_other_entry_stays_in_l1() {
         "20 sets, a delete, an expire, a set and a tag removal were replayed: {after:?}"
     );
     // The changed keys are read anew from Redis; the others are still in L1.
-    let changed = |i: usize| i % 10 == 0 || i == 5 || i == 7;
+    let changed = |i: usize| i.is_multiple_of(10) || i == 5 || i == 7;
     let untouched: Vec<String> = (0..200)
         .filter(|i| !changed(*i))
         .map(|i| format!("k:{i}"))
