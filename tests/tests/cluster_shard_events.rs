@@ -121,7 +121,7 @@ fn a_write_is_announced_on_its_shard_only() {
         if *shard == target.port() {
             let event = sub.expect_event(&format!("the set, on port {port}"));
             assert_eq!((event.op, &event.origin), (Op::Set, &origin), "{event:?}");
-            assert_eq!(event_keys(&event), [key.clone()]);
+            assert_eq!(event_keys(&event), std::slice::from_ref(&key));
         }
         sub.assert_no_event(QUIET_PERIOD);
     }
