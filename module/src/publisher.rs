@@ -102,7 +102,13 @@ pub fn flush() {
     let ctx = PUBLISH_CTX.load(Ordering::Relaxed);
     let channel = CHANNEL.get();
     if role::publishes_sharded() {
-        for shard_channel in shard_channels(ctx, &channel) {
+        let mut channels = shard_channels(ctx, &channel);
+        if let Some(own) = own_shard_channel(ctx, &channel) {
+            if !channels.contains(&own) {
+                channels.push(own);
+            }
+        }
+        for shard_channel in channels {
             send(ctx, &shard_channel, &sealed.message, true);
         }
     } else {
@@ -134,6 +140,62 @@ fn send(ctx: *mut raw::RedisModuleCtx, channel: &[u8], message: &[u8], shard: bo
             free(ctx, message);
         }
     }
+}
+
+/// This primary's own shard channel (named after the lowest slot it serves), looked up with
+/// `CLUSTER MYID` and `CLUSTER SLOTS` at most once a second: always published on, so that
+/// subscribers on the shard's replicas hear it even when nobody subscribes on the primary.
+fn own_shard_channel(ctx: *mut raw::RedisModuleCtx, base: &[u8]) -> Option<Vec<u8>> {
+    type Cached = Option<(Vec<u8>, Option<Vec<u8>>, i64)>;
+    static CACHED: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    if ctx.is_null() {
+        return None;
+    }
+    // SAFETY: a plain clock read.
+    let now = unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) };
+    let mut cached = CACHED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((for_base, channel, at)) = cached.as_ref() {
+        if for_base.as_slice() == base && now.saturating_sub(*at) < 1000 {
+            return channel.clone();
+        }
+    }
+    let channel = lowest_own_slot(ctx).map(|slot| shard::shard_channel(base, slot));
+    *cached = Some((base.to_vec(), channel.clone(), now));
+    channel
+}
+
+/// The lowest slot this node serves as a primary, from `CLUSTER SLOTS`.
+fn lowest_own_slot(ctx: *mut raw::RedisModuleCtx) -> Option<u16> {
+    let context = Context::new(ctx);
+    let text = |v: &RedisValue| match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.as_bytes().to_vec()),
+        RedisValue::StringBuffer(b) => Some(b.clone()),
+        RedisValue::BulkRedisString(s) => Some(s.as_slice().to_vec()),
+        _ => None,
+    };
+    let myid = RedisString::create_from_slice(ctx, b"MYID");
+    let id = text(&context.call("CLUSTER", &[&myid]).ok()?)?;
+    let slots = RedisString::create_from_slice(ctx, b"SLOTS");
+    let RedisValue::Array(ranges) = context.call("CLUSTER", &[&slots]).ok()? else {
+        return None;
+    };
+    ranges
+        .iter()
+        .filter_map(|range| {
+            let RedisValue::Array(fields) = range else {
+                return None;
+            };
+            let (Some(RedisValue::Integer(start)), Some(RedisValue::Array(primary))) =
+                (fields.first(), fields.get(2))
+            else {
+                return None;
+            };
+            let primary_id = primary.get(2).and_then(text)?;
+            (primary_id == id)
+                .then(|| u16::try_from(*start).ok())
+                .flatten()
+        })
+        .min()
 }
 
 /// The shard channels of `base` this node has subscribers for (`PUBSUB SHARDCHANNELS`):

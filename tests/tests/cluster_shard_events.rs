@@ -265,3 +265,16 @@ async fn a_handle_receives_every_shards_events_and_serves_no_stale_value() {
         );
     }
 }
+
+#[test]
+fn a_subscriber_on_a_replica_alone_hears_its_shard() {
+    let cluster = RedisCluster::start(2, 1);
+    let primary = cluster.primaries()[0];
+    let replica = cluster.replicas_of(primary)[0];
+    let sub = Subscriber::on_shard_channel(replica, &channel_of(&cluster, primary));
+    let key = keys_on(&cluster, primary, "k", 1).remove(0);
+    hc_set(&mut primary.connection(), &key, "v", &[]);
+    let event = sub.expect_event("the set, on the replica, with nobody subscribed on the primary");
+    assert_eq!((event.op, event.seq), (Op::Set, 1));
+    assert_eq!(event_keys(&event), [key]);
+}
