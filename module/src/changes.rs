@@ -269,6 +269,7 @@ impl State {
             }
         }
         crate::state::note_tombstones(self);
+        crate::state::note_fills(self);
         applied
     }
 

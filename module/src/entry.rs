@@ -4,6 +4,7 @@
 //! entry costs two allocations whatever its number of tags: memory per entry is what a
 //! cache of millions of small values pays for.
 
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The value of a module-owned key.
@@ -87,7 +88,7 @@ impl Entry {
             return None;
         }
         let value_len = u32::try_from(value.len()).ok()?;
-        let mut sorted: Vec<&[u8]> = tags.iter().map(AsRef::as_ref).collect();
+        let mut sorted: SmallVec<[&[u8]; 8]> = tags.iter().map(AsRef::as_ref).collect();
         sorted.sort_unstable();
         sorted.dedup();
         let tag_bytes: usize = sorted.iter().map(|t| t.len() + 5).sum();

@@ -42,7 +42,7 @@ pub fn split_args(data: &[u8]) -> Vec<&[u8]> {
 
 fn check_options(args: &[&[u8]], options: &SetOptions) {
     if !options.tags.is_empty() {
-        assert!(args.ends_with(&options.tags), "tags are the last arguments");
+        assert!(args.ends_with(options.tags), "tags are the last arguments");
         let keyword = args
             .len()
             .checked_sub(options.tags.len() + 1)

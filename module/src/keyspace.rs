@@ -6,7 +6,7 @@
 use crate::changes::{Announce, Change};
 use crate::key_handle::{selected_db, KeyHandle};
 use crate::publisher::apply;
-use crate::state::{is_gone, set_loading, with_state, State};
+use crate::state::{fills_active, is_gone, set_loading, with_state, State};
 use crate::{removal, role};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::ffi::CStr;
@@ -18,7 +18,9 @@ use std::os::raw::{c_char, c_int, c_void};
 /// database is indexed.
 pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
     let db = selected_db(ctx);
-    if !removal::is_announcing_removal(event, db, key) {
+    // Only fill leases care that a command touched a key: while none exist, a plain
+    // command on a server with the module pays no lock and no lookup here.
+    if fills_active() && !removal::is_announcing_removal(event, db, key) {
         apply(Change::Touched { db, key }, Announce::No);
     }
     if !kind.contains(NotifyEvent::GENERIC) {

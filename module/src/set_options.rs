@@ -46,8 +46,8 @@ pub enum Condition {
 pub struct SetOptions<'a> {
     pub expiry: Expiry,
     pub condition: Condition,
-    /// As given, possibly repeated; the entry removes repeats.
-    pub tags: Vec<&'a [u8]>,
+    /// As given, possibly repeated (the entry removes repeats): the arguments after TAGS.
+    pub tags: &'a [&'a [u8]],
     /// GETVERSION: reply `[origin, version]` instead of `OK`.
     pub get_version: bool,
     /// LEASE token: write only if nothing changed since the read that issued the token.
@@ -58,7 +58,7 @@ impl<'a> SetOptions<'a> {
     /// Parses `[EX s | PX ms | EXAT s | PXAT ms | KEEPTTL] [NX | XX] [TAGS tag ...]`.
     /// Options are case-insensitive and may come in any order; TAGS is last and takes every
     /// remaining argument as a tag.
-    pub fn parse(args: &[&'a [u8]]) -> Result<Self, CommandError> {
+    pub fn parse(args: &'a [&'a [u8]]) -> Result<Self, CommandError> {
         let mut expiry: Option<Expiry> = None;
         let mut condition: Option<Condition> = None;
         let mut get_version = false;
@@ -112,7 +112,7 @@ impl<'a> SetOptions<'a> {
                 b"NX" => Condition::IfAbsent,
                 b"XX" => Condition::IfPresent,
                 b"TAGS" => {
-                    let tags: Vec<&[u8]> = rest.copied().collect();
+                    let tags = rest.as_slice();
                     if tags.is_empty() {
                         return Err(CommandError::NoTags);
                     }
@@ -137,7 +137,7 @@ impl<'a> SetOptions<'a> {
         Ok(Self {
             expiry: expiry.unwrap_or(Expiry::Never),
             condition: condition.unwrap_or(Condition::Always),
-            tags: Vec::new(),
+            tags: &[],
             get_version,
             lease,
         })
@@ -188,7 +188,7 @@ mod tests {
         parse(args).unwrap_or(SetOptions {
             expiry: Expiry::At(i64::MIN),
             condition: Condition::Always,
-            tags: vec![b"<rejected>"],
+            tags: &[b"<rejected>"],
             get_version: false,
             lease: None,
         })
@@ -199,7 +199,7 @@ mod tests {
             .iter()
             .map(|a| &*Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
             .collect();
-        SetOptions::parse(&owned)
+        SetOptions::parse(Vec::leak(owned))
     }
 
     #[test]

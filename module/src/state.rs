@@ -81,6 +81,29 @@ pub fn try_with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
 /// look at the tombstones only then.
 static TOMBSTONES: AtomicBool = AtomicBool::new(false);
 
+/// Whether fill leases may exist: the changes that only matter to them (a command touching a
+/// key) are skipped while there are none. Set when a lease is issued, cleared when a change
+/// finds the table empty: it may be true a little longer than needed, never false while a
+/// lease exists.
+static FILLS_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Records that a lease was just issued.
+pub(crate) fn note_lease_issued() {
+    FILLS_ACTIVE.store(true, Ordering::Relaxed);
+}
+
+/// Clears the flag when the table is empty (after a change).
+pub(crate) fn note_fills(state: &State) {
+    if state.fills.is_empty() {
+        FILLS_ACTIVE.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether a change that only fill leases care about must be recorded now.
+pub(crate) fn fills_active() -> bool {
+    FILLS_ACTIVE.load(Ordering::Relaxed)
+}
+
 /// Updates the tombstone flag after the index changed.
 pub fn note_tombstones(state: &State) {
     TOMBSTONES.store(state.index.has_tombstones(), Ordering::Relaxed);

@@ -13,11 +13,13 @@ pub(crate) fn issue(ctx: *mut raw::RedisModuleCtx, db: i32, name: &[u8]) -> Stri
     // Before the lease exists, so that no DEL of the missing key can pass unseen.
     crate::command_filter::ensure_registered(ctx);
     let bounds = fill_bounds();
-    with_state(|s| {
+    let token = with_state(|s| {
         s.fills.set_bounds(bounds);
         let position = s.fills.lease(db, name);
         encode_token(s.sequencer.origin(), position)
-    })
+    });
+    crate::state::note_lease_issued();
+    token
 }
 
 /// Whether a fill of `name` with `tags`, computed after the read that issued `token`, may

@@ -12,14 +12,15 @@ use crate::state::{removal_announced_by_caller, with_state, State};
 use hybridcache_protocol::command::option;
 use redis_module::raw;
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
+use smallvec::SmallVec;
 
 pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let [_, name, value, options @ ..] = args.as_slice() else {
         return Err(RedisError::WrongArity);
     };
-    let options: Vec<&[u8]> = options.iter().map(RedisString::as_slice).collect();
+    let options: SmallVec<[&[u8]; 16]> = options.iter().map(RedisString::as_slice).collect();
     let options = SetOptions::parse(&options)?;
-    crate::limits::current().check(value.as_slice().len(), &options.tags)?;
+    crate::limits::current().check(value.as_slice().len(), options.tags)?;
     let now = now_ms();
     let mut deadline = options.expiry.deadline(now)?;
 
@@ -48,20 +49,25 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if let Some(token) = options.lease {
         // A fill computed from a read the server has seen overtaken: refused, and nothing
         // is written, replicated or announced.
-        if !lease::fill_allowed(raw_ctx, db, name, token, &options.tags) {
+        if !lease::fill_allowed(raw_ctx, db, name, token, options.tags) {
             return Ok(RedisValue::Null);
         }
     }
     let mut key = KeyHandle::open(raw_ctx, name.inner, true)
         .ok_or(RedisError::Str("ERR cannot open the key for writing"))?;
-    let exists = key.holds_live(db);
+    // Whether an entry lives under the key matters only for KEEPTTL and an expired write:
+    // the common write does not pay for the look at the old entry.
     if options.expiry == Expiry::Keep {
-        deadline = if exists { key.expire_at() } else { None };
+        deadline = if key.holds_live(db) {
+            key.expire_at()
+        } else {
+            None
+        };
     }
 
     if deadline.is_some_and(|at| at <= now) {
         // Written already expired (EXAT/PXAT in the past): like SET, the key is deleted.
-        if !exists {
+        if !key.holds_live(db) {
             key_changed();
             return Ok(success(ctx, &options, 0));
         }
@@ -79,7 +85,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Ok(success(ctx, &options, applied.seq.unwrap_or_default()));
     }
 
-    let mut entry = Entry::new(value.as_slice(), &options.tags, 0)
+    let mut entry = Entry::new(value.as_slice(), options.tags, 0)
         .ok_or(RedisError::Str("ERR the value is too large"))?;
     // The value's version is the number of the event announcing it.
     let version = with_state(State::next_version);
