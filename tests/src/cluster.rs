@@ -704,6 +704,7 @@ impl RedisCluster {
             .map(|(_, id)| id.as_str())
             .collect();
         let mut agreed: Option<(u16, Vec<SlotRange>)> = None;
+        let mut views: Vec<(u16, Vec<NodeEntry>)> = Vec::new();
         for node in self.running_nodes() {
             let port = node.port();
             // One connection per node and poll: polls must not pile up TIME_WAIT sockets.
@@ -717,6 +718,7 @@ impl RedisCluster {
             }
             let view = view_on(&mut con, node)?;
             self.sees_all_running(node, &view)?;
+            views.push((port, view.clone()));
             let map = slot_map(&view).map_err(|e| format!("node on port {port}: {e}"))?;
             for (first, last, owner) in &map {
                 if !running.contains(owner.as_str()) {
@@ -740,6 +742,29 @@ impl RedisCluster {
                 if link.map(String::as_str) != Some("up") {
                     return Err(format!(
                         "replica on port {port} has master_link_status:{link:?}"
+                    ));
+                }
+            }
+        }
+        // Every node knows which primary each replica follows: a primary sends shard
+        // messages (SPUBLISH) only to the replicas it knows of.
+        let claims: Vec<(String, String)> = views
+            .iter()
+            .flat_map(|(_, view)| view.iter())
+            .filter(|e| {
+                e.flags.iter().any(|f| f == "myself") && e.flags.iter().any(|f| f == "slave")
+            })
+            .map(|e| (e.id.clone(), e.master.clone()))
+            .collect();
+        for (port, view) in &views {
+            for (replica, master) in &claims {
+                let seen = view
+                    .iter()
+                    .find(|e| &e.id == replica)
+                    .map(|e| e.master.as_str());
+                if seen != Some(master.as_str()) {
+                    return Err(format!(
+                        "node on port {port} does not know yet that {replica} replicates {master} (sees {seen:?})"
                     ));
                 }
             }
@@ -814,6 +839,8 @@ struct NodeEntry {
     id: String,
     port: u16,
     flags: Vec<String>,
+    /// The primary's id when the node is a replica (`-` otherwise).
+    master: String,
     connected: bool,
     /// Owned slot ranges (migration markers like `[5->-id]` left out).
     ranges: Vec<(u16, u16)>,
@@ -836,6 +863,7 @@ impl NodeEntry {
             id: fields[0].to_string(),
             port,
             flags: fields[2].split(',').map(str::to_string).collect(),
+            master: fields[3].to_string(),
             connected: fields[7] == "connected",
             ranges,
         })
