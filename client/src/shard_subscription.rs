@@ -17,7 +17,7 @@ use crate::event_feed::EventFeed;
 use crate::hub::Hub;
 use crate::l2::L2;
 use crate::nodes::{shards, Nodes, Shard};
-use crate::subscription::Timing;
+use crate::subscription::{push_connection, Timing};
 use hybridcache_protocol::shard::shard_channel;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, PushInfo, PushKind, Value};
@@ -254,21 +254,9 @@ impl ShardSession {
     }
 
     async fn connection(&mut self) -> Ended {
-        let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timing.ping_timeout))
-            .set_response_timeout(Some(self.timing.ping_timeout))
-            .set_push_sender(tx);
-        let client = match redis::Client::open(self.info.clone()) {
-            Ok(client) => client,
-            Err(e) => return Ended::Lost(format!("node address: {e}")),
-        };
-        let mut con = match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(con) => con,
-            Err(e) => return Ended::Lost(format!("connect: {e}")),
+        let (mut con, mut rx) = match push_connection(self.info.clone(), &self.timing).await {
+            Ok(connected) => connected,
+            Err(reason) => return Ended::Lost(reason),
         };
         let slot = *self.slot.borrow_and_update();
         let channel = shard_channel(self.base.as_bytes(), slot);

@@ -13,6 +13,7 @@ use crate::event_feed::EventFeed;
 use crate::hub::Hub;
 use crate::l2::L2;
 use crate::nodes::{cluster_state_ok, Nodes};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,24 +72,12 @@ impl Subscription {
 
     /// One connection: subscribe, then apply events and health-check until it fails.
     async fn session(&mut self) -> Ended {
-        let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timing.ping_timeout))
-            .set_response_timeout(Some(self.timing.ping_timeout))
-            .set_push_sender(tx);
         let Some(node) = self.nodes.next() else {
             return Ended::Lost("no node to subscribe on".into());
         };
-        let client = match redis::Client::open(node) {
-            Ok(client) => client,
-            Err(e) => return Ended::Lost(format!("node address: {e}")),
-        };
-        let mut con = match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(con) => con,
-            Err(e) => return Ended::Lost(format!("connect: {e}")),
+        let (mut con, mut rx) = match push_connection(node, &self.timing).await {
+            Ok(connected) => connected,
+            Err(reason) => return Ended::Lost(reason),
         };
         if let Err(e) = con.subscribe(&self.channel).await {
             return Ended::Lost(format!("subscribe: {e}"));
@@ -163,6 +152,25 @@ impl Subscription {
             }
         }
     }
+}
+
+/// A RESP3 connection to `node` whose pushes (pub/sub messages, disconnection) arrive on
+/// the returned receiver, with the health-check timeout on connecting and on every command.
+pub(crate) async fn push_connection(
+    node: redis::ConnectionInfo,
+    timing: &Timing,
+) -> Result<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>), String> {
+    let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timing.ping_timeout))
+        .set_response_timeout(Some(timing.ping_timeout))
+        .set_push_sender(tx);
+    let client = redis::Client::open(node).map_err(|e| format!("node address: {e}"))?;
+    let con = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok((con, rx))
 }
 
 impl Subscription {

@@ -58,35 +58,10 @@ const CLUSTER_ARGS: [&str; 10] = [
 ];
 
 /// The hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag (the part between
-/// the first `{` and the next `}`, when not empty), modulo 16384.
+/// the first `{` and the next `}`, when not empty), modulo 16384 — the protocol crate's, which
+/// the module and the client use for shard channels.
 pub fn key_slot(key: impl AsRef<[u8]>) -> u16 {
-    let key = key.as_ref();
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|&b| b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    crc16(hashed) % SLOTS
-}
-
-/// CRC16-CCITT (XMODEM: polynomial 0x1021, initial value 0), as Redis Cluster uses it.
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
+    hybridcache_protocol::shard::key_slot(key.as_ref())
 }
 
 /// Configures a [`RedisCluster`] before starting it (defaults: 3 primaries, 1 replica
@@ -946,11 +921,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc16_matches_the_xmodem_check_value() {
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-    }
-
-    #[test]
     fn key_slots_match_redis() {
         // Values from CLUSTER KEYSLOT on Redis 7.0.
         assert_eq!(key_slot("foo"), 12182);
@@ -964,7 +934,8 @@ mod tests {
         assert_eq!(key_slot("a{user1000}b{x}"), key_slot("user1000"));
         assert_eq!(key_slot("foo{}{bar}"), key_slot("foo{}{bar}".as_bytes()));
         assert_ne!(key_slot("foo{}{bar}"), key_slot("bar"));
-        assert_eq!(key_slot("foo{bar"), crc16(b"foo{bar") % SLOTS);
+        // An unclosed brace: the whole name is hashed (CRC16-XMODEM of "foo{bar" % 16384).
+        assert_eq!(key_slot("foo{bar"), 15278);
     }
 
     #[test]
