@@ -183,15 +183,16 @@ pub unsafe fn entry_of_raw_key<'a>(
     if key.is_null() {
         return Ok(None);
     }
+    // The hit path asks one question: a key of our type answers it, and any other key type
+    // answers null (an empty key too, which the type then tells from a foreign value).
+    let ours = entry_type();
+    if !ours.is_null() && raw::RedisModule_ModuleTypeGetType.map(|f| f(key)) == Some(ours) {
+        let value = raw::RedisModule_ModuleTypeGetValue.map_or(std::ptr::null_mut(), |f| f(key));
+        return Ok(value.cast::<Entry>().as_ref());
+    }
     let kind = raw::RedisModule_KeyType.map_or(0, |f| f(key));
     if kind == raw::REDISMODULE_KEYTYPE_EMPTY as i32 {
         return Ok(None);
     }
-    let ours = kind == raw::REDISMODULE_KEYTYPE_MODULE as i32
-        && raw::RedisModule_ModuleTypeGetType.map(|f| f(key)) == Some(entry_type());
-    if !ours {
-        return Err(WrongType);
-    }
-    let value = raw::RedisModule_ModuleTypeGetValue.map_or(std::ptr::null_mut(), |f| f(key));
-    Ok(value.cast::<Entry>().as_ref())
+    Err(WrongType)
 }

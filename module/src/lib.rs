@@ -65,7 +65,7 @@ mod version_tests {
 
 #[cfg(not(any(test, fuzzing)))]
 mod registration {
-    use crate::commands::{check, delete, events, hello, read, set, tag_query};
+    use crate::commands::{self, check, delete, events, hello, read, set, tag_query};
     use crate::{
         command_info, config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION,
     };
@@ -92,12 +92,27 @@ mod registration {
     /// last.
     fn try_init(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         config::register(ctx, args)?;
+        register_hot_reads(ctx)?;
         command_info::set_all(ctx);
         role::init(ctx);
         keyspace::subscribe_server_events(ctx)?;
         keyspace::subscribe_keyspace_events(ctx)?;
         publisher::init(ctx)?;
         info::register(ctx);
+        Ok(())
+    }
+
+    /// HC.GET, HC.MGET and HC.FETCH, registered by hand so that they borrow their arguments
+    /// (`commands::run_borrowed`); flags and key positions as in the list below.
+    fn register_hot_reads(ctx: &Context) -> Result<(), String> {
+        let reads: [(&str, commands::CommandCallback, _); 3] = [
+            (command::GET, read::hc_get_command, (1, 1, 1)),
+            (command::MGET, read::hc_mget_command, (1, -1, 1)),
+            (command::FETCH, read::hc_fetch_command, (1, 1, 1)),
+        ];
+        for (name, callback, keys) in reads {
+            commands::create_command(ctx, name, callback, "readonly fast", keys)?;
+        }
         Ok(())
     }
 
@@ -109,9 +124,6 @@ mod registration {
         init: init,
         commands: [
             [command::SET, set::hc_set, "write deny-oom", 1, 1, 1, ""],
-            [command::GET, read::hc_get, "readonly fast", 1, 1, 1, ""],
-            [command::MGET, read::hc_mget, "readonly fast", 1, -1, 1, ""],
-            [command::FETCH, read::hc_fetch, "readonly fast", 1, 1, 1, ""],
             [command::DEL, delete::hc_del, "write", 1, -1, 1, ""],
             [command::DELTAG, delete::hc_deltag, "write", 0, 0, 0, ""],
             [command::TAGS, read::hc_tags, "readonly fast", 1, 1, 1, ""],

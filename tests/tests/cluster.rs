@@ -19,7 +19,7 @@ use hybridcache_tests::cluster::key_slot;
 use hybridcache_tests::event_stream::{ExpectedChange, StreamChecker, Subject};
 use hybridcache_tests::hc::{call, hc_get_str, hc_set, query, tagcard};
 use hybridcache_tests::index_check::assert_index_matches;
-use hybridcache_tests::{HcInfo, RedisCluster, RedisServer, Subscriber};
+use hybridcache_tests::{HcInfo, RedisCluster, RedisServer, Subscriber, EVENT_TIMEOUT};
 use redis::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -275,6 +275,13 @@ fn events_reach_every_node_of_their_shard_exactly_once_as_the_logs_have_them() {
             .map(source)
             .collect();
         shard.sort();
+        // The replicas hear it over the bus, a little after the primary's subscribers.
+        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+        while checker.with_streams(|s| s.sources_of(origin)) != shard
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         checker.with_streams(|s| {
             assert_eq!(s.sources_of(origin), shard, "who received {origin}");
             for node in &shard {
