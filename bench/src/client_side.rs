@@ -291,6 +291,34 @@ async fn get_or_set_rate(
     (ops as f64 / elapsed, hits)
 }
 
+/// Worker threads of the runtimes the L1 hit throughput is measured on.
+const SCALING_WORKERS: [usize; 3] = [1, 2, 4];
+
+/// get_or_set ops/s of `cfg.gos_tasks` tasks on a runtime of their own with `workers` worker
+/// threads, every call on a hot key (all in L1), with `cache` (built on the main runtime).
+fn hits_on_workers(cfg: &Config, cache: &HybridCache, workers: usize, round: usize) -> f64 {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("cannot start a Tokio runtime: {e}"));
+                let workload = Workload {
+                    label: "scaling",
+                    skip_l1: false,
+                    fresh_every: u64::MAX,
+                };
+                let (rate, hits) = runtime.block_on(get_or_set_rate(cfg, cache, workload, round));
+                assert!(hits >= 0.999, "L1 hits {:.2}% only", hits * 100.0);
+                rate
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("the scaling run on {workers} workers failed"))
+    })
+}
+
 /// Waits a moment between two polls without taking a core away from the server and the
 /// handle's subscription task for long (this runs on the runtime's `block_on` thread, not a
 /// worker): spins for the first 20 µs of a wait, then sleeps 20 µs at a time.
@@ -615,6 +643,7 @@ async fn client_parts(cfg: &Config, server: &RedisServer, report: &mut Report) {
         (Latency::default(), Latency::default(), Latency::default());
     let mut redis_cache = RedisCache::Works(Latency::default());
     let (mut gos_l1, mut gos_l2, mut gos_hits) = (Vec::new(), Vec::new(), Vec::new());
+    let mut scaling: Vec<Vec<f64>> = vec![Vec::new(); SCALING_WORKERS.len()];
     let (mut prop_event, mut prop_value) = (Latency::default(), Latency::default());
     let (mut written, mut published) = (Floods::default(), Floods::default());
     let (mut miss_conditional, mut miss_racy) = (Vec::new(), Vec::new());
@@ -693,6 +722,14 @@ async fn client_parts(cfg: &Config, server: &RedisServer, report: &mut Report) {
                 gos_l1.push(rate);
                 gos_hits.push(hits);
             }
+        }
+        for (rates, workers) in scaling.iter_mut().zip(SCALING_WORKERS) {
+            let rate = hits_on_workers(cfg, &c, workers, round);
+            say!(
+                "{r}: get_or_set, L1 hits only, {workers} worker thread(s): {} ops/s",
+                thousands(rate)
+            );
+            rates.push(rate);
         }
 
         {
@@ -867,6 +904,20 @@ async fn client_parts(cfg: &Config, server: &RedisServer, report: &mut Report) {
         "≥ 25×".into(),
         verdict(gos_met),
     ]);
+    for (rates, workers) in scaling.iter().zip(SCALING_WORKERS).skip(1) {
+        rows.push(vec![
+            format!(
+                "get_or_set ops/s, {} tasks, L1 hits only (1,000 hot keys), a runtime of {workers} worker threads",
+                cfg.gos_tasks
+            ),
+            thousands(median(rates)),
+            "same, 1 worker thread".into(),
+            thousands(median(&scaling[0])),
+            ratio_spread(Spread::of(&ratios(rates, &scaling[0]))),
+            "—".into(),
+            "—".into(),
+        ]);
+    }
     let fills = Spread::of(&ratios(&miss_conditional, &miss_racy));
     let fills_met = Goal::AtLeast(0.9).met(fills.median);
     report.goals.push(GoalCheck {
@@ -985,6 +1036,12 @@ async fn client_parts(cfg: &Config, server: &RedisServer, report: &mut Report) {
                     duration(cfg.gos_duration),
                     thousands(cfg.gos_hot_keys as f64),
                     cfg.gos_fresh_every
+                ),
+                format!(
+                    "- Scaling: the same tasks and hot keys, every call an L1 hit, on a runtime of \
+                     its own with 1, 2 or 4 worker threads ({} CPUs on this machine, shared with the \
+                     server and the main runtime).",
+                    std::thread::available_parallelism().map_or(0, |n| n.get())
                 ),
                 format!(
                     "- Propagation: {} writes per round through handle A of a key handle B holds in \

@@ -323,26 +323,35 @@ impl HybridCache {
     }
 
     /// [`get`](Self::get) with options (skip flags, L1 lifetime, fail-safe of the L1 copy).
-    #[tracing::instrument(level = "debug", skip(self, options), fields(cache = %self.state.name))]
     pub async fn get_with<T>(&self, key: &str, options: EntryOptions) -> Result<Option<Arc<T>>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let key = self.full_key(key);
-        let tier = self.tier();
-        if let Some((hit, _)) = tier.lookup::<T>(&key, self.skips_l1(&options)).await {
+        if let Some((hit, _)) = self.tier().lookup::<T>(&key, self.skips_l1(&options)).await {
             return Ok(Some(hit));
         }
+        // Boxed: a hit neither creates nor copies the read of Redis' future.
+        Box::pin(self.get_missed(&key, options)).await
+    }
+
+    /// `get_with` after L1 could not answer (the miss is counted).
+    #[tracing::instrument(name = "get_with", level = "debug", skip(self, options), fields(cache = %self.state.name))]
+    async fn get_missed<T>(&self, key: &str, options: EntryOptions) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let tier = self.tier();
         let options = options.over(self.defaults());
         if options.skips_l2() {
             return Ok(None);
         }
         let mark = tier.log().mark();
-        match self.read_l2::<T>(&key, &options).await {
+        match self.read_l2::<T>(key, &options).await {
             Ok(found) => Ok(found),
-            Err(e) if e.is_unreachable() => match tier.stale::<T>(&key).await {
+            Err(e) if e.is_unreachable() => match tier.stale::<T>(key).await {
                 Some((stale, entry)) => {
-                    tier.activate_fail_safe(&key, &entry, mark, &options).await;
+                    tier.activate_fail_safe(key, &entry, mark, &options).await;
                     Ok(Some(stale))
                 }
                 None => Err(e),

@@ -94,7 +94,6 @@ impl HybridCache {
     /// # Ok(()) }
     /// # async fn query_price(_id: u64) -> Result<u64, String> { Ok(1) }
     /// ```
-    #[tracing::instrument(level = "debug", skip(self, factory, options), fields(cache = %self.name()))]
     pub async fn get_or_set_with<T, F, Fut>(
         &self,
         key: &str,
@@ -117,10 +116,28 @@ impl HybridCache {
             }
             return Ok(hit);
         }
+        // The miss path's future is tens of KB: boxed, so that a hit does not create (and
+        // copy) it.
+        Box::pin(self.get_or_set_missed(&key, factory, options)).await
+    }
+
+    /// `get_or_set_with` after L1 could not answer (the miss is counted).
+    #[tracing::instrument(name = "get_or_set_with", level = "debug", skip(self, factory, options), fields(cache = %self.name()))]
+    async fn get_or_set_missed<T, F, Fut>(
+        &self,
+        key: &str,
+        factory: F,
+        options: EntryOptions,
+    ) -> Result<Arc<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
+    {
         let options = options.over(self.defaults());
         let value = self
             .in_flight()
-            .run(&key, self.load(&key, factory, options))
+            .run(key, self.load(key, factory, options))
             .await?;
         value.downcast::<T>().map_err(|_| Error::UnexpectedReply {
             command: "get_or_set",

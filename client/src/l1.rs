@@ -42,7 +42,24 @@ pub(crate) struct L1Entry {
     /// Validators of the value, for a conditional refresh.
     pub(crate) etag: Option<String>,
     pub(crate) last_modified: Option<std::time::SystemTime>,
+    /// When none of its tags was last found removed.
+    pub(crate) tags_clear: TagsClear,
 }
+
+/// The count of tag removals ([`L1`]'s `removals`) at which none of an entry's tags was found
+/// removed: a hit checks the tags again only once another tag was removed since, so that
+/// it does not take the marks' lock (whose count of readers every thread writes).
+#[derive(Debug)]
+pub(crate) struct TagsClear(AtomicU64);
+
+impl Default for TagsClear {
+    fn default() -> Self {
+        Self(AtomicU64::new(NOT_CHECKED))
+    }
+}
+
+/// No count of removals reaches it.
+const NOT_CHECKED: u64 = u64::MAX;
 
 impl L1Entry {
     fn origin(&self) -> Option<&str> {
@@ -65,6 +82,7 @@ impl L1Entry {
             refresh_after: None,
             etag: self.etag.clone(),
             last_modified: self.last_modified,
+            tags_clear: TagsClear::default(),
         }
     }
 }
@@ -111,6 +129,8 @@ pub(crate) struct L1 {
     /// Tag → (origin, seq) of its last removal on each server that removed it: entries
     /// read from that server with the tag and an older version are no longer served.
     tag_marks: RwLock<HashMap<String, Vec<TagRemoval>>>,
+    /// Tag removals recorded in `tag_marks` so far (counted under its write lock).
+    removals: AtomicU64,
 }
 
 impl L1 {
@@ -128,6 +148,7 @@ impl L1 {
             cache,
             epoch: AtomicU64::new(0),
             tag_marks: RwLock::new(HashMap::new()),
+            removals: AtomicU64::new(0),
         }
     }
 
@@ -136,8 +157,12 @@ impl L1 {
     }
 
     /// The entry under `key`, whatever its state.
-    pub(crate) async fn get(&self, key: &str) -> Option<Arc<L1Entry>> {
-        self.cache.get(key).await
+    pub(crate) fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl std::future::Future<Output = Option<Arc<L1Entry>>> + Send + 'a {
+        // moka's future itself, not one wrapping it: the hit path copies fewer bytes.
+        self.cache.get(key)
     }
 
     /// Whether `entry` may be served now: same epoch, not expired, none of its tags removed
@@ -158,17 +183,24 @@ impl L1 {
         if entry.tags.is_empty() {
             return false;
         }
-        let marks = self.tag_marks.read().unwrap_or_else(|p| p.into_inner());
-        if marks.is_empty() {
+        // Marks are only ever added (or dropped with all of L1): an entry clear of them
+        // stays clear until the next removal.
+        if entry.tags_clear.0.load(Ordering::Relaxed) == self.removals.load(Ordering::Acquire) {
             return false;
         }
-        entry.tags.iter().any(|tag| {
+        let marks = self.tag_marks.read().unwrap_or_else(|p| p.into_inner());
+        let removals = self.removals.load(Ordering::Relaxed);
+        let removed = entry.tags.iter().any(|tag| {
             marks.get(tag).is_some_and(|removals| {
                 removals.iter().any(|(origin, seq)| {
                     tag_event_hits(entry.origin(), entry.version, origin, *seq)
                 })
             })
-        })
+        });
+        if !removed {
+            entry.tags_clear.0.store(removals, Ordering::Relaxed);
+        }
+        removed
     }
 
     pub(crate) async fn insert(&self, key: String, entry: Arc<L1Entry>) {
@@ -193,6 +225,7 @@ impl L1 {
             Some((_, last)) => *last = (*last).max(seq),
             None => removals.push((origin, seq)),
         }
+        self.removals.fetch_add(1, Ordering::Release);
     }
 
     /// Entries with any of `tags`, as of now, are removed (the writer's own tag removal).
@@ -221,5 +254,47 @@ impl L1 {
 
     pub(crate) fn entry_count(&self) -> u64 {
         self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tags: &[&str], version: u64) -> L1Entry {
+        L1Entry {
+            value: Arc::new(1u32),
+            origin: Some("o".into()),
+            version,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            fresh_until: None,
+            keep_until: None,
+            epoch: 0,
+            fail_safe: false,
+            weight: 1,
+            l2_expires_at: None,
+            refresh_after: None,
+            etag: None,
+            last_modified: None,
+            tags_clear: TagsClear::default(),
+        }
+    }
+
+    #[test]
+    fn an_entry_found_clear_of_tag_removals_is_checked_again_after_the_next_one() {
+        let l1 = L1::new(Capacity::Entries(10));
+        let now = Instant::now();
+        let (a, b) = (entry(&["a"], 5), entry(&["b"], 5));
+        assert!(l1.is_fresh(&a, now) && l1.is_fresh(&b, now));
+        l1.mark_tag_removed("a".into(), "o".into(), 4);
+        assert!(l1.is_fresh(&a, now), "removed before the entry was written");
+        l1.mark_tag_removed("a".into(), "o".into(), 6);
+        assert!(!l1.is_fresh(&a, now), "a removal after it was written");
+        assert!(!l1.is_fresh(&a, now), "and it stays removed");
+        assert!(l1.is_fresh(&b, now));
+        l1.mark_tag_removed("b".into(), "p".into(), 9);
+        assert!(l1.is_fresh(&b, now), "a removal on another server");
+        l1.mark_tag_removed("b".into(), "o".into(), 9);
+        assert!(!l1.is_fresh(&b, now));
     }
 }

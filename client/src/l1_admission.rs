@@ -69,6 +69,7 @@ impl LocalTier {
             refresh_after,
             etag: admission.etag,
             last_modified: admission.last_modified,
+            tags_clear: Default::default(),
         };
         self.insert_unless_invalidated(key, entry, mark, false)
             .await;
@@ -115,6 +116,7 @@ impl LocalTier {
             refresh_after: None,
             etag: entry.etag.clone(),
             last_modified: entry.last_modified,
+            tags_clear: Default::default(),
         };
         self.insert_unless_invalidated(key, kept, mark, expired)
             .await;

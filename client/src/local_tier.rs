@@ -87,14 +87,18 @@ impl LocalTier {
         key: &str,
         skip_l1: bool,
     ) -> Option<(Arc<T>, Arc<L1Entry>)> {
-        let fresh = self.fresh::<T>(key, skip_l1).await;
+        let found = match self.serves(skip_l1) {
+            true => self.l1.get(key).await,
+            false => None,
+        };
+        let fresh = found.and_then(|entry| self.if_fresh::<T>(entry));
         if fresh.is_some() {
-            bump(&self.counters.l1_hits);
+            self.counters.l1_hits.bump();
             self.emit("hit", || CacheEvent::Hit {
                 key: key.to_string(),
             });
         } else {
-            bump(&self.counters.l1_misses);
+            self.counters.l1_misses.bump();
             self.emit("miss", || CacheEvent::Miss {
                 key: key.to_string(),
             });
@@ -108,18 +112,29 @@ impl LocalTier {
         key: &str,
         skip_l1: bool,
     ) -> Option<(Arc<T>, Arc<L1Entry>)> {
-        if skip_l1 || !self.is_connected() {
+        if !self.serves(skip_l1) {
             return None;
         }
-        match self.l1.get(key).await {
-            Some(entry) if self.l1.is_fresh(&entry, Instant::now()) => entry
-                .value
-                .clone()
-                .downcast::<T>()
-                .ok()
-                .map(|value| (value, entry)),
-            _ => None,
+        let entry = self.l1.get(key).await?;
+        self.if_fresh::<T>(entry)
+    }
+
+    /// Whether a read (that does not skip L1) may be answered from L1 now.
+    fn serves(&self, skip_l1: bool) -> bool {
+        !skip_l1 && self.is_connected()
+    }
+
+    /// `entry`'s value if it is fresh and of type `T`. Not async, and the read of L1 not
+    /// wrapped in another future: the hit path's future stays small.
+    fn if_fresh<T: Send + Sync + 'static>(
+        &self,
+        entry: Arc<L1Entry>,
+    ) -> Option<(Arc<T>, Arc<L1Entry>)> {
+        if !self.l1.is_fresh(&entry, Instant::now()) {
+            return None;
         }
+        let value = entry.value.clone().downcast::<T>().ok()?;
+        Some((value, entry))
     }
 
     /// The value L1 keeps for `key` for fail-safe (opted in, within its maximum stale

@@ -37,8 +37,8 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) l1_hits: AtomicU64,
-    pub(crate) l1_misses: AtomicU64,
+    pub(crate) l1_hits: Striped,
+    pub(crate) l1_misses: Striped,
     pub(crate) l2_hits: AtomicU64,
     pub(crate) l2_misses: AtomicU64,
     pub(crate) factory_runs: AtomicU64,
@@ -55,12 +55,48 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Stripes of a [`Striped`] counter: threads beyond this many share stripes.
+const STRIPES: usize = 8;
+
+/// One stripe, alone on its cache lines (128 bytes: adjacent lines are fetched in pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+/// A counter bumped on every read (L1 hits and misses): each thread adds to its own stripe,
+/// so that threads reading at the same time do not take the same cache line from each
+/// other; a read of the counter adds the stripes up.
+#[derive(Debug, Default)]
+pub(crate) struct Striped([Stripe; STRIPES]);
+
+/// The stripe of the current thread: threads take stripes in turn as they first count.
+fn stripe() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.try_with(|s| *s).unwrap_or(0)
+}
+
+impl Striped {
+    pub(crate) fn bump(&self) {
+        self.0[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
+    }
+}
+
 impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
-            l1_hits: read(&self.l1_hits),
-            l1_misses: read(&self.l1_misses),
+            l1_hits: self.l1_hits.read(),
+            l1_misses: self.l1_misses.read(),
             l2_hits: read(&self.l2_hits),
             l2_misses: read(&self.l2_misses),
             factory_runs: read(&self.factory_runs),
@@ -72,5 +108,30 @@ impl Counters {
             fail_safe_hits: read(&self.fail_safe_hits),
             fills_refused: read(&self.fills_refused),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_striped_counter_adds_up_the_bumps_of_every_thread() {
+        let counter = Arc::new(Striped::default());
+        let threads: Vec<_> = (0..2 * STRIPES)
+            .map(|_| {
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        counter.bump();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(counter.read(), 2000 * STRIPES as u64);
     }
 }
