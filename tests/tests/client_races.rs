@@ -156,10 +156,12 @@ async fn f_eager_refresh_panic_blocks_later_refreshes() {
     let server = RedisServer::new();
     let h = build(builder(&server)).await;
     let opts = EntryOptions::new()
-        .ttl(Duration::from_millis(400))
+        .ttl(Duration::from_millis(1200))
         .eager_refresh(0.5);
     h.set("k", 1u32, opts.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Past the eager-refresh point (600 ms), well before the expiry (1200 ms), even on a
+    // loaded machine.
+    tokio::time::sleep(Duration::from_millis(750)).await;
     let _ = h
         .get_or_set_with(
             "k",
@@ -169,7 +171,7 @@ async fn f_eager_refresh_panic_blocks_later_refreshes() {
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     h.set("k", 1u32, opts.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(750)).await;
     let before = h.stats().factory_runs;
     let _ = h
         .get_or_set_with(
