@@ -214,6 +214,8 @@ impl EventLog {
     }
 }
 
+// Unit tests only (`cfg(test)`, never in the loadable module): an `unwrap` or `panic!` here
+// is the test failing, as clippy's `allow-*-in-tests` settings permit.
 #[cfg(test)]
 mod tests {
     use super::*;
