@@ -6,7 +6,7 @@
 //! announced ([`Announce`]): a removal a command announces itself (`HC.DEL`'s own deletes)
 //! is applied with [`Announce::No`] and the command's change with [`Announce::Yes`].
 
-use crate::entry::Tags;
+use crate::entry::Entry;
 use crate::fills::KeyspaceChange;
 use crate::state::State;
 use hybridcache_protocol::{Names, Op};
@@ -33,8 +33,8 @@ pub(crate) enum Change<'a> {
     Stored {
         db: i32,
         key: &'a [u8],
-        old: Option<Tags<'a>>,
-        new: Tags<'a>,
+        old: Option<&'a Entry>,
+        new: &'a Entry,
         version: u64,
     },
     /// `HC.SET` wrote an entry already expired: the key was deleted (its removal went
@@ -46,7 +46,7 @@ pub(crate) enum Change<'a> {
     Left {
         db: i32,
         key: &'a [u8],
-        tags: Tags<'a>,
+        entry: &'a Entry,
         gone: bool,
     },
     /// An entry entered the keyspace by RENAME/MOVE/COPY/RESTORE or a dataset load,
@@ -56,7 +56,7 @@ pub(crate) enum Change<'a> {
     Arrived {
         db: i32,
         key: &'a [u8],
-        tags: Tags<'a>,
+        entry: &'a Entry,
         version: u64,
         renumbered: bool,
         gone: bool,
@@ -119,10 +119,13 @@ impl State {
                 new,
                 version,
             } => {
-                match old {
-                    Some(old) => self.index.replace(db, key, old, new),
-                    None => self.index.insert(db, key, new),
-                }
+                let slot = match old {
+                    Some(old) => self
+                        .index
+                        .replace(db, key, old.slot(), old.tags(), new.tags()),
+                    None => self.index.insert(db, key, new.tags()),
+                };
+                new.set_slot(slot);
                 self.fills.record(KeyspaceChange::Key { db, key });
                 if announced {
                     self.announce(Some(version), db, Op::Set, Names::Keys([key]), &mut applied);
@@ -137,11 +140,11 @@ impl State {
             Change::Left {
                 db,
                 key,
-                tags,
+                entry,
                 gone,
             } => {
                 if gone {
-                    let tags: Vec<&[u8]> = tags.clone().collect();
+                    let tags: Vec<&[u8]> = entry.tags().collect();
                     self.fills
                         .record(KeyspaceChange::LogicallyDeletedKeyRemoved {
                             db,
@@ -151,7 +154,7 @@ impl State {
                 } else {
                     self.fills.record(KeyspaceChange::Key { db, key });
                 }
-                self.index.remove(db, key, tags);
+                self.index.remove(db, key, entry.slot(), entry.tags());
                 // A logically deleted entry was announced when it was invalidated: its
                 // physical removal changes nothing a reader could see.
                 if announced && !gone {
@@ -161,12 +164,12 @@ impl State {
             Change::Arrived {
                 db,
                 key,
-                tags,
+                entry,
                 version,
                 renumbered,
                 gone,
             } => {
-                self.index.insert(db, key, tags);
+                let mut slot = self.index.insert(db, key, entry.tags());
                 if !publishing.0 {
                     // A loaded entry's version comes from this server's earlier life:
                     // later numbers must be greater. (A live server's arrivals carry its
@@ -175,8 +178,10 @@ impl State {
                     self.sequencer.advance_past(version);
                 }
                 if gone {
-                    self.index.queue_dead(db, key);
-                } else if announced {
+                    slot = self.index.queue_dead(db, key, slot);
+                }
+                entry.set_slot(slot);
+                if !gone && announced {
                     let seq = renumbered.then_some(version);
                     self.announce(seq, db, Op::Added, Names::Keys([key]), &mut applied);
                 }
@@ -351,7 +356,7 @@ mod tests {
                 db: 0,
                 key: b"k",
                 old: None,
-                new: e.tags(),
+                new: &e,
                 version,
             },
             Announce::Yes,
@@ -375,7 +380,7 @@ mod tests {
                 db: 0,
                 key: b"k",
                 old: None,
-                new: e.tags(),
+                new: &e,
                 version: v,
             },
             Announce::Yes,
@@ -386,7 +391,7 @@ mod tests {
             Change::Left {
                 db: 0,
                 key: b"k",
-                tags: e.tags(),
+                entry: &e,
                 gone: false,
             },
             Announce::No,
@@ -414,7 +419,7 @@ mod tests {
             Change::Arrived {
                 db: 2,
                 key: b"k",
-                tags: e.tags(),
+                entry: &e,
                 version: 40,
                 renumbered: false,
                 gone: false,
@@ -431,7 +436,7 @@ mod tests {
             Change::Arrived {
                 db: 2,
                 key: b"j",
-                tags: e.tags(),
+                entry: &e,
                 version: 900,
                 renumbered: false,
                 gone: true,
@@ -453,7 +458,7 @@ mod tests {
                 db: 0,
                 key: b"k",
                 old: None,
-                new: e.tags(),
+                new: &e,
                 version: v,
             },
             Announce::Yes,
@@ -493,7 +498,7 @@ mod tests {
             Change::Left {
                 db: 0,
                 key: b"k",
-                tags: e.tags(),
+                entry: &e,
                 gone: true,
             },
             Announce::Yes,

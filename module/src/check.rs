@@ -22,6 +22,8 @@ pub struct Observed {
     pub tags: Vec<Vec<u8>>,
     /// Logically deleted (dead, or doomed by a tag invalidation), awaiting removal.
     pub gone: bool,
+    /// The slot the entry remembers ([`crate::entry::Entry::slot`]).
+    pub slot: u32,
 }
 
 /// What `HC.CHECK` found in one database.
@@ -47,6 +49,7 @@ impl TagIndex {
         let by_key: HashMap<&[u8], &Observed> =
             entries.iter().map(|e| (e.key.as_slice(), e)).collect();
         let view = self.view(db);
+        let name_of = |slot: u32| view.names.and_then(|names| names.get(slot));
 
         if view.keys != findings.keys {
             problems.push(format!(
@@ -55,8 +58,17 @@ impl TagIndex {
             ));
         }
         for entry in entries {
+            let needs_slot = entry.gone || !entry.tags.is_empty();
+            let slot_named = name_of(entry.slot) == Some(entry.key.as_slice());
+            if needs_slot && !slot_named {
+                problems.push(format!(
+                    "db {db}: key {} remembers slot {}, which the index does not give it",
+                    name(&entry.key),
+                    entry.slot
+                ));
+            }
             if entry.gone {
-                if !view.pending.is_some_and(|p| p.is_queued(&entry.key)) {
+                if !view.pending.is_some_and(|p| p.is_queued(entry.slot)) {
                     problems.push(format!(
                         "db {db}: key {} is logically deleted but not queued for removal",
                         name(&entry.key)
@@ -69,7 +81,7 @@ impl TagIndex {
                 let listed = view
                     .tags
                     .and_then(|tags| tags.get(tag.as_slice()))
-                    .is_some_and(|keys| keys.contains(entry.key.as_slice()));
+                    .is_some_and(|keys| keys.contains(entry.slot));
                 if !listed {
                     problems.push(format!(
                         "db {db}: key {} carries tag {} but the index does not list it",
@@ -79,11 +91,29 @@ impl TagIndex {
                 }
             }
         }
+        for (slot, key) in view.names.into_iter().flat_map(|names| names.iter()) {
+            let claimed = by_key
+                .get(key)
+                .is_some_and(|e| e.slot == slot && (e.gone || !e.tags.is_empty()));
+            if !claimed {
+                problems.push(format!(
+                    "db {db}: the index keeps key {} in slot {slot}, but no entry of it needs it",
+                    name(key)
+                ));
+            }
+        }
         let mut held_links = 0u64;
         for (tag, keys) in view.tags.into_iter().flatten() {
-            held_links += keys.len() as u64;
-            for key in keys {
-                match by_key.get(key.as_ref()) {
+            held_links += keys.len();
+            for slot in keys {
+                let Some(key) = name_of(slot) else {
+                    problems.push(format!(
+                        "db {db}: the index lists slot {slot} under tag {}, but no key is in it",
+                        name(tag)
+                    ));
+                    continue;
+                };
+                match by_key.get(key) {
                     None => problems.push(format!(
                         "db {db}: the index lists key {} under tag {}, but there is no such entry",
                         name(key),
@@ -106,12 +136,16 @@ impl TagIndex {
                 view.links
             ));
         }
-        for key in view.pending.into_iter().flat_map(|p| p.queued()) {
-            if !by_key.contains_key(key.as_ref()) {
-                problems.push(format!(
+        for slot in view.pending.into_iter().flat_map(|p| p.queued()) {
+            match name_of(slot) {
+                Some(key) if by_key.contains_key(key) => {}
+                Some(key) => problems.push(format!(
                     "db {db}: key {} is queued for removal but is no entry of the keyspace",
                     name(key)
-                ));
+                )),
+                None => problems.push(format!(
+                    "db {db}: slot {slot} is queued for removal but holds no key"
+                )),
             }
         }
         findings
@@ -121,26 +155,33 @@ impl TagIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key_table::NO_SLOT;
 
     fn entry(key: &str, tags: &[&str]) -> Observed {
         Observed {
             key: key.as_bytes().to_vec(),
             tags: tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
             gone: false,
+            slot: NO_SLOT,
+        }
+    }
+
+    /// Indexes `entries` as the adapters would, giving each the slot the index returns.
+    fn indexed(index: &mut TagIndex, entries: &mut [Observed]) {
+        for e in entries {
+            e.slot = index.insert(0, &e.key, &e.tags);
         }
     }
 
     #[test]
     fn an_index_built_from_the_keyspace_matches_it() {
-        let entries = [
+        let mut entries = [
             entry("k1", &["a", "b"]),
             entry("k2", &["a"]),
             entry("k3", &[]),
         ];
         let mut index = TagIndex::default();
-        for e in &entries {
-            index.insert(0, &e.key, &e.tags);
-        }
+        indexed(&mut index, &mut entries);
         let findings = index.check(0, &entries);
         assert_eq!(findings.problems, Vec::<String>::new());
         assert_eq!((findings.keys, findings.links), (3, 3));
@@ -150,9 +191,10 @@ mod tests {
     #[test]
     fn missing_and_extra_links_and_entries_are_reported() {
         let mut index = TagIndex::default();
-        index.insert(0, b"k1", [b"a"]);
-        index.insert(0, b"ghost", [b"a"]);
-        let entries = [entry("k1", &["a", "b"]), entry("k2", &[])];
+        let k1 = index.insert(0, b"k1", [b"a"]);
+        let ghost = index.insert(0, b"ghost", [b"a"]);
+        let mut entries = [entry("k1", &["a", "b"]), entry("k2", &[])];
+        entries[0].slot = k1;
         let problems = index.check(0, &entries).problems;
         assert!(
             problems.iter().any(|p| p.contains("'k1' carries tag 'b'")),
@@ -164,9 +206,17 @@ mod tests {
                 .any(|p| p.contains("key 'ghost' under tag 'a', but there is no such entry")),
             "{problems:?}"
         );
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("keeps key 'ghost' in slot")),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 3, "{problems:?}");
 
-        let stale = [entry("k1", &["b"]), entry("ghost", &["a"])];
+        let mut stale = [entry("k1", &["b"]), entry("ghost", &["a"])];
+        stale[0].slot = k1;
+        stale[1].slot = ghost;
         let problems = index.check(0, &stale).problems;
         assert!(
             problems
@@ -185,17 +235,30 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_remembering_a_wrong_slot_is_reported() {
+        let mut index = TagIndex::default();
+        let mut entries = [entry("k1", &["a"]), entry("k2", &["a"])];
+        indexed(&mut index, &mut entries);
+        entries[1].slot = entries[0].slot;
+        let problems = index.check(0, &entries).problems;
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("key 'k2' remembers slot")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn invalidated_entries_must_be_queued_until_removed() {
         let mut index = TagIndex::default();
-        index.insert(0, b"k1", [b"t"]);
-        index.insert(0, b"k2", [b"t", b"u"]);
-        index.insert(0, b"k3", [b"u"]);
-        assert_eq!(index.invalidate(0, &[b"t"], 10), 2);
         let mut entries = [
             entry("k1", &["t"]),
             entry("k2", &["t", "u"]),
             entry("k3", &["u"]),
         ];
+        indexed(&mut index, &mut entries);
+        assert_eq!(index.invalidate(0, &[b"t"], 10), 2);
         entries[0].gone = true;
         entries[1].gone = true;
         assert_eq!(index.check(0, &entries).problems, Vec::<String>::new());

@@ -127,7 +127,7 @@ fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
     let arrived = Change::Arrived {
         db,
         key,
-        tags: entry.tags(),
+        entry,
         version: entry.version,
         renumbered: false,
         gone: false,
@@ -255,7 +255,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
     let left = Change::Left {
         db,
         key,
-        tags: entry.tags(),
+        entry,
         gone,
     };
     apply(left, announce);

@@ -4,8 +4,12 @@
 //! entry costs two allocations whatever its number of tags: memory per entry is what a
 //! cache of millions of small values pays for.
 
+use crate::key_table::NO_SLOT;
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// `marks` bit: logically deleted.
+const DEAD: u32 = 1 << 31;
 
 /// The value of a module-owned key.
 #[derive(Debug)]
@@ -15,9 +19,11 @@ pub struct Entry {
     value_len: u32,
     /// The sequence number of the event that announced this value (0 when unknown).
     pub version: u64,
-    /// Logically deleted (by an HC.DELTAG) and carried somewhere else before its physical
-    /// removal (RENAME, MOVE, COPY, DUMP): still gone for every HC command.
-    dead: AtomicBool,
+    /// Bit 31 ([`DEAD`]): logically deleted (by an HC.DELTAG) and carried somewhere else
+    /// before its physical removal (RENAME, MOVE, COPY, DUMP): still gone for every HC
+    /// command. Bits 0–30: the slot of the key in its database's index
+    /// ([`crate::key_table`]), [`NO_SLOT`] when it has none.
+    marks: AtomicU32,
 }
 
 /// Values larger than this are refused (Redis's own bulk limit is far below by default).
@@ -29,7 +35,7 @@ impl Clone for Entry {
             data: self.data.clone(),
             value_len: self.value_len,
             version: self.version,
-            dead: AtomicBool::new(self.is_dead()),
+            marks: AtomicU32::new(self.marks.load(Ordering::Relaxed)),
         }
     }
 }
@@ -102,7 +108,7 @@ impl Entry {
             data: data.into_boxed_slice(),
             value_len,
             version,
-            dead: AtomicBool::new(false),
+            marks: AtomicU32::new(NO_SLOT),
         })
     }
 
@@ -125,12 +131,24 @@ impl Entry {
 
     /// Whether the entry is logically deleted wherever it is.
     pub fn is_dead(&self) -> bool {
-        self.dead.load(Ordering::Relaxed)
+        self.marks.load(Ordering::Relaxed) & DEAD != 0
     }
 
     /// Marks the entry logically deleted.
     pub fn mark_dead(&self) {
-        self.dead.store(true, Ordering::Relaxed);
+        self.marks.fetch_or(DEAD, Ordering::Relaxed);
+    }
+
+    /// The slot of its key in the index of the database it is stored in (only the index
+    /// can tell whether it is still that key's: a copy carries its original's).
+    pub fn slot(&self) -> u32 {
+        self.marks.load(Ordering::Relaxed) & !DEAD
+    }
+
+    /// Remembers the slot the index gave its key.
+    pub fn set_slot(&self, slot: u32) {
+        let dead = self.marks.load(Ordering::Relaxed) & DEAD;
+        self.marks.store(dead | (slot & !DEAD), Ordering::Relaxed);
     }
 
     /// Bytes this entry holds on the heap, as `MEMORY USAGE` reports it (the index's
@@ -151,7 +169,7 @@ mod tests {
             data: Box::default(),
             value_len: u32::MAX,
             version: u64::MAX,
-            dead: AtomicBool::new(true),
+            marks: AtomicU32::new(DEAD),
         })
     }
 
@@ -185,6 +203,19 @@ mod tests {
         let small = entry(b"v", &[], 1);
         let big = entry(&[0u8; 1000], &["tag"], 1);
         assert!(big.memory_usage() >= small.memory_usage() + 1000 + 3);
+    }
+
+    #[test]
+    fn slot_and_dead_mark_are_independent_and_the_header_is_32_bytes() {
+        let e = entry(b"v", &["a"], 3);
+        assert_eq!(e.slot(), NO_SLOT);
+        e.set_slot(7);
+        e.mark_dead();
+        assert_eq!((e.slot(), e.is_dead()), (7, true));
+        e.set_slot(9);
+        assert_eq!((e.slot(), e.is_dead()), (9, true));
+        assert_eq!(e.clone().slot(), 9);
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 
     #[test]

@@ -72,7 +72,7 @@ fn index_arrival(ctx: &Context, db: i32, event: &str, key: &[u8]) {
     let arrived = Change::Arrived {
         db,
         key,
-        tags: entry.tags(),
+        entry,
         version: entry.version,
         renumbered: restored_live,
         gone,
@@ -238,7 +238,7 @@ fn rebuild_index(ctx: *mut raw::RedisModuleCtx) {
         let arrived = Change::Arrived {
             db,
             key: name,
-            tags: entry.tags(),
+            entry,
             version: entry.version,
             renumbered: false,
             gone: entry.is_dead(),

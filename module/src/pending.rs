@@ -4,27 +4,28 @@
 //! HC command may return those keys. So it moves the tag's key set out of the index in O(1),
 //! records a tombstone (the tag and the sequence number of the invalidation: entries carrying
 //! the tag with an older version are logically gone), and queues the set; a timer deletes
-//! the keys a little at a time. Each queued key sits in exactly one queued set.
+//! the keys a little at a time. Each queued key sits in exactly one queued set. Keys are
+//! their slots in the database's [`crate::key_table::KeyTable`].
 
+use roaring::RoaringBitmap;
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 /// Maps and sets of the index: foldhash is several times faster than SipHash on short keys,
 /// and seeded per process.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A tag name.
 pub type Bytes = Box<[u8]>;
-/// A key name, shared by every tag set that lists the key.
-pub type Key = Arc<[u8]>;
+/// The keys of a tag: their slots, in a compressed bitmap (about 2 bytes per key in a
+/// sparse set, 1 bit in a dense one).
+pub type KeySet = RoaringBitmap;
 
 #[derive(Debug)]
 struct Queued {
     /// The tombstone this set belongs to; `None` for entries found already dead (copied,
     /// moved or restored after they were invalidated).
     tag: Option<Bytes>,
-    keys: HashSet<Key>,
+    keys: KeySet,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,46 +71,36 @@ impl PendingRemovals {
             })
     }
 
-    /// Whether `key` waits for physical removal.
-    pub fn is_queued(&self, key: &[u8]) -> bool {
-        self.queue.iter().any(|q| q.keys.contains(key))
+    /// Whether the key in `slot` waits for physical removal.
+    pub fn is_queued(&self, slot: u32) -> bool {
+        self.keys > 0 && self.queue.iter().any(|q| q.keys.contains(slot))
     }
 
     /// Every key waiting for physical removal.
-    pub fn queued(&self) -> impl Iterator<Item = &Key> {
+    pub fn queued(&self) -> impl Iterator<Item = u32> + '_ {
         self.queue.iter().flat_map(|q| q.keys.iter())
     }
 
-    /// How many of `keys` are already queued (iterating the smaller side).
-    pub fn overlap(&self, keys: &HashSet<Key>) -> usize {
+    /// How many of `keys` are already queued.
+    pub fn overlap(&self, keys: &KeySet) -> u64 {
         if self.keys == 0 || keys.is_empty() {
             return 0;
         }
-        if keys.len() as u64 <= self.keys {
-            keys.iter().filter(|k| self.is_queued(k)).count()
-        } else {
-            self.queue
-                .iter()
-                .map(|q| q.keys.iter().filter(|k| keys.contains(*k)).count())
-                .sum()
-        }
+        self.queue
+            .iter()
+            .map(|q| q.keys.intersection_len(keys))
+            .sum()
     }
 
     /// Invalidates `tag`, whose live keys are `keys`, at `marker`; returns how many of them
     /// were not already logically deleted.
-    pub fn invalidate(&mut self, tag: &[u8], mut keys: HashSet<Key>, marker: u64) -> u64 {
+    pub fn invalidate(&mut self, tag: &[u8], mut keys: KeySet, marker: u64) -> u64 {
         if self.keys > 0 {
-            if keys.len() as u64 <= self.keys {
-                keys.retain(|k| !self.is_queued(k));
-            } else {
-                for queued in &self.queue {
-                    for k in &queued.keys {
-                        keys.remove(k);
-                    }
-                }
+            for queued in &self.queue {
+                keys -= &queued.keys;
             }
         }
-        let count = keys.len() as u64;
+        let count = keys.len();
         if count == 0 {
             return 0;
         }
@@ -128,42 +119,42 @@ impl PendingRemovals {
     }
 
     /// Queues a key whose entry is already dead.
-    pub fn queue_dead(&mut self, key: &[u8]) {
-        if self.is_queued(key) {
+    pub fn queue_dead(&mut self, slot: u32) {
+        if self.is_queued(slot) {
             return;
         }
         match self.queue.back_mut() {
             Some(last) if last.tag.is_none() => {
-                last.keys.insert(key.into());
+                last.keys.insert(slot);
             }
             _ => self.queue.push_back(Queued {
                 tag: None,
-                keys: HashSet::from_iter([Key::from(key)]),
+                keys: KeySet::from_iter([slot]),
             }),
         }
         self.keys += 1;
+    }
+
+    /// Whether a queued removal holds the key in `slot`.
+    pub fn holds(&self, slot: u32) -> bool {
+        self.is_queued(slot)
     }
 
     /// The key left the keyspace: it no longer needs removing. A set it empties is dropped
     /// at once (its tombstone stays until [`Self::settle`], which may be far away: timers do
     /// not run while a dataset loads, when an AOF replays one invalidation after another),
     /// so that lookups stay proportional to the sets that still hold keys.
-    /// Whether a queued removal holds `key`.
-    pub fn holds(&self, key: &[u8]) -> bool {
-        self.keys > 0 && self.queue.iter().any(|q| q.keys.contains(key))
-    }
-
-    pub fn forget(&mut self, key: &[u8]) {
+    pub fn forget(&mut self, slot: u32) {
         if self.keys == 0 {
             return;
         }
-        let Some(at) = self.queue.iter().position(|q| q.keys.contains(key)) else {
+        let Some(at) = self.queue.iter().position(|q| q.keys.contains(slot)) else {
             return;
         };
         self.keys -= 1;
         let emptied = match self.queue.get_mut(at) {
             Some(queued) => {
-                queued.keys.remove(key);
+                queued.keys.remove(slot);
                 queued.keys.is_empty()
             }
             None => false,
@@ -179,19 +170,14 @@ impl PendingRemovals {
 
     /// Takes up to `max` keys to remove, oldest invalidation first. Tombstones stay until
     /// [`Self::settle`], so the caller can still tell doomed entries from rewritten ones.
-    pub fn take(&mut self, max: usize) -> Vec<Key> {
+    pub fn take(&mut self, max: usize) -> Vec<u32> {
         let mut batch = Vec::new();
         for queued in &mut self.queue {
             let room = max - batch.len();
-            // One pass of the set's iterator per batch: restarting it for every key would
-            // rescan the emptied front of the table each time.
-            let taken: Vec<Key> = queued.keys.iter().take(room).cloned().collect();
-            for key in &taken {
-                queued.keys.remove(key);
-            }
-            // No shrinking while it drains: rehashing a large remainder would stall the event
-            // loop; the emptied set is freed in one go by `settle`.
-            batch.extend(taken);
+            let before = batch.len();
+            batch.extend(queued.keys.iter().take(room));
+            // The smallest slots were taken: removing them is one cut per container.
+            queued.keys.remove_smallest((batch.len() - before) as u64);
             if batch.len() >= max {
                 break;
             }
@@ -223,8 +209,8 @@ impl PendingRemovals {
 mod tests {
     use super::*;
 
-    fn set(keys: &[&str]) -> HashSet<Key> {
-        keys.iter().map(|k| Key::from(k.as_bytes())).collect()
+    fn set(keys: &[u32]) -> KeySet {
+        keys.iter().copied().collect()
     }
 
     fn tags(names: &[&str]) -> Vec<Bytes> {
@@ -234,7 +220,7 @@ mod tests {
     #[test]
     fn invalidation_dooms_older_versions_of_tagged_entries_only() {
         let mut p = PendingRemovals::default();
-        assert_eq!(p.invalidate(b"t", set(&["a", "b"]), 10), 2);
+        assert_eq!(p.invalidate(b"t", set(&[1, 2]), 10), 2);
         assert!(p.dooms(tags(&["t"]), 9));
         assert!(!p.dooms(tags(&["t"]), 11), "written after the invalidation");
         assert!(!p.dooms(tags(&["u"]), 1));
@@ -244,16 +230,16 @@ mod tests {
     #[test]
     fn keys_already_doomed_by_another_tag_are_not_counted_twice() {
         let mut p = PendingRemovals::default();
-        assert_eq!(p.invalidate(b"t", set(&["a", "b"]), 10), 2);
-        assert_eq!(p.overlap(&set(&["b", "c"])), 1);
-        assert_eq!(p.invalidate(b"u", set(&["b", "c"]), 11), 1);
+        assert_eq!(p.invalidate(b"t", set(&[1, 2]), 10), 2);
+        assert_eq!(p.overlap(&set(&[2, 3])), 1);
+        assert_eq!(p.invalidate(b"u", set(&[2, 3]), 11), 1);
         assert_eq!(p.len(), 3);
     }
 
     #[test]
     fn tombstones_stay_until_their_keys_are_removed() {
         let mut p = PendingRemovals::default();
-        p.invalidate(b"t", set(&["a", "b", "c"]), 10);
+        p.invalidate(b"t", set(&[1, 2, 3]), 10);
         let first = p.take(2);
         assert_eq!(first.len(), 2);
         p.settle();
@@ -269,9 +255,9 @@ mod tests {
     #[test]
     fn forgotten_keys_are_not_taken() {
         let mut p = PendingRemovals::default();
-        p.invalidate(b"t", set(&["a", "b"]), 10);
-        p.forget(b"a");
-        assert_eq!(p.take(10), vec![Key::from(&b"b"[..])]);
+        p.invalidate(b"t", set(&[1, 2]), 10);
+        p.forget(1);
+        assert_eq!(p.take(10), vec![2]);
         p.settle();
         assert!(p.is_empty());
     }
@@ -280,12 +266,11 @@ mod tests {
     fn a_set_emptied_by_departures_is_dropped_at_once_and_its_tombstone_at_settle() {
         let mut p = PendingRemovals::default();
         for i in 0..100u32 {
-            let keys: Vec<String> = (0..3).map(|k| format!("{i}:{k}")).collect();
-            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            p.invalidate(format!("t{i}").as_bytes(), set(&refs), 10 + u64::from(i));
+            let keys: Vec<u32> = (0..3).map(|k| i * 3 + k).collect();
+            p.invalidate(format!("t{i}").as_bytes(), set(&keys), 10 + u64::from(i));
             // The removals arrive as DELs (an AOF replay, a replica): no timer, no settle.
-            for key in &keys {
-                p.forget(key.as_bytes());
+            for &key in &keys {
+                p.forget(key);
             }
             assert_eq!(p.queue.len(), 0, "emptied sets do not pile up");
         }
@@ -299,8 +284,8 @@ mod tests {
     #[test]
     fn dead_keys_are_queued_once() {
         let mut p = PendingRemovals::default();
-        p.queue_dead(b"x");
-        p.queue_dead(b"x");
+        p.queue_dead(24);
+        p.queue_dead(24);
         assert_eq!(p.len(), 1);
         assert_eq!(p.take(10).len(), 1);
         p.settle();
@@ -310,8 +295,8 @@ mod tests {
     #[test]
     fn a_tag_invalidated_twice_keeps_its_tombstone_until_both_sets_are_done() {
         let mut p = PendingRemovals::default();
-        p.invalidate(b"t", set(&["a"]), 10);
-        p.invalidate(b"t", set(&["b"]), 20);
+        p.invalidate(b"t", set(&[1]), 10);
+        p.invalidate(b"t", set(&[2]), 20);
         assert!(p.dooms(tags(&["t"]), 15));
         p.take(1);
         p.settle();

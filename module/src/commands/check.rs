@@ -23,6 +23,7 @@ pub fn hc_check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             key: name.to_vec(),
             tags: entry.tags().map(<[u8]>::to_vec).collect(),
             gone: is_gone(db, entry),
+            slot: entry.slot(),
         };
         by_db.entry(db).or_default().push(observed);
     });

@@ -115,8 +115,8 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Change::Stored {
                 db,
                 key: key_name,
-                old: replaced.as_ref().map(|old| old.tags()),
-                new: stored.tags(),
+                old: replaced.as_deref(),
+                new: stored,
                 version,
             },
             Announce::Yes,
@@ -127,7 +127,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             let left = Change::Left {
                 db,
                 key: key_name,
-                tags: old.tags(),
+                entry: old,
                 gone: false,
             };
             apply(left, Announce::No);
