@@ -342,7 +342,7 @@ mod tests {
         }
     }
 
-    fn entry(tags: &[&str]) -> Entry {
+    fn entry(tags: &[&str]) -> Box<Entry> {
         Entry::new(b"v", tags, 0).unwrap()
     }
 

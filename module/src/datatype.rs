@@ -90,7 +90,7 @@ pub fn entry_type() -> *mut raw::RedisModuleType {
 }
 
 unsafe fn entry_ref<'a>(value: *const c_void) -> Option<&'a Entry> {
-    value.cast::<Entry>().as_ref()
+    Entry::from_raw(value)
 }
 
 extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
@@ -103,7 +103,7 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
     if is_loading() {
         index_while_loading(rdb, &entry);
     }
-    Box::into_raw(Box::new(entry)).cast()
+    Entry::into_raw(entry)
 }
 
 /// While a dataset loads, commands replayed from the AOF after its RDB preamble (such as
@@ -206,7 +206,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 
 unsafe extern "C" fn free(value: *mut c_void) {
     if !value.is_null() {
-        drop(Box::from_raw(value.cast::<Entry>()));
+        drop(Entry::box_from_raw(value));
     }
 }
 
@@ -217,13 +217,13 @@ unsafe extern "C" fn copy2(
     let Some(entry) = entry_ref(value) else {
         return ptr::null_mut();
     };
-    let copy = entry.clone();
+    let copy = entry.duplicate();
     let from_db = raw::RedisModule_GetDbIdFromOptCtx.map_or(-1, |f| f(ctx));
     if from_db >= 0 && is_gone(from_db, entry) {
         // A copy of a logically deleted entry is just as gone.
         copy.mark_dead();
     }
-    Box::into_raw(Box::new(copy)).cast()
+    Entry::into_raw(copy)
 }
 
 /// Called whenever an entry leaves the keyspace but for flushes: DEL/UNLINK, expiry,

@@ -1,22 +1,27 @@
-//! A cached entry as the module stores it under a key: the value and its tags. Pure Rust.
+//! A cached entry as the module stores it under a key: the value and its tags. Pure Rust,
+//! but for the layout code that makes it one allocation.
 //!
-//! Value and tags share one allocation (`value ++ (varint length ++ tag)*`), so that an
-//! entry costs two allocations whatever its number of tags: memory per entry is what a
-//! cache of millions of small values pays for.
+//! Header, value and tags share one allocation (`header ++ value ++ (varint length ++
+//! tag)*`): an entry costs one allocation whatever its number of tags, and a read reaches
+//! the value in the same memory as the header (one cache miss, not two). Memory per entry
+//! and the misses of a read are what a cache of millions of small values pays for.
+//!
+//! [`Entry`] is a dynamically sized type (its last field is the byte slice), always held as
+//! `Box<Entry>`. Redis keeps a thin pointer to it ([`Entry::into_raw`]); the length of the
+//! bytes is in the header, so [`Entry::from_raw`] rebuilds the reference.
 
 use crate::key_table::NO_SLOT;
 use smallvec::SmallVec;
+use std::alloc::Layout;
+use std::os::raw::c_void;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// `marks` bit: logically deleted.
 const DEAD: u32 = 1 << 31;
 
 /// The value of a module-owned key.
-#[derive(Debug)]
+#[repr(C)]
 pub struct Entry {
-    /// The value, then each tag behind its varint length.
-    data: Box<[u8]>,
-    value_len: u32,
     /// The sequence number of the event that announced this value (0 when unknown).
     pub version: u64,
     /// Bit 31 ([`DEAD`]): logically deleted (by an HC.DELTAG) and carried somewhere else
@@ -24,19 +29,52 @@ pub struct Entry {
     /// command. Bits 0–30: the slot of the key in its database's index
     /// ([`crate::key_table`]), [`NO_SLOT`] when it has none.
     marks: AtomicU32,
+    value_len: u32,
+    /// Bytes in `data`.
+    data_len: u32,
+    /// The value, then each tag behind its varint length.
+    data: [u8],
 }
+
+/// The sized start of [`Entry`], laid out the same (`repr(C)`): where the header fields are.
+#[repr(C)]
+struct Header {
+    version: u64,
+    marks: AtomicU32,
+    value_len: u32,
+    data_len: u32,
+}
+
+/// Where `data_len` is, and where the bytes start.
+const DATA_LEN_AT: usize = std::mem::offset_of!(Header, data_len);
+const DATA_AT: usize = DATA_LEN_AT + std::mem::size_of::<u32>();
 
 /// Values larger than this are refused (Redis's own bulk limit is far below by default).
 pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
 
-impl Clone for Entry {
+/// The allocation of an entry with `data_len` bytes: what `Box<Entry>` frees with
+/// (`Layout::for_value`: the header, the bytes, rounded up to the header's alignment).
+fn layout(data_len: usize) -> Option<Layout> {
+    let size = DATA_AT.checked_add(data_len)?;
+    let layout = Layout::from_size_align(size, std::mem::align_of::<Header>()).ok()?;
+    Some(layout.pad_to_align())
+}
+
+impl Clone for Box<Entry> {
     fn clone(&self) -> Self {
-        Self {
-            data: self.data.clone(),
-            value_len: self.value_len,
-            version: self.version,
-            marks: AtomicU32::new(self.marks.load(Ordering::Relaxed)),
-        }
+        self.duplicate()
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("value", &self.value())
+            .field("tags", &self.tag_list())
+            .field("version", &self.version)
+            .field("dead", &self.is_dead())
+            .field("slot", &self.slot())
+            .finish()
     }
 }
 
@@ -89,7 +127,7 @@ impl<'a> Iterator for Tags<'a> {
 
 impl Entry {
     /// An entry; repeated tags count once. `None` when the value exceeds [`MAX_VALUE_LEN`].
-    pub fn new<T: AsRef<[u8]>>(value: &[u8], tags: &[T], version: u64) -> Option<Self> {
+    pub fn new<T: AsRef<[u8]>>(value: &[u8], tags: &[T], version: u64) -> Option<Box<Self>> {
         if value.len() > MAX_VALUE_LEN {
             return None;
         }
@@ -98,18 +136,82 @@ impl Entry {
         sorted.sort_unstable();
         sorted.dedup();
         let tag_bytes: usize = sorted.iter().map(|t| t.len() + 5).sum();
-        let mut data = Vec::with_capacity(value.len() + tag_bytes);
+        let mut data: SmallVec<[u8; 256]> = SmallVec::with_capacity(value.len() + tag_bytes);
         data.extend_from_slice(value);
+        let mut varint = Vec::new();
         for tag in sorted {
-            push_varint(&mut data, tag.len());
+            varint.clear();
+            push_varint(&mut varint, tag.len());
+            data.extend_from_slice(&varint);
             data.extend_from_slice(tag);
         }
-        Some(Self {
-            data: data.into_boxed_slice(),
-            value_len,
-            version,
-            marks: AtomicU32::new(NO_SLOT),
-        })
+        Self::build(version, value_len, &data)
+    }
+
+    /// One allocation holding the header and `data`.
+    fn build(version: u64, value_len: u32, data: &[u8]) -> Option<Box<Self>> {
+        let data_len = u32::try_from(data.len()).ok()?;
+        let layout = layout(data.len())?;
+        // SAFETY: the layout has a non-zero size (the header). The header is written
+        // first (its trailing padding overlaps the first bytes of `data`), then the bytes;
+        // the fat pointer carries `data.len()`, so `Box<Entry>` frees with `layout`
+        // (checked by `the_layout_is_what_box_frees_with`).
+        unsafe {
+            let at = std::alloc::alloc(layout);
+            if at.is_null() {
+                return None;
+            }
+            at.cast::<Header>().write(Header {
+                version,
+                marks: AtomicU32::new(NO_SLOT),
+                value_len,
+                data_len,
+            });
+            std::ptr::copy_nonoverlapping(data.as_ptr(), at.add(DATA_AT), data.len());
+            let fat = std::ptr::slice_from_raw_parts_mut(at, data.len()) as *mut Self;
+            Some(Box::from_raw(fat))
+        }
+    }
+
+    /// A copy, marks (slot, dead) included.
+    pub fn duplicate(&self) -> Box<Self> {
+        let Some(copy) = Self::build(self.version, self.value_len, &self.data) else {
+            // The same sizes were allocated once already: only an allocator failure gets
+            // here, which Redis's allocator turns into an abort before returning.
+            std::process::abort();
+        };
+        copy.marks
+            .store(self.marks.load(Ordering::Relaxed), Ordering::Relaxed);
+        copy
+    }
+
+    /// The thin pointer Redis keeps.
+    pub fn into_raw(entry: Box<Self>) -> *mut c_void {
+        Box::into_raw(entry).cast()
+    }
+
+    /// The entry behind a pointer made by [`Entry::into_raw`].
+    ///
+    /// # Safety
+    /// `value` is null or came from [`Entry::into_raw`] and was not freed.
+    pub unsafe fn from_raw<'a>(value: *const c_void) -> Option<&'a Self> {
+        Self::fat(value.cast_mut()).map(|fat| &*fat)
+    }
+
+    /// Takes back ownership of a pointer made by [`Entry::into_raw`].
+    ///
+    /// # Safety
+    /// As [`Entry::from_raw`], and nothing else uses the pointer afterwards.
+    pub unsafe fn box_from_raw(value: *mut c_void) -> Option<Box<Self>> {
+        Self::fat(value).map(|fat| Box::from_raw(fat))
+    }
+
+    unsafe fn fat(value: *mut c_void) -> Option<*mut Self> {
+        if value.is_null() {
+            return None;
+        }
+        let data_len = value.cast::<u8>().add(DATA_LEN_AT).cast::<u32>().read();
+        Some(std::ptr::slice_from_raw_parts_mut(value.cast::<u8>(), data_len as usize) as *mut Self)
     }
 
     /// The cached bytes.
@@ -154,7 +256,7 @@ impl Entry {
     /// Bytes this entry holds on the heap, as `MEMORY USAGE` reports it (the index's
     /// share is accounted by `INFO memory`).
     pub fn memory_usage(&self) -> usize {
-        std::mem::size_of::<Self>() + self.data.len()
+        std::mem::size_of_val(self)
     }
 }
 
@@ -162,15 +264,32 @@ impl Entry {
 mod tests {
     use super::*;
 
-    fn entry(value: &[u8], tags: &[&str], version: u64) -> Entry {
+    fn entry(value: &[u8], tags: &[&str], version: u64) -> Box<Entry> {
         let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_bytes()).collect();
-        // A refused entry becomes an impossible one, so that the assertions on it fail.
-        Entry::new(value, &tags, version).unwrap_or(Entry {
-            data: Box::default(),
-            value_len: u32::MAX,
-            version: u64::MAX,
-            marks: AtomicU32::new(DEAD),
-        })
+        Entry::new(value, &tags, version).unwrap()
+    }
+
+    #[test]
+    fn the_layout_is_what_box_frees_with() {
+        for len in [0usize, 1, 3, 4, 5, 100, 1000] {
+            let e = entry(&vec![7u8; len], &[], 1);
+            let start = (&*e as *const Entry).cast::<u8>();
+            assert_eq!(std::mem::size_of_val(&*e), layout(len).unwrap().size());
+            assert_eq!(std::mem::align_of_val(&*e), layout(len).unwrap().align());
+            assert_eq!(e.data.as_ptr() as usize - start as usize, DATA_AT);
+            assert_eq!(e.value(), &vec![7u8; len][..]);
+        }
+    }
+
+    #[test]
+    fn a_thin_pointer_round_trips() {
+        let e = entry(b"value", &["a", "b"], 9);
+        let raw = Entry::into_raw(e.clone());
+        let seen = unsafe { Entry::from_raw(raw) }.map(|e| (e.value(), e.tag_list()));
+        assert_eq!(seen, Some((&b"value"[..], vec![&b"a"[..], b"b"])));
+        let back = unsafe { Entry::box_from_raw(raw) };
+        assert_eq!(back, Some(e));
+        assert!(unsafe { Entry::from_raw(std::ptr::null()) }.is_none());
     }
 
     #[test]
@@ -202,11 +321,12 @@ mod tests {
     fn memory_usage_grows_with_value_and_tags() {
         let small = entry(b"v", &[], 1);
         let big = entry(&[0u8; 1000], &["tag"], 1);
-        assert!(big.memory_usage() >= small.memory_usage() + 1000 + 3);
+        assert!(small.memory_usage() > DATA_AT);
+        assert!(big.memory_usage() >= DATA_AT + 1000 + 1 + 3);
     }
 
     #[test]
-    fn slot_and_dead_mark_are_independent_and_the_header_is_32_bytes() {
+    fn slot_and_dead_mark_are_independent_and_the_header_is_20_bytes() {
         let e = entry(b"v", &["a"], 3);
         assert_eq!(e.slot(), NO_SLOT);
         e.set_slot(7);
@@ -215,7 +335,8 @@ mod tests {
         e.set_slot(9);
         assert_eq!((e.slot(), e.is_dead()), (9, true));
         assert_eq!(e.clone().slot(), 9);
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+        assert_eq!(std::mem::size_of::<Header>(), 24);
+        assert_eq!(DATA_AT, 20);
     }
 
     #[test]

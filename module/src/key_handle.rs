@@ -105,43 +105,46 @@ impl KeyHandle {
     }
 
     /// Stores `entry`, replacing whatever the key held (and its time to live).
-    pub fn set_entry(&mut self, entry: Entry) -> bool {
+    pub fn set_entry(&mut self, entry: Box<Entry>) -> bool {
         let Some(set) = (unsafe { raw::RedisModule_ModuleTypeSetValue }) else {
             return false;
         };
-        let value = Box::into_raw(Box::new(entry));
+        let value = Entry::into_raw(entry);
         // SAFETY: the key is open for writing; on success Redis owns the value and frees it
         // through the type's free callback.
-        let status = unsafe { set(self.raw(), entry_type(), value.cast::<c_void>()) };
+        let status = unsafe { set(self.raw(), entry_type(), value) };
         if status != raw::REDISMODULE_OK as i32 {
             // SAFETY: Redis did not take the value.
-            drop(unsafe { Box::from_raw(value) });
+            drop(unsafe { Entry::box_from_raw(value) });
             return false;
         }
         true
     }
 
     /// Replaces the entry stored here by `entry` in place (the key, its TTL and its place in
-    /// the keyspace stay; no unlink callback runs) and returns the old one, or gives `entry`
-    /// back when the key does not hold an entry of ours.
-    pub fn replace_entry(&mut self, entry: Entry) -> Result<Box<Entry>, Entry> {
+    /// the keyspace stay; no unlink callback runs) and returns the old one (`None` only if
+    /// Redis handed none back), or gives `entry` back when the key does not hold an entry of
+    /// ours.
+    pub fn replace_entry(&mut self, entry: Box<Entry>) -> Result<Option<Box<Entry>>, Box<Entry>> {
         if !matches!(self.entry(), Ok(Some(_))) {
             return Err(entry);
         }
         let Some(replace) = (unsafe { raw::RedisModule_ModuleTypeReplaceValue }) else {
             return Err(entry);
         };
-        let new = Box::into_raw(Box::new(entry));
+        let new = Entry::into_raw(entry);
         let mut old: *mut c_void = std::ptr::null_mut();
         // SAFETY: the key is open for writing and holds our type; on success Redis owns `new`
-        // and hands us `old`, which it no longer references.
-        let status = unsafe { replace(self.raw(), entry_type(), new.cast(), &mut old) };
-        if status != raw::REDISMODULE_OK as i32 || old.is_null() {
-            // SAFETY: Redis did not take `new`.
-            return Err(*unsafe { Box::from_raw(new) });
+        // and hands us `old`, which it no longer references; on failure `new` is still ours.
+        unsafe {
+            if replace(self.raw(), entry_type(), new, &mut old) != raw::REDISMODULE_OK as i32 {
+                return match Entry::box_from_raw(new) {
+                    Some(new) => Err(new),
+                    None => Ok(None),
+                };
+            }
+            Ok(Entry::box_from_raw(old))
         }
-        // SAFETY: `old` was our boxed Entry, now ours again.
-        Ok(unsafe { Box::from_raw(old.cast::<Entry>()) })
     }
 
     /// Removes the key's time to live.
@@ -188,7 +191,7 @@ pub unsafe fn entry_of_raw_key<'a>(
     let ours = entry_type();
     if !ours.is_null() && raw::RedisModule_ModuleTypeGetType.map(|f| f(key)) == Some(ours) {
         let value = raw::RedisModule_ModuleTypeGetValue.map_or(std::ptr::null_mut(), |f| f(key));
-        return Ok(value.cast::<Entry>().as_ref());
+        return Ok(Entry::from_raw(value));
     }
     let kind = raw::RedisModule_KeyType.map_or(0, |f| f(key));
     if kind == raw::REDISMODULE_KEYTYPE_EMPTY as i32 {

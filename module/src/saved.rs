@@ -48,7 +48,7 @@ pub fn save(entry: &Entry, dead: bool, sink: &mut impl Sink) {
 
 /// Reads an entry written by [`save`]; `None` when the fields are short, the tag count is
 /// above [`MAX_TAGS_IN_PAYLOAD`] or the value is too large for an [`Entry`].
-pub fn load(source: &mut impl Source) -> Option<Entry> {
+pub fn load(source: &mut impl Source) -> Option<Box<Entry>> {
     let value = source.string()?;
     let version = source.unsigned()?;
     let flags = source.unsigned()?;
@@ -150,7 +150,7 @@ pub fn to_bytes(entry: &Entry, dead: bool) -> Vec<u8> {
 
 /// An entry from the slice format.
 #[cfg(any(test, fuzzing))]
-pub fn from_bytes(bytes: &[u8]) -> Option<Entry> {
+pub fn from_bytes(bytes: &[u8]) -> Option<Box<Entry>> {
     load(&mut SliceSource::new(bytes))
 }
 
@@ -159,7 +159,7 @@ pub fn from_bytes(bytes: &[u8]) -> Option<Entry> {
 mod tests {
     use super::*;
 
-    fn entry(value: &[u8], tags: &[&str], version: u64) -> Entry {
+    fn entry(value: &[u8], tags: &[&str], version: u64) -> Box<Entry> {
         let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_bytes()).collect();
         Entry::new(value, &tags, version).unwrap()
     }

@@ -96,7 +96,7 @@ pub fn hc_set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             if deadline.is_none() && key.expire_at().is_some() {
                 key.persist();
             }
-            Some(old)
+            old
         }
         Err(entry) => {
             // A new key, or one of another type (not ours: no removal of ours to report).
