@@ -5,10 +5,13 @@
 //! a few bytes. The entry stored under the key remembers its slot, so that its departure
 //! finds its links without a lookup by name.
 //!
-//! Slots are reused lowest-freed-last (a free list), so they stay dense: below the number of
-//! tagged keys the database ever held at once, which keeps the bitmaps compact. Names of up to
-//! [`INLINE`] bytes are kept inside the slot itself (no allocation); longer ones on the heap.
-//! Slots live in fixed pages, so growing the table never copies it.
+//! A new name takes the lowest free slot, so slots stay dense (the bitmaps stay compact), and
+//! the pages above the highest slot in use are given back: a table that held a million keys
+//! and now holds a few keeps only the pages they sit in. Names of up to [`INLINE`] bytes are
+//! kept inside the slot itself (no allocation); longer ones on the heap. Slots live in fixed
+//! pages, so growing the table never copies it.
+
+use roaring::RoaringBitmap;
 
 /// Names up to this many bytes need no allocation.
 pub const INLINE: usize = 22;
@@ -19,13 +22,9 @@ pub const NO_SLOT: u32 = u32::MAX >> 1;
 
 #[derive(Debug, Clone)]
 enum Slot {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE],
-    },
+    Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<[u8]>),
-    /// Unused; the next unused slot, or [`NO_SLOT`].
-    Free(u32),
+    Free,
 }
 
 impl Slot {
@@ -45,53 +44,41 @@ impl Slot {
         match self {
             Self::Inline { len, bytes } => bytes.get(..usize::from(*len)),
             Self::Heap(name) => Some(name),
-            Self::Free(_) => None,
+            Self::Free => None,
         }
     }
 }
 
-/// Slot number → key name, with a free list.
-#[derive(Debug)]
+/// Slot number → key name, with the set of free slots.
+#[derive(Debug, Default)]
 pub struct KeyTable {
     pages: Vec<Box<[Slot]>>,
-    /// Slots handed out so far (the used ones, and the free ones below).
+    /// Slots below this are in use or in `free`; none above.
     high: u32,
-    /// The last freed slot, or [`NO_SLOT`].
-    free: u32,
+    /// The free slots below `high`.
+    free: RoaringBitmap,
     len: u32,
 }
 
-impl Default for KeyTable {
-    fn default() -> Self {
-        Self {
-            pages: Vec::new(),
-            high: 0,
-            free: NO_SLOT,
-            len: 0,
-        }
-    }
-}
-
 impl KeyTable {
-    /// Stores `name` and returns its slot; `None` when the table is full (2³¹ − 1 names).
+    /// Stores `name` in the lowest free slot and returns it; `None` when the table is full
+    /// (2³¹ − 1 names).
     pub fn insert(&mut self, name: &[u8]) -> Option<u32> {
-        let slot = if self.free != NO_SLOT {
-            let slot = self.free;
-            self.free = match self.slot(slot) {
-                Some(Slot::Free(next)) => *next,
-                _ => NO_SLOT,
-            };
-            slot
-        } else {
-            if self.high >= NO_SLOT {
-                return None;
+        let slot = match self.free.min() {
+            Some(slot) => {
+                self.free.remove(slot);
+                slot
             }
-            if self.high as usize % PAGE == 0 {
-                self.pages
-                    .push(vec![Slot::Free(NO_SLOT); PAGE].into_boxed_slice());
+            None => {
+                if self.high >= NO_SLOT {
+                    return None;
+                }
+                if self.high as usize % PAGE == 0 {
+                    self.pages.push(vec![Slot::Free; PAGE].into_boxed_slice());
+                }
+                self.high += 1;
+                self.high - 1
             }
-            self.high += 1;
-            self.high - 1
         };
         *self.slot_mut(slot)? = Slot::of(name);
         self.len += 1;
@@ -103,19 +90,29 @@ impl KeyTable {
         self.slot(slot).and_then(Slot::name)
     }
 
-    /// Frees `slot`; false when it was not used.
+    /// Frees `slot`; false when it was not used. Freeing the highest slots gives their
+    /// pages back.
     pub fn remove(&mut self, slot: u32) -> bool {
-        let next = self.free;
         let Some(place) = self.slot_mut(slot) else {
             return false;
         };
-        if matches!(place, Slot::Free(_)) {
+        if matches!(place, Slot::Free) {
             return false;
         }
-        *place = Slot::Free(next);
-        self.free = slot;
+        *place = Slot::Free;
         self.len -= 1;
-        if self.len == 0 {
+        if slot + 1 < self.high {
+            self.free.insert(slot);
+            return true;
+        }
+        // The top slot: lower `high` past every free slot below it (each slot is lowered
+        // past once after being freed: amortised O(1)).
+        self.high = slot;
+        while self.high > 0 && self.free.remove(self.high - 1) {
+            self.high -= 1;
+        }
+        self.pages.truncate((self.high as usize).div_ceil(PAGE));
+        if self.pages.is_empty() {
             *self = Self::default();
         }
         true
@@ -173,21 +170,40 @@ mod tests {
     }
 
     #[test]
-    fn freed_slots_are_reused_last_freed_first_and_stay_dense() {
+    fn the_lowest_free_slot_is_reused_first() {
         let mut t = KeyTable::default();
         for i in 0..10u32 {
             assert_eq!(t.insert(format!("k{i}").as_bytes()), Some(i));
         }
-        assert!(t.remove(3));
         assert!(t.remove(7));
+        assert!(t.remove(3));
         assert!(!t.remove(7), "already free");
         assert!(!t.remove(99), "never used");
         assert_eq!(t.get(3), None);
-        assert_eq!(t.insert(b"new"), Some(7));
-        assert_eq!(t.insert(b"newer"), Some(3));
+        assert_eq!(t.insert(b"new"), Some(3));
+        assert_eq!(t.insert(b"newer"), Some(7));
         assert_eq!(t.insert(b"next"), Some(10));
         assert_eq!(t.len(), 11);
-        assert_eq!(t.get(3), Some(&b"newer"[..]));
+        assert_eq!(t.get(7), Some(&b"newer"[..]));
+    }
+
+    #[test]
+    fn freeing_the_top_slots_gives_their_pages_back() {
+        let mut t = KeyTable::default();
+        let n = 5 * PAGE as u32;
+        for i in 0..n {
+            t.insert(&i.to_le_bytes());
+        }
+        // Free everything but slots 0 and 10, the top last: the table shrinks to one page.
+        for i in (1..n).filter(|&i| i != 10) {
+            assert!(t.remove(i));
+        }
+        assert_eq!((t.len(), t.high, t.pages.len()), (2, 11, 1));
+        assert_eq!(t.free.len(), 9, "1..=9 stay free below the top");
+        assert_eq!(t.get(10), Some(&10u32.to_le_bytes()[..]));
+        assert_eq!(t.insert(b"x"), Some(1));
+        assert!(t.remove(10));
+        assert_eq!((t.high, t.free.len()), (2, 0));
     }
 
     #[test]
