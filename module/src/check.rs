@@ -105,7 +105,7 @@ impl TagIndex {
         let mut held_links = 0u64;
         for (tag, keys) in view.tags.into_iter().flatten() {
             held_links += keys.len();
-            for slot in keys {
+            for slot in keys.iter() {
                 let Some(key) = name_of(slot) else {
                     problems.push(format!(
                         "db {db}: the index lists slot {slot} under tag {}, but no key is in it",

@@ -1,8 +1,8 @@
 //! A cached entry as the module stores it under a key: the value and its tags. Pure Rust,
 //! but for the layout code that makes it one allocation.
 //!
-//! Header, value and tags share one allocation (`header ++ value ++ (varint length ++
-//! tag)*`): an entry costs one allocation whatever its number of tags, and a read reaches
+//! Header, value and tags share one allocation (`header ++ varint value length ++ value ++
+//! (varint length ++ tag)*`, a 16-byte header): an entry costs one allocation whatever its number of tags, and a read reaches
 //! the value in the same memory as the header (one cache miss, not two). Memory per entry
 //! and the misses of a read are what a cache of millions of small values pays for.
 //!
@@ -29,10 +29,9 @@ pub struct Entry {
     /// command. Bits 0–30: the slot of the key in its database's index
     /// ([`crate::key_table`]), [`NO_SLOT`] when it has none.
     marks: AtomicU32,
-    value_len: u32,
     /// Bytes in `data`.
     data_len: u32,
-    /// The value, then each tag behind its varint length.
+    /// The value behind its varint length, then each tag behind its varint length.
     data: [u8],
 }
 
@@ -41,7 +40,6 @@ pub struct Entry {
 struct Header {
     version: u64,
     marks: AtomicU32,
-    value_len: u32,
     data_len: u32,
 }
 
@@ -81,7 +79,6 @@ impl std::fmt::Debug for Entry {
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
         self.data == other.data
-            && self.value_len == other.value_len
             && self.version == other.version
             && self.is_dead() == other.is_dead()
     }
@@ -131,25 +128,26 @@ impl Entry {
         if value.len() > MAX_VALUE_LEN {
             return None;
         }
-        let value_len = u32::try_from(value.len()).ok()?;
         let mut sorted: SmallVec<[&[u8]; 8]> = tags.iter().map(AsRef::as_ref).collect();
         sorted.sort_unstable();
         sorted.dedup();
         let tag_bytes: usize = sorted.iter().map(|t| t.len() + 5).sum();
-        let mut data: SmallVec<[u8; 256]> = SmallVec::with_capacity(value.len() + tag_bytes);
-        data.extend_from_slice(value);
+        let mut data: SmallVec<[u8; 256]> = SmallVec::with_capacity(5 + value.len() + tag_bytes);
         let mut varint = Vec::new();
+        push_varint(&mut varint, value.len());
+        data.extend_from_slice(&varint);
+        data.extend_from_slice(value);
         for tag in sorted {
             varint.clear();
             push_varint(&mut varint, tag.len());
             data.extend_from_slice(&varint);
             data.extend_from_slice(tag);
         }
-        Self::build(version, value_len, &data)
+        Self::build(version, &data)
     }
 
     /// One allocation holding the header and `data`.
-    fn build(version: u64, value_len: u32, data: &[u8]) -> Option<Box<Self>> {
+    fn build(version: u64, data: &[u8]) -> Option<Box<Self>> {
         let data_len = u32::try_from(data.len()).ok()?;
         let layout = layout(data.len())?;
         // SAFETY: the layout has a non-zero size (the header). The header is written
@@ -164,7 +162,6 @@ impl Entry {
             at.cast::<Header>().write(Header {
                 version,
                 marks: AtomicU32::new(NO_SLOT),
-                value_len,
                 data_len,
             });
             std::ptr::copy_nonoverlapping(data.as_ptr(), at.add(DATA_AT), data.len());
@@ -175,7 +172,7 @@ impl Entry {
 
     /// A copy, marks (slot, dead) included.
     pub fn duplicate(&self) -> Box<Self> {
-        let Some(copy) = Self::build(self.version, self.value_len, &self.data) else {
+        let Some(copy) = Self::build(self.version, &self.data) else {
             // The same sizes were allocated once already: only an allocator failure gets
             // here, which Redis's allocator turns into an abort before returning.
             std::process::abort();
@@ -214,15 +211,22 @@ impl Entry {
         Some(std::ptr::slice_from_raw_parts_mut(value.cast::<u8>(), data_len as usize) as *mut Self)
     }
 
+    /// The value and the bytes behind it (the tags).
+    fn split(&self) -> (&[u8], &[u8]) {
+        let mut tags = Tags { rest: &self.data };
+        let value = tags.next().unwrap_or_default();
+        (value, tags.rest)
+    }
+
     /// The cached bytes.
     pub fn value(&self) -> &[u8] {
-        self.data.get(..self.value_len as usize).unwrap_or_default()
+        self.split().0
     }
 
     /// The distinct tags, sorted.
     pub fn tags(&self) -> Tags<'_> {
         Tags {
-            rest: self.data.get(self.value_len as usize..).unwrap_or_default(),
+            rest: self.split().1,
         }
     }
 
@@ -274,8 +278,15 @@ mod tests {
         for len in [0usize, 1, 3, 4, 5, 100, 1000] {
             let e = entry(&vec![7u8; len], &[], 1);
             let start = (&*e as *const Entry).cast::<u8>();
-            assert_eq!(std::mem::size_of_val(&*e), layout(len).unwrap().size());
-            assert_eq!(std::mem::align_of_val(&*e), layout(len).unwrap().align());
+            assert_eq!(e.data.len(), len + if len < 128 { 1 } else { 2 });
+            assert_eq!(
+                std::mem::size_of_val(&*e),
+                layout(e.data.len()).unwrap().size()
+            );
+            assert_eq!(
+                std::mem::align_of_val(&*e),
+                layout(e.data.len()).unwrap().align()
+            );
             assert_eq!(e.data.as_ptr() as usize - start as usize, DATA_AT);
             assert_eq!(e.value(), &vec![7u8; len][..]);
         }
@@ -322,11 +333,11 @@ mod tests {
         let small = entry(b"v", &[], 1);
         let big = entry(&[0u8; 1000], &["tag"], 1);
         assert!(small.memory_usage() > DATA_AT);
-        assert!(big.memory_usage() >= DATA_AT + 1000 + 1 + 3);
+        assert!(big.memory_usage() >= DATA_AT + 2 + 1000 + 1 + 3);
     }
 
     #[test]
-    fn slot_and_dead_mark_are_independent_and_the_header_is_20_bytes() {
+    fn slot_and_dead_mark_are_independent_and_the_header_is_16_bytes() {
         let e = entry(b"v", &["a"], 3);
         assert_eq!(e.slot(), NO_SLOT);
         e.set_slot(7);
@@ -335,8 +346,8 @@ mod tests {
         e.set_slot(9);
         assert_eq!((e.slot(), e.is_dead()), (9, true));
         assert_eq!(e.clone().slot(), 9);
-        assert_eq!(std::mem::size_of::<Header>(), 24);
-        assert_eq!(DATA_AT, 20);
+        assert_eq!(std::mem::size_of::<Header>(), 16);
+        assert_eq!(DATA_AT, 16);
     }
 
     #[test]

@@ -52,25 +52,6 @@ fn should_shrink(len: usize, capacity: usize) -> bool {
     capacity > 64 && len < capacity / 4 && len <= MAX_SHRINK_LEN
 }
 
-/// Largest key set rebuilt to give memory back (about 0.1 ms of work).
-const MAX_REBUILD_LEN: u64 = 65_536;
-
-/// A bitmap's sparse parts keep the room they once needed; when a set has shrunk to a power
-/// of two (so at most once per halving: amortised O(1) per removal) and holds much more room
-/// than keys, it is rebuilt tight.
-fn give_back_memory(keys: &mut KeySet) {
-    let len = keys.len();
-    if !len.is_power_of_two() || len > MAX_REBUILD_LEN {
-        return;
-    }
-    let stats = keys.statistics();
-    // roaring reports an array part's capacity times four.
-    let room = stats.n_bytes_array_containers / 4;
-    if room > 4 * u64::from(stats.n_values_array_containers) + 64 {
-        *keys = keys.iter().collect();
-    }
-}
-
 /// One database of the index, read-only.
 pub(crate) struct DbView<'a> {
     pub keys: u64,
@@ -175,8 +156,6 @@ impl TagIndex {
                     if should_shrink(index.tags.len(), index.tags.capacity()) {
                         index.tags.shrink_to_fit();
                     }
-                } else {
-                    give_back_memory(keys);
                 }
             }
             index.names.remove(slot);
@@ -573,11 +552,7 @@ mod tests {
         let mut index = TagIndex::default();
         let keys: Vec<Vec<u8>> = (0..10_000).map(|i| format!("k{i}").into_bytes()).collect();
         let slots: Vec<u32> = keys.iter().map(|k| index.insert(0, k, [b"t"])).collect();
-        // Bytes of the set's parts: 2 per sparse slot of room, 8 KiB per dense part.
-        let size = |index: &TagIndex| {
-            let stats = index.view(0).tags?.get(&b"t"[..])?.statistics();
-            Some(stats.n_bytes_array_containers / 2 + stats.n_bytes_bitset_containers / 8)
-        };
+        let size = |index: &TagIndex| Some(index.view(0).tags?.get(&b"t"[..])?.heap_bytes());
         assert!(
             size(&index).is_some_and(|bytes| bytes <= 20_000),
             "{:?}",

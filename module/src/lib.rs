@@ -31,6 +31,7 @@ pub mod fuzzing;
 pub(crate) mod index;
 pub(crate) mod info;
 pub(crate) mod key_handle;
+pub(crate) mod key_set;
 pub(crate) mod key_table;
 pub(crate) mod keyspace;
 pub(crate) mod limits;

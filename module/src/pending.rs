@@ -7,7 +7,7 @@
 //! the keys a little at a time. Each queued key sits in exactly one queued set. Keys are
 //! their slots in the database's [`crate::key_table::KeyTable`].
 
-use roaring::RoaringBitmap;
+pub use crate::key_set::KeySet;
 use std::collections::VecDeque;
 
 /// Maps and sets of the index: foldhash is several times faster than SipHash on short keys,
@@ -16,9 +16,6 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 
 /// A tag name.
 pub type Bytes = Box<[u8]>;
-/// The keys of a tag: their slots, in a compressed bitmap (about 2 bytes per key in a
-/// sparse set, 1 bit in a dense one).
-pub type KeySet = RoaringBitmap;
 
 #[derive(Debug)]
 struct Queued {
@@ -97,7 +94,7 @@ impl PendingRemovals {
     pub fn invalidate(&mut self, tag: &[u8], mut keys: KeySet, marker: u64) -> u64 {
         if self.keys > 0 {
             for queued in &self.queue {
-                keys -= &queued.keys;
+                keys.subtract(&queued.keys);
             }
         }
         let count = keys.len();
@@ -174,10 +171,7 @@ impl PendingRemovals {
         let mut batch = Vec::new();
         for queued in &mut self.queue {
             let room = max - batch.len();
-            let before = batch.len();
-            batch.extend(queued.keys.iter().take(room));
-            // The smallest slots were taken: removing them is one cut per container.
-            queued.keys.remove_smallest((batch.len() - before) as u64);
+            batch.extend(queued.keys.take(room));
             if batch.len() >= max {
                 break;
             }
