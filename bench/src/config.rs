@@ -30,6 +30,10 @@ pub struct Config {
     pub memory_entries: u64,
     /// Tags drawn (3 per entry) from this many, so that each tag holds many keys.
     pub tag_pool: u64,
+    /// Entries of the memory-by-tag-shape table, one column each.
+    pub memory_shape_sizes: Vec<u64>,
+    /// Rounds at each of those sizes (a fill of a million entries takes seconds).
+    pub memory_shape_rounds: fn(u64) -> usize,
 
     /// Keys of the tag deleted, one comparison per size.
     pub deltag_sizes: Vec<u64>,
@@ -99,6 +103,8 @@ impl Config {
                 write_tags: tags,
                 memory_entries: 50_000,
                 tag_pool: 500,
+                memory_shape_sizes: vec![50_000, 200_000],
+                memory_shape_rounds: |_| 1,
                 deltag_sizes: vec![1_000, 100_000],
                 deltag_rounds: |_| 3,
                 idle_window: Duration::from_secs(1),
@@ -135,6 +141,8 @@ impl Config {
                 write_tags: tags,
                 memory_entries: 100_000,
                 tag_pool: 1_000,
+                memory_shape_sizes: vec![100_000, 1_000_000],
+                memory_shape_rounds: |size| if size >= 1_000_000 { 1 } else { 3 },
                 deltag_sizes: vec![1_000, 100_000, 1_000_000],
                 deltag_rounds: |size| if size >= 1_000_000 { 3 } else { 5 },
                 idle_window: Duration::from_secs(5),

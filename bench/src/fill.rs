@@ -80,12 +80,19 @@ fn flush(con: &mut redis::Connection, pipe: &mut redis::Pipeline) {
     pipe.clear();
 }
 
-/// Three distinct tags of a pool of `pool` (> 3) for key `i`, drawn pseudo-randomly but the
-/// same in every run and for every scheme.
-pub fn pooled_tags(i: u64, pool: u64) -> Vec<String> {
+/// `count` distinct tags of a pool of `pool` (> `count`) for key `i`, drawn pseudo-randomly
+/// but the same in every run and for every scheme.
+///
+/// # Panics
+/// When the pool is not bigger than `count`.
+pub fn pooled_tags(i: u64, pool: u64, count: usize) -> Vec<String> {
+    assert!(
+        pool > count as u64,
+        "a pool of {pool} tags cannot give {count} distinct tags per key"
+    );
     let mut rng = hybridcache_tests::client_support::SplitMix64::new(i);
-    let mut picked: Vec<u64> = Vec::with_capacity(3);
-    while picked.len() < 3 {
+    let mut picked: Vec<u64> = Vec::with_capacity(count);
+    while picked.len() < count {
         let t = rng.below(pool);
         if !picked.contains(&t) {
             picked.push(t);
@@ -101,10 +108,14 @@ mod tests {
     #[test]
     fn keys_match_redis_benchmark_and_tags_are_distinct() {
         assert_eq!(key(42), "k:000000000042");
-        let tags = pooled_tags(7, 1000);
-        assert_eq!(tags.len(), 3);
-        assert!(tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2]);
-        assert_eq!(tags, pooled_tags(7, 1000));
+        for count in [0, 1, 3, 10] {
+            let tags = pooled_tags(7, 1000, count);
+            assert_eq!(tags.len(), count);
+            let distinct: std::collections::HashSet<_> = tags.iter().collect();
+            assert_eq!(distinct.len(), count, "{tags:?}");
+            assert_eq!(tags, pooled_tags(7, 1000, count));
+        }
+        assert_eq!(pooled_tags(7, 1000, 3)[..1], pooled_tags(7, 1000, 1)[..]);
         assert_eq!(value(30).len(), 30);
     }
 }
