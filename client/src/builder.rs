@@ -8,7 +8,7 @@ use crate::event_feed::EventFeed;
 use crate::events::Events;
 use crate::format::Format;
 use crate::hub::Hub;
-use crate::l1::{Capacity, L1};
+use crate::l1::Capacity;
 use crate::l2::L2;
 use crate::local_tier::LocalTier;
 use crate::options::EntryOptions;
@@ -218,12 +218,7 @@ impl HybridCacheBuilder {
             events.clone(),
         )
         .with_unconditional_fills(self.unconditional_fills);
-        let tier = Arc::new(LocalTier::new(
-            L1::new(self.capacity),
-            self.namespace,
-            db,
-            events,
-        ));
+        let tier = Arc::new(LocalTier::new(self.capacity, self.namespace, db, events));
         let hub = Arc::new(Hub::default());
         hub.add(&tier);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

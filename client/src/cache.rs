@@ -9,7 +9,7 @@ use crate::connections::{Connections, Target};
 use crate::error::{Error, Result};
 use crate::events::{CacheEvent, Events};
 use crate::format::Format;
-use crate::l1::{Capacity, L1};
+use crate::l1::Capacity;
 use crate::l2::L2;
 use crate::local_tier::LocalTier;
 use crate::options::EntryOptions;
@@ -188,7 +188,7 @@ impl HybridCache {
     ) -> HybridCache {
         let connections = self.state.connections.clone();
         let tier = Arc::new(LocalTier::new(
-            L1::new(Capacity::Entries(l1_max_entries)),
+            Capacity::Entries(l1_max_entries),
             namespace.to_string(),
             connections.db(),
             Arc::new(Events::new(name)),
@@ -319,7 +319,12 @@ impl HybridCache {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        self.get_with(key, EntryOptions::new()).await
+        // Not through `get_with`: the hit path's future holds no options.
+        let skip_l1 = self.state.defaults.skip_l1.unwrap_or(false);
+        if let Some((hit, _)) = self.tier().lookup::<T>(key, skip_l1) {
+            return Ok(Some(hit));
+        }
+        Box::pin(self.get_missed(&self.full_key(key), EntryOptions::new())).await
     }
 
     /// [`get`](Self::get) with options (skip flags, L1 lifetime, fail-safe of the L1 copy).
@@ -327,12 +332,11 @@ impl HybridCache {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let key = self.full_key(key);
-        if let Some((hit, _)) = self.tier().lookup::<T>(&key, self.skips_l1(&options)).await {
+        if let Some((hit, _)) = self.tier().lookup::<T>(key, self.skips_l1(&options)) {
             return Ok(Some(hit));
         }
         // Boxed: a hit neither creates nor copies the read of Redis' future.
-        Box::pin(self.get_missed(&key, options)).await
+        Box::pin(self.get_missed(&self.full_key(key), options)).await
     }
 
     /// `get_with` after L1 could not answer (the miss is counted).
@@ -349,9 +353,9 @@ impl HybridCache {
         let mark = tier.log().mark();
         match self.read_l2::<T>(key, &options).await {
             Ok(found) => Ok(found),
-            Err(e) if e.is_unreachable() => match tier.stale::<T>(key).await {
+            Err(e) if e.is_unreachable() => match tier.stale::<T>(key) {
                 Some((stale, entry)) => {
-                    tier.activate_fail_safe(key, &entry, mark, &options).await;
+                    tier.activate_fail_safe(key, &entry, mark, &options);
                     Ok(Some(stale))
                 }
                 None => Err(e),
@@ -397,7 +401,7 @@ impl HybridCache {
             }
             other => other,
         };
-        self.tier().l1().invalidate(&key).await;
+        self.tier().l1().invalidate(&key);
         self.emit("remove", || CacheEvent::Remove {
             key: key.to_string(),
         });
@@ -435,7 +439,7 @@ impl HybridCache {
             }
             other => other,
         };
-        self.tier().l1().remove_tagged(&tags).await;
+        self.tier().l1().remove_tagged(&tags);
         self.emit("remove_by_tag", || CacheEvent::RemoveByTag { tags });
         removed
     }

@@ -53,7 +53,7 @@ impl EventFeed {
         let mut replayed = 0;
         for (origin, after) in positions {
             let missed = changes_since(con, &origin, after).await?;
-            replayed += self.apply_replayed(missed).await;
+            replayed += self.apply_replayed(missed);
         }
         Ok(replayed)
     }
@@ -63,11 +63,11 @@ impl EventFeed {
         self.order.clear();
     }
 
-    async fn apply_replayed(&mut self, missed: Vec<InvalidationEvent>) -> usize {
+    fn apply_replayed(&mut self, missed: Vec<InvalidationEvent>) -> usize {
         let count = missed.len();
         for event in missed {
             self.order.advance(&event.origin, event.seq);
-            self.hub.apply_event(&event).await;
+            self.hub.apply_event(&event);
         }
         count
     }
@@ -78,7 +78,7 @@ impl EventFeed {
             Ok(events) => events,
             Err(e) => {
                 self.order.clear();
-                self.hub.apply_unreadable(&e).await;
+                self.hub.apply_unreadable(&e);
                 return;
             }
         };
@@ -100,7 +100,7 @@ impl EventFeed {
                     }
                 }
             }
-            self.hub.apply_event(&event).await;
+            self.hub.apply_event(&event);
         }
     }
 
@@ -116,7 +116,7 @@ impl EventFeed {
         };
         match missed {
             Ok(missed) => {
-                let replayed = self.apply_replayed(missed).await;
+                let replayed = self.apply_replayed(missed);
                 self.hub.caught_up(replayed);
             }
             Err(reason) => {

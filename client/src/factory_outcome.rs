@@ -98,8 +98,7 @@ impl HybridCache {
         });
         if let Some(stale) = stale {
             self.tier()
-                .activate_fail_safe(key, &stale.entry, stale.mark, options)
-                .await;
+                .activate_fail_safe(key, &stale.entry, stale.mark, options);
             return Ok(stale.value);
         }
         match default {

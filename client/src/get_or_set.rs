@@ -105,20 +105,19 @@ impl HybridCache {
         F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
         Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
     {
-        // Borrowed when there is no namespace: the hit path allocates nothing.
-        let key = self.full_key(key);
-        if let Some((hit, entry)) = self.tier().lookup::<T>(&key, self.skips_l1(&options)).await {
+        if let Some((hit, entry)) = self.tier().lookup::<T>(key, self.skips_l1(&options)) {
             if entry
                 .refresh_after
                 .is_some_and(|at| std::time::Instant::now() >= at)
             {
-                self.refresh_in_background(key.into_owned(), factory, options, hit.clone(), entry);
+                let key = self.full_key(key).into_owned();
+                self.refresh_in_background(key, factory, options, hit.clone(), entry);
             }
             return Ok(hit);
         }
         // The miss path's future is tens of KB: boxed, so that a hit does not create (and
         // copy) it.
-        Box::pin(self.get_or_set_missed(&key, factory, options)).await
+        Box::pin(self.get_or_set_missed(&self.full_key(key), factory, options)).await
     }
 
     /// `get_or_set_with` after L1 could not answer (the miss is counted).
@@ -154,17 +153,15 @@ impl HybridCache {
         let tier = self.tier();
         // A concurrent load may have filled L1 while this one waited for its turn (the miss
         // was counted already).
-        if let Some((hit, _)) = tier.fresh::<T>(key, options.skips_l1()).await {
+        if let Some((hit, _)) = tier.fresh::<T>(key, options.skips_l1()) {
             return Ok(hit);
         }
         let mark = tier.log().mark();
         // Only entries that opted in to fail-safe are kept stale.
         let stale = match options.fail_safe {
-            Some(_) => {
-                tier.stale::<T>(key)
-                    .await
-                    .map(|(value, entry)| Stale { value, entry, mark })
-            }
+            Some(_) => tier
+                .stale::<T>(key)
+                .map(|(value, entry)| Stale { value, entry, mark }),
             None => None,
         };
         let mut basis = FillBasis { lease: None, mark };
@@ -187,8 +184,7 @@ impl HybridCache {
                 }
                 Err(e) if e.is_unreachable() => {
                     if let Some(stale) = &stale {
-                        tier.activate_fail_safe(key, &stale.entry, stale.mark, &options)
-                            .await;
+                        tier.activate_fail_safe(key, &stale.entry, stale.mark, &options);
                         return Ok(stale.value.clone());
                     }
                     tracing::warn!(error = %e, key, "redis unreachable: running the factory (its value is not cached)");
@@ -252,8 +248,7 @@ impl HybridCache {
                 return match stale {
                     Some(stale) => {
                         self.tier()
-                            .activate_fail_safe(key, &stale.entry, stale.mark, &options)
-                            .await;
+                            .activate_fail_safe(key, &stale.entry, stale.mark, &options);
                         Ok(stale.value)
                     }
                     None => Err(Error::FactoryTimeout(limit)),

@@ -67,16 +67,16 @@ impl Hub {
     }
 
     /// Applies one event to every cache.
-    pub(crate) async fn apply_event(&self, event: &InvalidationEvent) {
+    pub(crate) fn apply_event(&self, event: &InvalidationEvent) {
         for member in self.members() {
-            member.apply_decoded(Ok(event.clone())).await;
+            member.apply_decoded(Ok(event.clone()));
         }
     }
 
     /// A message that cannot be read: every cache clears its L1.
-    pub(crate) async fn apply_unreadable(&self, error: &DecodeError) {
+    pub(crate) fn apply_unreadable(&self, error: &DecodeError) {
         for member in self.members() {
-            member.apply_decoded(Err(error)).await;
+            member.apply_decoded(Err(error));
         }
     }
 

@@ -125,10 +125,11 @@ impl InvalidationLog {
         if oldest > mark {
             return true;
         }
+        // Ids are consecutive: the records since `mark` are the last `next_id - mark`.
+        let since = usize::try_from(mark - oldest).unwrap_or(usize::MAX);
         inner
             .records
-            .iter()
-            .filter(|(id, _)| *id >= mark)
+            .range(since.min(inner.records.len())..)
             .any(|(_, record)| match record {
                 Record::Reset => true,
                 Record::Keys {
@@ -230,6 +231,29 @@ mod tests {
         });
         assert!(!log.affects(mark, "k", &tags(&["t"]), Some("o"), 1));
         assert!(log.affects(mark, "k", &tags(&["t"]), None, 0));
+    }
+
+    #[test]
+    fn in_a_full_log_exactly_the_records_since_the_mark_count() {
+        let log = InvalidationLog::default();
+        for seq in 0..(CAPACITY as u64 + 10) {
+            log.push(keys("o", seq, &["k"]));
+        }
+        let mark = log.mark();
+        assert!(!log.affects(mark, "k", &[], Some("p"), 0));
+        log.push(keys("o", 5000, &["x"]));
+        assert!(
+            !log.affects(mark, "k", &[], Some("p"), 0),
+            "k only before the mark"
+        );
+        let second = log.mark();
+        log.push(keys("o", 5001, &["k"]));
+        assert!(log.affects(mark, "k", &[], Some("p"), 0));
+        assert!(
+            log.affects(second, "k", &[], Some("p"), 0),
+            "the record at the mark"
+        );
+        assert!(!log.affects(log.mark(), "k", &[], Some("p"), 0));
     }
 
     #[test]

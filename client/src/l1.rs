@@ -2,9 +2,10 @@
 //! each one may still be served.
 
 use crate::invalidation_log::tag_event_hits;
-use moka::future::Cache;
+use moka::sync::Cache;
 use moka::Expiry;
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -87,7 +88,14 @@ impl L1Entry {
     }
 }
 
+/// Drops entries from moka at their `keep_until`; notes the time of each hit for the
+/// reader (see [`L1::get`]).
 struct KeepUntil;
+
+thread_local! {
+    /// The time moka read its clock at for the last hit on this thread.
+    static READ_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
 
 impl KeepUntil {
     fn remaining(entry: &L1Entry, now: Instant) -> Option<Duration> {
@@ -114,6 +122,18 @@ impl Expiry<String, Arc<L1Entry>> for KeepUntil {
     ) -> Option<Duration> {
         Self::remaining(value, updated_at)
     }
+
+    fn expire_after_read(
+        &self,
+        _key: &String,
+        _value: &Arc<L1Entry>,
+        read_at: Instant,
+        duration_until_expiry: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        READ_AT.set(Some(read_at));
+        duration_until_expiry
+    }
 }
 
 /// L1 capacity.
@@ -123,8 +143,11 @@ pub(crate) enum Capacity {
     Bytes(u64),
 }
 
+/// The L1 of one cache. Its keys are kept without the cache's namespace, which all of them
+/// start with: a hit does not build the full key.
 pub(crate) struct L1 {
     cache: Cache<String, Arc<L1Entry>, foldhash::fast::RandomState>,
+    namespace: Box<str>,
     epoch: AtomicU64,
     /// Tag → (origin, seq) of its last removal on each server that removed it: entries
     /// read from that server with the tag and an older version are no longer served.
@@ -134,7 +157,7 @@ pub(crate) struct L1 {
 }
 
 impl L1 {
-    pub(crate) fn new(capacity: Capacity) -> Self {
+    pub(crate) fn new(capacity: Capacity, namespace: &str) -> Self {
         let builder = Cache::builder().expire_after(KeepUntil);
         let hasher = foldhash::fast::RandomState::default();
         let cache = match capacity {
@@ -146,6 +169,7 @@ impl L1 {
         };
         Self {
             cache,
+            namespace: namespace.into(),
             epoch: AtomicU64::new(0),
             tag_marks: RwLock::new(HashMap::new()),
             removals: AtomicU64::new(0),
@@ -156,13 +180,26 @@ impl L1 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// The entry under `key`, whatever its state.
-    pub(crate) fn get<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> impl std::future::Future<Output = Option<Arc<L1Entry>>> + Send + 'a {
-        // moka's future itself, not one wrapping it: the hit path copies fewer bytes.
-        self.cache.get(key)
+    /// `key` (a full key) without the namespace; `None` when it is not in the namespace
+    /// (then it is never in L1).
+    fn in_namespace<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&*self.namespace)
+    }
+
+    /// The entry under the full key `key`, whatever its state, and the time it was read at
+    /// (see [`get_in_namespace`](Self::get_in_namespace)).
+    pub(crate) fn get(&self, key: &str) -> Option<(Arc<L1Entry>, Instant)> {
+        self.get_in_namespace(self.in_namespace(key)?)
+    }
+
+    /// The entry under `key` of the namespace (the full key without the namespace),
+    /// whatever its state, and the time it was read at: the clock moka read to check its
+    /// expiry (so that a hit reads the clock once), else now.
+    pub(crate) fn get_in_namespace(&self, key: &str) -> Option<(Arc<L1Entry>, Instant)> {
+        READ_AT.set(None);
+        let entry = self.cache.get(key)?;
+        let read_at = READ_AT.take().unwrap_or_else(Instant::now);
+        Some((entry, read_at))
     }
 
     /// Whether `entry` may be served now: same epoch, not expired, none of its tags removed
@@ -203,12 +240,19 @@ impl L1 {
         removed
     }
 
-    pub(crate) async fn insert(&self, key: String, entry: Arc<L1Entry>) {
-        self.cache.insert(key, entry).await;
+    /// Keeps `entry` under the full key `key`.
+    pub(crate) fn insert(&self, key: &str, entry: Arc<L1Entry>) {
+        match self.in_namespace(key) {
+            Some(key) => self.cache.insert(key.to_string(), entry),
+            None => debug_assert!(false, "{key:?} is not in the namespace"),
+        }
     }
 
-    pub(crate) async fn invalidate(&self, key: &str) {
-        self.cache.invalidate(key).await;
+    /// Drops the entry under the full key `key`.
+    pub(crate) fn invalidate(&self, key: &str) {
+        if let Some(key) = self.in_namespace(key) {
+            self.cache.invalidate(key);
+        }
     }
 
     /// Records that every key carrying `tag` up to event `seq` of `origin` is gone.
@@ -229,7 +273,7 @@ impl L1 {
     }
 
     /// Entries with any of `tags`, as of now, are removed (the writer's own tag removal).
-    pub(crate) async fn remove_tagged(&self, tags: &[String]) {
+    pub(crate) fn remove_tagged(&self, tags: &[String]) {
         let doomed: Vec<Arc<String>> = self
             .cache
             .iter()
@@ -237,7 +281,7 @@ impl L1 {
             .map(|(key, _)| key)
             .collect();
         for key in doomed {
-            self.cache.invalidate(key.as_str()).await;
+            self.cache.invalidate(key.as_str());
         }
     }
 
@@ -281,8 +325,58 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_kept_without_the_namespace_and_found_with_or_without_it() {
+        let l1 = L1::new(Capacity::Entries(10), "ns:");
+        l1.insert("ns:k", Arc::new(entry(&[], 1)));
+        assert!(l1.get("ns:k").is_some());
+        assert!(l1.get_in_namespace("k").is_some());
+        assert!(l1.get("k").is_none(), "a key outside the namespace");
+        assert!(l1.get_in_namespace("ns:k").is_none());
+        l1.invalidate("k");
+        assert!(l1.get("ns:k").is_some(), "not the namespace's key k");
+        l1.invalidate("ns:k");
+        assert!(l1.get_in_namespace("k").is_none());
+    }
+
+    #[test]
+    fn a_hit_comes_with_the_time_moka_checked_its_expiry_at() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        let mut kept = entry(&[], 1);
+        kept.keep_until = Some(Instant::now() + Duration::from_secs(60));
+        l1.insert("k", Arc::new(kept));
+        l1.insert("forever", Arc::new(entry(&[], 1)));
+        for key in ["k", "forever", "k"] {
+            let before = Instant::now();
+            let (_, read_at) = l1.get(key).unwrap();
+            assert!(before <= read_at && read_at <= Instant::now(), "{key}");
+        }
+        // A miss leaves no time behind for the next reader.
+        assert!(l1.get("missing").is_none());
+        READ_AT.set(Some(Instant::now() - Duration::from_secs(3600)));
+        let before = Instant::now();
+        let (_, read_at) = l1.get("k").unwrap();
+        assert!(before <= read_at);
+    }
+
+    #[test]
+    fn an_entry_past_its_fresh_time_is_not_fresh_while_moka_still_keeps_it() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        let mut e = entry(&[], 1);
+        e.fail_safe = true;
+        e.fresh_until = Some(Instant::now() + Duration::from_millis(20));
+        e.keep_until = Some(Instant::now() + Duration::from_secs(60));
+        l1.insert("k", Arc::new(e));
+        let (found, read_at) = l1.get("k").unwrap();
+        assert!(l1.is_fresh(&found, read_at));
+        std::thread::sleep(Duration::from_millis(30));
+        let (found, read_at) = l1.get("k").unwrap();
+        assert!(!l1.is_fresh(&found, read_at));
+        assert!(l1.is_fail_safe(&found, read_at));
+    }
+
+    #[test]
     fn an_entry_found_clear_of_tag_removals_is_checked_again_after_the_next_one() {
-        let l1 = L1::new(Capacity::Entries(10));
+        let l1 = L1::new(Capacity::Entries(10), "");
         let now = Instant::now();
         let (a, b) = (entry(&["a"], 5), entry(&["b"], 5));
         assert!(l1.is_fresh(&a, now) && l1.is_fresh(&b, now));

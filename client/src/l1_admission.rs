@@ -30,7 +30,7 @@ impl LocalTier {
     /// Puts a value into L1 for as long as `options` allow and no longer than it lives in
     /// Redis, unless an invalidation recorded since `mark` (taken before the value was read
     /// or produced) names it.
-    pub(crate) async fn admit(
+    pub(crate) fn admit(
         &self,
         key: &str,
         value: Value,
@@ -71,8 +71,7 @@ impl LocalTier {
             last_modified: admission.last_modified,
             tags_clear: Default::default(),
         };
-        self.insert_unless_invalidated(key, entry, mark, false)
-            .await;
+        self.insert_unless_invalidated(key, entry, mark, false);
     }
 
     /// Serves `entry` as fail-safe: counted, reported, and kept fresh for the throttle
@@ -80,7 +79,7 @@ impl LocalTier {
     /// tried again on every read — unless an invalidation recorded since `mark` (taken
     /// before `entry` was read) names it, or the subscription is down: a value known to be
     /// replaced is served once at most, never kept.
-    pub(crate) async fn activate_fail_safe(
+    pub(crate) fn activate_fail_safe(
         &self,
         key: &str,
         entry: &L1Entry,
@@ -118,14 +117,13 @@ impl LocalTier {
             last_modified: entry.last_modified,
             tags_clear: Default::default(),
         };
-        self.insert_unless_invalidated(key, kept, mark, expired)
-            .await;
+        self.insert_unless_invalidated(key, kept, mark, expired);
     }
 
     /// The admission sequence. Event handling records an invalidation before it applies
     /// it, so either this sees the record or the event's removal comes after the insert.
     /// With `expired_is_no_change`, the key's own expiry in Redis does not count.
-    async fn insert_unless_invalidated(
+    fn insert_unless_invalidated(
         &self,
         key: &str,
         entry: L1Entry,
@@ -136,7 +134,7 @@ impl LocalTier {
             return;
         }
         let entry = Arc::new(entry);
-        self.l1().insert(key.to_string(), entry.clone()).await;
+        self.l1().insert(key, entry.clone());
         if self.log().affects_unless_expired(
             mark,
             key,
@@ -145,7 +143,7 @@ impl LocalTier {
             entry.version,
             expired_is_no_change,
         ) {
-            self.l1().invalidate(key).await;
+            self.l1().invalidate(key);
         }
     }
 }

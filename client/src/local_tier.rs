@@ -6,7 +6,7 @@
 use crate::events::{CacheEvent, Events};
 use crate::fill::Refusals;
 use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
-use crate::l1::{L1Entry, L1};
+use crate::l1::{Capacity, L1Entry, L1};
 use crate::stats::{bump, Counters, Stats};
 use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,9 +31,9 @@ pub(crate) struct LocalTier {
 }
 
 impl LocalTier {
-    pub(crate) fn new(l1: L1, namespace: String, db: u32, events: Arc<Events>) -> Self {
+    pub(crate) fn new(capacity: Capacity, namespace: String, db: u32, events: Arc<Events>) -> Self {
         Self {
-            l1,
+            l1: L1::new(capacity, &namespace),
             log: InvalidationLog::default(),
             counters: Arc::new(Counters::default()),
             connected: AtomicBool::new(false),
@@ -81,33 +81,34 @@ impl LocalTier {
         self.events.emit(name, make);
     }
 
-    /// A fresh L1 value of type `T` and its entry, counting the hit or the miss.
-    pub(crate) async fn lookup<T: Send + Sync + 'static>(
+    /// A fresh L1 value of type `T` under `key` of the namespace (the full key without the
+    /// namespace) and its entry, counting the hit or the miss.
+    pub(crate) fn lookup<T: Send + Sync + 'static>(
         &self,
         key: &str,
         skip_l1: bool,
     ) -> Option<(Arc<T>, Arc<L1Entry>)> {
         let found = match self.serves(skip_l1) {
-            true => self.l1.get(key).await,
+            true => self.l1.get_in_namespace(key),
             false => None,
         };
-        let fresh = found.and_then(|entry| self.if_fresh::<T>(entry));
+        let fresh = found.and_then(|(entry, read_at)| self.if_fresh::<T>(entry, read_at));
         if fresh.is_some() {
             self.counters.l1_hits.bump();
             self.emit("hit", || CacheEvent::Hit {
-                key: key.to_string(),
+                key: format!("{}{key}", self.namespace),
             });
         } else {
             self.counters.l1_misses.bump();
             self.emit("miss", || CacheEvent::Miss {
-                key: key.to_string(),
+                key: format!("{}{key}", self.namespace),
             });
         }
         fresh
     }
 
     /// A fresh L1 value of type `T` and its entry, not counted.
-    pub(crate) async fn fresh<T: Send + Sync + 'static>(
+    pub(crate) fn fresh<T: Send + Sync + 'static>(
         &self,
         key: &str,
         skip_l1: bool,
@@ -115,8 +116,8 @@ impl LocalTier {
         if !self.serves(skip_l1) {
             return None;
         }
-        let entry = self.l1.get(key).await?;
-        self.if_fresh::<T>(entry)
+        let (entry, read_at) = self.l1.get(key)?;
+        self.if_fresh::<T>(entry, read_at)
     }
 
     /// Whether a read (that does not skip L1) may be answered from L1 now.
@@ -124,13 +125,13 @@ impl LocalTier {
         !skip_l1 && self.is_connected()
     }
 
-    /// `entry`'s value if it is fresh and of type `T`. Not async, and the read of L1 not
-    /// wrapped in another future: the hit path's future stays small.
+    /// `entry`'s value if it was fresh when read (at `read_at`) and is of type `T`.
     fn if_fresh<T: Send + Sync + 'static>(
         &self,
         entry: Arc<L1Entry>,
+        read_at: Instant,
     ) -> Option<(Arc<T>, Arc<L1Entry>)> {
-        if !self.l1.is_fresh(&entry, Instant::now()) {
+        if !self.l1.is_fresh(&entry, read_at) {
             return None;
         }
         let value = entry.value.clone().downcast::<T>().ok()?;
@@ -139,12 +140,12 @@ impl LocalTier {
 
     /// The value L1 keeps for `key` for fail-safe (opted in, within its maximum stale
     /// duration, none of its tags removed), whether or not it is fresh.
-    pub(crate) async fn stale<T: Send + Sync + 'static>(
+    pub(crate) fn stale<T: Send + Sync + 'static>(
         &self,
         key: &str,
     ) -> Option<(Arc<T>, Arc<L1Entry>)> {
-        let entry = self.l1.get(key).await?;
-        if !self.l1.is_fail_safe(&entry, Instant::now()) {
+        let (entry, read_at) = self.l1.get(key)?;
+        if !self.l1.is_fail_safe(&entry, read_at) {
             return None;
         }
         let value = entry.value.clone().downcast::<T>().ok()?;
@@ -200,10 +201,10 @@ impl LocalTier {
     }
 
     /// Applies one decoded message from the invalidation channel.
-    pub(crate) async fn apply_decoded(&self, decoded: Result<InvalidationEvent, &DecodeError>) {
+    pub(crate) fn apply_decoded(&self, decoded: Result<InvalidationEvent, &DecodeError>) {
         match decoded {
             Ok(event) => {
-                self.apply(event).await;
+                self.apply(event);
                 bump(&self.counters.events_received);
                 self.events
                     .emit("invalidation_received", || CacheEvent::InvalidationReceived);
@@ -230,7 +231,7 @@ impl LocalTier {
 
     /// Applies one event. The subscription hands them over in order, gap-free per origin
     /// (it replays or resets when events were missed: `stream_order.rs`).
-    async fn apply(&self, event: InvalidationEvent) {
+    fn apply(&self, event: InvalidationEvent) {
         let origin: Arc<str> = event.origin.into();
         if event.db.is_some_and(|db| db != self.db) {
             return;
@@ -249,7 +250,7 @@ impl LocalTier {
                 });
                 let now = Instant::now();
                 for key in keys {
-                    if let Some(entry) = self.l1.get(&key).await {
+                    if let Some((entry, _)) = self.l1.get(&key) {
                         // The key (most likely) expired in Redis: an entry kept for
                         // fail-safe stays as a stale copy only, never served as fresh.
                         let expired = event.op == Op::Removed
@@ -264,9 +265,7 @@ impl LocalTier {
                                 entry.l2_expires_at.is_some_and(|at| fresh > at)
                             });
                             if !throttled {
-                                self.l1
-                                    .insert(key.clone(), Arc::new(entry.stale_copy(now)))
-                                    .await;
+                                self.l1.insert(&key, Arc::new(entry.stale_copy(now)));
                             }
                             continue;
                         }
@@ -276,7 +275,7 @@ impl LocalTier {
                             &origin,
                             event.seq,
                         ) {
-                            self.l1.invalidate(&key).await;
+                            self.l1.invalidate(&key);
                         }
                     }
                 }
@@ -312,14 +311,13 @@ impl LocalTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l1::Capacity;
     use crate::l1_admission::Admission;
     use crate::options::EntryOptions;
     use std::time::Duration;
 
     fn tier() -> LocalTier {
         let tier = LocalTier::new(
-            L1::new(Capacity::Entries(100)),
+            Capacity::Entries(100),
             String::new(),
             0,
             Arc::new(Events::new("test")),
@@ -328,7 +326,7 @@ mod tests {
         tier
     }
 
-    async fn admit(tier: &LocalTier, key: &str, version: u64, options: &EntryOptions) {
+    fn admit(tier: &LocalTier, key: &str, version: u64, options: &EntryOptions) {
         let admission = Admission {
             origin: Some("o".into()),
             version,
@@ -339,8 +337,7 @@ mod tests {
             last_modified: None,
         };
         let mark = tier.log().mark();
-        tier.admit(key, Arc::new(1u32), admission, options, mark)
-            .await;
+        tier.admit(key, Arc::new(1u32), admission, options, mark);
     }
 
     fn event(seq: u64, op: Op, key: &str) -> InvalidationEvent {
@@ -355,29 +352,29 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn an_expire_event_drops_the_copy_even_one_kept_for_fail_safe_near_its_expiry() {
+    #[test]
+    fn an_expire_event_drops_the_copy_even_one_kept_for_fail_safe_near_its_expiry() {
         let tier = tier();
         let fail_safe = EntryOptions::new().fail_safe(Duration::from_secs(60));
-        admit(&tier, "k", 5, &EntryOptions::new()).await;
-        admit(&tier, "f", 5, &fail_safe).await;
-        assert!(tier.fresh::<u32>("k", false).await.is_some());
-        tier.apply(event(6, Op::Expire, "k")).await;
-        tier.apply(event(7, Op::Expire, "f")).await;
-        assert!(tier.l1().get("k").await.is_none());
-        assert!(tier.stale::<u32>("f").await.is_none(), "no fail-safe copy");
+        admit(&tier, "k", 5, &EntryOptions::new());
+        admit(&tier, "f", 5, &fail_safe);
+        assert!(tier.fresh::<u32>("k", false).is_some());
+        tier.apply(event(6, Op::Expire, "k"));
+        tier.apply(event(7, Op::Expire, "f"));
+        assert!(tier.l1().get("k").is_none());
+        assert!(tier.stale::<u32>("f").is_none(), "no fail-safe copy");
     }
 
-    #[tokio::test]
-    async fn an_l1_copy_never_outlives_the_redis_deadline_it_was_admitted_with() {
+    #[test]
+    fn an_l1_copy_never_outlives_the_redis_deadline_it_was_admitted_with() {
         let tier = tier();
         let long = EntryOptions::new()
             .ttl(Duration::from_secs(600))
             .l1_ttl(Duration::from_secs(600));
-        admit(&tier, "k", 5, &long).await;
-        let entry = tier.l1().get("k").await.unwrap();
+        admit(&tier, "k", 5, &long);
+        let (entry, _) = tier.l1().get("k").unwrap();
         assert!(entry.fresh_until <= entry.l2_expires_at);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(tier.fresh::<u32>("k", false).await.is_none());
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(tier.fresh::<u32>("k", false).is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! Per-entry options.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How one entry is cached. Unset fields take the cache's defaults
@@ -20,7 +21,8 @@ use std::time::Duration;
 pub struct EntryOptions {
     pub(crate) ttl: Option<Duration>,
     pub(crate) l1_ttl: Option<Duration>,
-    pub(crate) tags: Vec<String>,
+    /// Shared by clones (`None`: no tags): a call that clones its options copies no tag.
+    pub(crate) tags: Option<Arc<[String]>>,
     pub(crate) skip_l1: Option<bool>,
     pub(crate) skip_l2: Option<bool>,
     pub(crate) fail_safe: Option<Duration>,
@@ -63,7 +65,8 @@ impl EntryOptions {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.tags = tags.into_iter().map(Into::into).collect();
+        let tags: Arc<[String]> = tags.into_iter().map(Into::into).collect();
+        self.tags = (!tags.is_empty()).then_some(tags);
         self
     }
 
@@ -200,7 +203,7 @@ impl EntryOptions {
 
     /// The tags set so far.
     pub fn tag_list(&self) -> &[String] {
-        &self.tags
+        self.tags.as_deref().unwrap_or_default()
     }
 
     /// These options over `defaults`: fields set here win; tags are this entry's own when
@@ -209,11 +212,7 @@ impl EntryOptions {
         EntryOptions {
             ttl: self.ttl.or(defaults.ttl),
             l1_ttl: self.l1_ttl.or(defaults.l1_ttl),
-            tags: if self.tags.is_empty() {
-                defaults.tags.clone()
-            } else {
-                self.tags.clone()
-            },
+            tags: self.tags.clone().or_else(|| defaults.tags.clone()),
             skip_l1: self.skip_l1.or(defaults.skip_l1),
             skip_l2: self.skip_l2.or(defaults.skip_l2),
             fail_safe: self.fail_safe.or(defaults.fail_safe),
@@ -302,10 +301,10 @@ mod tests {
             .over(&defaults);
         assert_eq!(merged.ttl, Some(Duration::from_secs(60)));
         assert_eq!(merged.l1_ttl, Some(Duration::from_secs(1)));
-        assert_eq!(merged.tags, ["d"]);
+        assert_eq!(merged.tag_list(), ["d"]);
         assert_eq!(merged.fail_safe, Some(Duration::from_secs(5)));
         let own_tags = EntryOptions::new().tags(["x"]).over(&defaults);
-        assert_eq!(own_tags.tags, ["x"]);
+        assert_eq!(own_tags.tag_list(), ["x"]);
     }
 
     #[test]

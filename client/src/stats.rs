@@ -71,12 +71,21 @@ pub(crate) struct Striped([Stripe; STRIPES]);
 
 /// The stripe of the current thread: threads take stripes in turn as they first count.
 fn stripe() -> usize {
+    use std::cell::Cell;
     use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Initialised by hand (`usize::MAX`: none yet): a const thread-local is read without
+    // the check of a lazy one.
     thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    STRIPE.try_with(|s| *s).unwrap_or(0)
+    let stripe = STRIPE.get();
+    if stripe < STRIPES {
+        return stripe;
+    }
+    let stripe = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    STRIPE.set(stripe);
+    stripe
 }
 
 impl Striped {

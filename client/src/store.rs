@@ -84,8 +84,7 @@ impl HybridCache {
                 etag: None,
                 last_modified: None,
             };
-            tier.admit(key, value.clone(), admission, options, mark)
-                .await;
+            tier.admit(key, value.clone(), admission, options, mark);
         }
         Ok(Some(value))
     }
@@ -106,7 +105,7 @@ impl HybridCache {
         let options = options.jittered();
         let mark = tier.log().mark();
         let bytes = self.format().encode(&*value)?;
-        let tags = self.full_tags(&options.tags);
+        let tags = self.full_tags(options.tag_list());
         let weight = bytes.len() + key.len();
         self.state().background().mark_changed(key);
         let written = if options.skips_l2() {
@@ -125,7 +124,7 @@ impl HybridCache {
                         ttl: options.ttl,
                         tags,
                     });
-                    tier.l1().invalidate(key).await;
+                    tier.l1().invalidate(key);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -135,7 +134,7 @@ impl HybridCache {
             key: key.to_string(),
         });
         if options.skips_l1() {
-            tier.l1().invalidate(key).await;
+            tier.l1().invalidate(key);
             return Ok(());
         }
         let admission = Admission {
@@ -147,7 +146,7 @@ impl HybridCache {
             etag: None,
             last_modified: None,
         };
-        tier.admit(key, value, admission, &options, mark).await;
+        tier.admit(key, value, admission, &options, mark);
         Ok(())
     }
 
@@ -176,7 +175,7 @@ impl HybridCache {
             }
             Route::L1Only => {
                 if options.skips_l1() {
-                    tier.l1().invalidate(key).await;
+                    tier.l1().invalidate(key);
                     return;
                 }
                 // Weighed as it would be stored (for an L1 bounded in bytes).
@@ -184,14 +183,13 @@ impl HybridCache {
                 let admission = Admission {
                     origin: None,
                     version: 0,
-                    tags: self.full_tags(&options.tags),
+                    tags: self.full_tags(options.tag_list()),
                     l2_expires_at: None,
                     weight: size + key.len(),
                     etag: validators.etag,
                     last_modified: validators.last_modified,
                 };
-                tier.admit(key, value, admission, &options, basis.mark)
-                    .await;
+                tier.admit(key, value, admission, &options, basis.mark);
                 return;
             }
             Route::Conditional(lease) => lease,
@@ -203,7 +201,7 @@ impl HybridCache {
                 return;
             }
         };
-        let tags = self.full_tags(&options.tags);
+        let tags = self.full_tags(options.tag_list());
         let weight = bytes.len() + key.len();
         let sent = match self.drain_outbox().await {
             Ok(()) => {
@@ -259,10 +257,9 @@ impl HybridCache {
                     etag: validators.etag,
                     last_modified: validators.last_modified,
                 };
-                tier.admit(key, value, admission, &options, basis.mark)
-                    .await;
+                tier.admit(key, value, admission, &options, basis.mark);
             }
-            L1AfterFill::Drop => tier.l1().invalidate(key).await,
+            L1AfterFill::Drop => tier.l1().invalidate(key),
             L1AfterFill::Untouched => {}
         }
     }
