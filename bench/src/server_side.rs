@@ -269,7 +269,7 @@ pub fn throughput(cfg: &Config, pair: &Pair, report: &mut Report) {
                     continue;
                 }
                 let counters = event_counters(&mut module_con);
-                let heard = pair.module_listeners.received();
+                let heard = pair.module_listeners.settle();
                 let row = run(cmd, &mut results);
                 let after = event_counters(&mut module_con);
                 let (messages, changes) = (after.0 - counters.0, after.1 - counters.1);

@@ -119,6 +119,22 @@ impl Listeners {
         }
     }
 
+    /// Waits until the subscribers have read everything sent before (their counts stop moving
+    /// for 200 ms; at most 30 s): a count taken after this is not swelled by earlier writes
+    /// (the fill before the reads) still on their way.
+    pub fn settle(&self) -> Received {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = self.received();
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.received();
+            if now == last || Instant::now() >= deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     /// Waits until every subscriber has read `messages` more messages than `since` showed
     /// (each subscriber receives every message); what they read by then.
     ///
