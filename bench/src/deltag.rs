@@ -7,7 +7,7 @@ use crate::report::{
     self, ratio_spread, seconds, thousands, verdict, Chart, Goal, GoalCheck, Report, Section,
 };
 use crate::server_side::Pair;
-use crate::servers::{dbsize, flushall, settled_memory, used_memory, LUA_CHANNEL};
+use crate::servers::{dbsize, flushall, settled_memory, used_memory, EventLogOff, LUA_CHANNEL};
 use crate::stats::{median, ratios, Spread};
 use crate::{config::Config, svg};
 use hybridcache_protocol::command;
@@ -292,6 +292,8 @@ fn measure(cfg: &Config, pair: &Pair, method: Method, size: u64) -> Outcome {
 /// Runs every size and method, and adds the section and its charts.
 pub fn deltag(cfg: &Config, pair: &Pair, report: &mut Report) {
     let methods = [Method::DelTag, Method::SmembersDel, Method::Unlink];
+    // The log of recent changes would keep each fill's changes: not memory of the tag's keys.
+    let _log_off = EventLogOff::new(pair.module);
     let idle = idle_stall(pair.module, cfg.idle_window);
     say!(
         "deltag: longest PING on the idle server over {:?}: {}",
@@ -443,7 +445,9 @@ pub fn deltag(cfg: &Config, pair: &Pair, report: &mut Report) {
                  the deletion until memory is reclaimed (noise floor: the longest PING on the idle \
                  server over {} was {}). Memory \
                  reclaimed: from the first command until used_memory (polled every 2 ms) is within {}% \
-                 of the fill's growth (at least 64 KiB) above the pre-fill level; given up after {} (shown as \"> …\"). \
+                 of the fill's growth (at least 64 KiB) above the pre-fill level; given up after {} (shown as \"> …\"); \
+                 the module's log of recent changes is off for this part (`hybridcache.event-log-changes 0`: \
+                 it would keep each fill's changes, which is not memory of the tag's keys). \
                  Two subscribers listen on each server. Rounds: {}. Ratio = HC.DELTAG ÷ baseline \
                  (lower is better).",
                 report::duration(cfg.idle_window),

@@ -7,7 +7,10 @@ use crate::redis_benchmark::{self, Load};
 use crate::report::{
     self, bytes, ratio_spread, thousands, verdict, Chart, Goal, GoalCheck, Report, Section,
 };
-use crate::servers::{flushall, settled_memory, wait_drained, Listeners, Received, LUA_CHANNEL};
+use crate::servers::{
+    flushall, settled_memory, wait_drained, EventLogOff, Listeners, Received, EVENT_LOG_CHANGES,
+    LUA_CHANNEL,
+};
 use crate::stats::{median, ratios, Spread};
 use crate::{config::Config, svg};
 use hybridcache_protocol::{command, DEFAULT_CHANNEL};
@@ -557,59 +560,6 @@ fn messages_per_write(value: f64) -> String {
 
 /// Goal of the module's memory per entry with 3 tags ÷ the Lua scheme's (issue 15).
 const MEMORY_RATIO_GOAL: f64 = 0.75;
-
-/// The module setting of the event log's length, in changes.
-const EVENT_LOG_CHANGES: &str = "hybridcache.event-log-changes";
-
-/// The module's event log switched off (`hybridcache.event-log-changes 0`) while this lives,
-/// its previous length restored when dropped. The log keeps the server's recent changes,
-/// bounded whatever the data, and counts in used_memory: not memory per entry.
-struct EventLogOff {
-    con: redis::Connection,
-    previous: String,
-}
-
-impl EventLogOff {
-    fn new(server: &RedisServer) -> Self {
-        let mut con = server.connection();
-        let reply: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(EVENT_LOG_CHANGES)
-            .query(&mut con)
-            .unwrap_or_else(|e| panic!("CONFIG GET {EVENT_LOG_CHANGES} failed: {e}"));
-        let previous = match reply.as_slice() {
-            [_, value] => value.clone(),
-            _ => panic!("CONFIG GET {EVENT_LOG_CHANGES} replied {reply:?}"),
-        };
-        config_set(&mut con, "0")
-            .unwrap_or_else(|e| panic!("CONFIG SET {EVENT_LOG_CHANGES} 0 failed: {e}"));
-        Self { con, previous }
-    }
-
-    /// The setting it had before.
-    fn previous(&self) -> &str {
-        &self.previous
-    }
-}
-
-impl Drop for EventLogOff {
-    fn drop(&mut self) {
-        if let Err(e) = config_set(&mut self.con, &self.previous) {
-            say!(
-                "could not restore {EVENT_LOG_CHANGES} {}: {e}",
-                self.previous
-            );
-        }
-    }
-}
-
-fn config_set(con: &mut redis::Connection, changes: &str) -> redis::RedisResult<()> {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(EVENT_LOG_CHANGES)
-        .arg(changes)
-        .query(con)
-}
 
 /// used_memory per entry of `n` entries written with `scheme` and `tags_of` into an empty
 /// server (emptied again after), read once the subscribers have caught up; for the module,

@@ -249,6 +249,59 @@ pub fn redis_version(server: &RedisServer) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The module setting of the event log's length, in changes.
+pub const EVENT_LOG_CHANGES: &str = "hybridcache.event-log-changes";
+
+/// The module's event log switched off (`hybridcache.event-log-changes 0`) while this lives,
+/// its previous length restored when dropped. The log keeps the server's recent changes,
+/// bounded whatever the data, and counts in used_memory: not memory per entry.
+pub struct EventLogOff {
+    con: redis::Connection,
+    previous: String,
+}
+
+impl EventLogOff {
+    pub fn new(server: &RedisServer) -> Self {
+        let mut con = server.connection();
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(EVENT_LOG_CHANGES)
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("CONFIG GET {EVENT_LOG_CHANGES} failed: {e}"));
+        let previous = match reply.as_slice() {
+            [_, value] => value.clone(),
+            _ => panic!("CONFIG GET {EVENT_LOG_CHANGES} replied {reply:?}"),
+        };
+        config_set(&mut con, "0")
+            .unwrap_or_else(|e| panic!("CONFIG SET {EVENT_LOG_CHANGES} 0 failed: {e}"));
+        Self { con, previous }
+    }
+
+    /// The setting it had before.
+    pub fn previous(&self) -> &str {
+        &self.previous
+    }
+}
+
+impl Drop for EventLogOff {
+    fn drop(&mut self) {
+        if let Err(e) = config_set(&mut self.con, &self.previous) {
+            say!(
+                "could not restore {EVENT_LOG_CHANGES} {}: {e}",
+                self.previous
+            );
+        }
+    }
+}
+
+fn config_set(con: &mut redis::Connection, changes: &str) -> redis::RedisResult<()> {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(EVENT_LOG_CHANGES)
+        .arg(changes)
+        .query(con)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
