@@ -49,10 +49,19 @@ impl Slot {
     }
 }
 
+/// One page of slots, and how many of them are used (a page nobody uses is freed at once,
+/// so that a table emptied a batch at a time gives its memory back a page at a time).
+#[derive(Debug)]
+struct Page {
+    slots: Box<[Slot]>,
+    used: u32,
+}
+
 /// Slot number → key name, with the set of free slots.
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    pages: Vec<Box<[Slot]>>,
+    /// `None`: a page with no slot in use.
+    pages: Vec<Option<Page>>,
     /// Slots below this are in use or in `free`; none above.
     high: u32,
     /// The free slots below `high`.
@@ -74,47 +83,87 @@ impl KeyTable {
                     return None;
                 }
                 if self.high as usize % PAGE == 0 {
-                    self.pages.push(vec![Slot::Free; PAGE].into_boxed_slice());
+                    self.pages.push(None);
                 }
                 self.high += 1;
                 self.high - 1
             }
         };
-        *self.slot_mut(slot)? = Slot::of(name);
+        let page = self
+            .pages
+            .get_mut(slot as usize / PAGE)?
+            .get_or_insert_with(|| Page {
+                slots: vec![Slot::Free; PAGE].into_boxed_slice(),
+                used: 0,
+            });
+        *page.slots.get_mut(slot as usize % PAGE)? = Slot::of(name);
+        page.used += 1;
         self.len += 1;
         Some(slot)
     }
 
     /// The name in `slot`, if the slot is used.
     pub fn get(&self, slot: u32) -> Option<&[u8]> {
-        self.slot(slot).and_then(Slot::name)
+        if slot >= self.high {
+            return None;
+        }
+        let i = slot as usize;
+        let page = self.pages.get(i / PAGE)?.as_ref()?;
+        page.slots.get(i % PAGE).and_then(Slot::name)
     }
 
-    /// Frees `slot`; false when it was not used. Freeing the highest slots gives their
-    /// pages back.
+    /// Frees `slot`; false when it was not used. A page left unused is freed; freeing the
+    /// highest slots lowers the top.
     pub fn remove(&mut self, slot: u32) -> bool {
-        let Some(place) = self.slot_mut(slot) else {
-            return false;
-        };
-        if matches!(place, Slot::Free) {
+        if slot >= self.high {
             return false;
         }
-        *place = Slot::Free;
+        let i = slot as usize;
+        let Some(Some(page)) = self.pages.get_mut(i / PAGE) else {
+            return false;
+        };
+        match page.slots.get_mut(i % PAGE) {
+            Some(place) if !matches!(place, Slot::Free) => *place = Slot::Free,
+            _ => return false,
+        }
+        page.used -= 1;
+        if page.used == 0 {
+            if let Some(emptied) = self.pages.get_mut(i / PAGE) {
+                *emptied = None;
+            }
+        }
         self.len -= 1;
+        if self.len == 0 {
+            *self = Self::default();
+            return true;
+        }
         if slot + 1 < self.high {
             self.free.insert(slot);
             return true;
         }
-        // The top slot: lower `high` past every free slot below it (each slot is lowered
-        // past once after being freed: amortised O(1)).
+        // The top slot: lower `high` past the run of free slots below it, found with a
+        // binary search on range counts (a table emptied from the bottom up frees its top
+        // last: the run can be a million slots long, and one call must stay short).
         self.high = slot;
-        while self.high > 0 && self.free.remove(self.high - 1) {
-            self.high -= 1;
+        if self.free.contains(slot.wrapping_sub(1)) {
+            let run_is_free = |free: &RoaringBitmap, from: u32, to: u32| {
+                free.range_cardinality(from..to) == u64::from(to - from)
+            };
+            let (mut low, mut top) = (0, self.high);
+            // The lowest `from` with [from, high) all free lies in [low, top].
+            while low < top {
+                let mid = low + (top - low) / 2;
+                if run_is_free(&self.free, mid, self.high) {
+                    top = mid;
+                } else {
+                    low = mid + 1;
+                }
+            }
+            self.free.remove_range(low..self.high);
+            self.high = low;
         }
+        // The pages above the top hold no used slot: they are `None` already.
         self.pages.truncate((self.high as usize).div_ceil(PAGE));
-        if self.pages.is_empty() {
-            *self = Self::default();
-        }
         true
     }
 
@@ -128,26 +177,19 @@ impl KeyTable {
     pub fn iter(&self) -> impl Iterator<Item = (u32, &[u8])> {
         self.pages
             .iter()
-            .flat_map(|page| page.iter())
-            .take(self.high as usize)
             .enumerate()
-            .filter_map(|(i, slot)| Some((u32::try_from(i).ok()?, slot.name()?)))
+            .filter_map(|(p, page)| Some((p, page.as_ref()?)))
+            .flat_map(|(p, page)| {
+                page.slots.iter().enumerate().filter_map(move |(i, slot)| {
+                    Some((u32::try_from(p * PAGE + i).ok()?, slot.name()?))
+                })
+            })
     }
 
-    fn slot(&self, slot: u32) -> Option<&Slot> {
-        if slot >= self.high {
-            return None;
-        }
-        let i = slot as usize;
-        self.pages.get(i / PAGE)?.get(i % PAGE)
-    }
-
-    fn slot_mut(&mut self, slot: u32) -> Option<&mut Slot> {
-        if slot >= self.high {
-            return None;
-        }
-        let i = slot as usize;
-        self.pages.get_mut(i / PAGE)?.get_mut(i % PAGE)
+    /// Pages allocated.
+    #[cfg(test)]
+    fn pages_held(&self) -> usize {
+        self.pages.iter().flatten().count()
     }
 }
 
@@ -165,8 +207,14 @@ mod tests {
             assert_eq!(slot.and_then(|s| t.get(s)), Some(name));
         }
         assert_eq!(t.len(), 5);
-        assert!(matches!(t.slot(3), Some(Slot::Inline { .. })));
-        assert!(matches!(t.slot(4), Some(Slot::Heap(_))));
+        assert!(matches!(
+            t.pages[0].as_ref().map(|p| &p.slots[3]),
+            Some(Slot::Inline { .. })
+        ));
+        assert!(matches!(
+            t.pages[0].as_ref().map(|p| &p.slots[4]),
+            Some(Slot::Heap(_))
+        ));
     }
 
     #[test]
@@ -198,12 +246,35 @@ mod tests {
         for i in (1..n).filter(|&i| i != 10) {
             assert!(t.remove(i));
         }
-        assert_eq!((t.len(), t.high, t.pages.len()), (2, 11, 1));
+        assert_eq!(
+            (t.len(), t.high, t.pages.len(), t.pages_held()),
+            (2, 11, 1, 1)
+        );
         assert_eq!(t.free.len(), 9, "1..=9 stay free below the top");
         assert_eq!(t.get(10), Some(&10u32.to_le_bytes()[..]));
         assert_eq!(t.insert(b"x"), Some(1));
         assert!(t.remove(10));
         assert_eq!((t.high, t.free.len()), (2, 0));
+    }
+
+    #[test]
+    fn a_table_emptied_from_the_bottom_up_lowers_its_top_in_one_step() {
+        let mut t = KeyTable::default();
+        let n: u32 = 3 * 65_536;
+        for i in 0..n {
+            t.insert(&i.to_le_bytes());
+        }
+        for i in 1..n - 1 {
+            t.remove(i);
+        }
+        assert_eq!((t.high, t.free.len()), (n, u64::from(n - 2)));
+        assert!(t.remove(n - 1));
+        assert_eq!(
+            (t.high, t.free.len(), t.pages.len(), t.pages_held()),
+            (1, 0, 1, 1)
+        );
+        assert!(t.remove(0));
+        assert!(t.pages.is_empty());
     }
 
     #[test]
@@ -222,6 +293,24 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert!(t.pages.is_empty());
         assert_eq!(t.insert(b"again"), Some(0));
+    }
+
+    #[test]
+    fn a_page_nobody_uses_is_freed_at_once() {
+        let mut t = KeyTable::default();
+        let n = 3 * PAGE as u32;
+        for i in 0..n {
+            t.insert(&i.to_le_bytes());
+        }
+        for i in 0..PAGE as u32 {
+            t.remove(i);
+        }
+        assert_eq!((t.pages.len(), t.pages_held()), (3, 2));
+        assert_eq!(t.get(5), None);
+        // Its slots are still the lowest free ones: the page comes back for them.
+        assert_eq!(t.insert(b"back"), Some(0));
+        assert_eq!((t.pages_held(), t.get(0)), (3, Some(&b"back"[..])));
+        assert_eq!(t.iter().count(), 2 * PAGE + 1);
     }
 
     #[test]
