@@ -264,6 +264,7 @@ impl Entry {
     }
 }
 
+// Test-only: `unwrap` here fails a unit test, it is never compiled into the module.
 #[cfg(test)]
 mod tests {
     use super::*;
