@@ -120,12 +120,11 @@ extern "C" fn keyspace_notification(
     // SAFETY: Redis passes a NUL-terminated event name and the key for this call.
     let event = unsafe { CStr::from_ptr(event) }.to_str().unwrap_or("");
     let key = RedisString::string_as_slice(key);
-    on_keyspace_event(
-        &Context::new(ctx),
-        NotifyEvent::from_bits_truncate(class),
-        event,
-        key,
-    );
+    let class = NotifyEvent::from_bits_truncate(class);
+    let context = Context::new(ctx);
+    let db = selected_db(&context);
+    on_keyspace_event(&context, class, event, key);
+    crate::client_db::after_notification(ctx, class, event, key, db);
     raw::REDISMODULE_OK as c_int
 }
 

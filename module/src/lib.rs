@@ -15,10 +15,12 @@
 pub(crate) mod acl;
 pub(crate) mod changes;
 pub(crate) mod check;
+mod client_db;
 mod command_filter;
 pub(crate) mod command_info;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod copy_sources;
 pub(crate) mod datatype;
 pub(crate) mod entry;
 pub(crate) mod error;
@@ -99,6 +101,7 @@ mod registration {
         role::init(ctx);
         keyspace::subscribe_server_events(ctx)?;
         keyspace::subscribe_keyspace_events(ctx)?;
+        crate::client_db::init(ctx.get_raw());
         publisher::init(ctx)?;
         info::register(ctx);
         Ok(())

@@ -1,0 +1,216 @@
+//! Giving a client its database back after `MOVE` and `COPY … DB n` on servers that run
+//! keyspace-notification callbacks on the client executing the command.
+//!
+//! Valkey 8.1 runs a module's notification callback with the executing client as the
+//! context's client and selects the event's database on it, without selecting the old one
+//! afterwards (valkey-io/valkey#4024 fixed it later). `MOVE` notifies `move_to` in the
+//! target database and `COPY … DB n` notifies `copy_to` there: with any module subscribed
+//! to generic events, the client is left in the target database, and its next commands,
+//! even those later in the same `MULTI` or script, run there. Redis, and Valkey 9, use a
+//! temporary client, whose database nobody sees.
+//!
+//! The behaviour is detected, not the version: the first notification that can only come
+//! from a command (not an expiry or an eviction) tells whether the callback's client is
+//! executing a command (`GetCurrentCommandName` is set then). Where it is not, the filter
+//! below is removed and nothing more is done. Where it is:
+//! - `move_to` selects the database `move_from` was notified in, for the same client;
+//! - `copy_to` selects the database the copy was sent from, which a command filter noted
+//!   before the command ran (`copy_sources`). A `COPY` called from a script is not seen with
+//!   its client's database (a script's client is not a connection), so there the script's
+//!   later calls still run in the target database.
+
+use crate::copy_sources::{CopySources, Sender};
+use redis_module::{raw, NotifyEvent, RedisString};
+use std::os::raw::c_int;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+const UNKNOWN: u8 = 0;
+const SWITCHES: u8 = 1;
+const KEEPS: u8 = 2;
+
+/// What this server does to the client's database during a notification.
+static BEHAVIOUR: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// The filter noting where copies come from, null while none is registered.
+static FILTER: AtomicPtr<raw::RedisModuleCommandFilter> = AtomicPtr::new(ptr::null_mut());
+
+static COPIES: Mutex<CopySources> = Mutex::new(CopySources::new());
+
+/// The last `move_from`: the client and the database it was in.
+static MOVE_FROM: Mutex<Option<(u64, i32)>> = Mutex::new(None);
+
+/// Registers the copy filter where the server has what detection and restoring need; a
+/// server without them (Redis 7.0) keeps the database as Redis always did.
+pub fn init(ctx: *mut raw::RedisModuleCtx) {
+    // SAFETY: the API table was filled in at load; only function pointers are read.
+    let complete = unsafe {
+        present(raw::RedisModule_CommandFilterGetClientId)
+            && present(raw::RedisModule_GetClientInfoById)
+            && present(raw::RedisModule_GetCurrentCommandName)
+            && present(raw::RedisModule_GetClientId)
+            && present(raw::RedisModule_SelectDb)
+            && present(raw::RedisModule_RegisterCommandFilter)
+    };
+    if !complete {
+        BEHAVIOUR.store(KEEPS, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: ctx is the OnLoad context.
+    let filter = unsafe {
+        raw::RedisModule_RegisterCommandFilter.map_or(ptr::null_mut(), |register| {
+            register(
+                ctx,
+                Some(note_copy),
+                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+            )
+        })
+    };
+    FILTER.store(filter, Ordering::Relaxed);
+}
+
+/// An API function pointer, read by copy.
+fn present<F>(function: Option<F>) -> bool {
+    function.is_some()
+}
+
+/// Called after this module handled a keyspace notification, with the context it got.
+pub fn after_notification(
+    ctx: *mut raw::RedisModuleCtx,
+    class: NotifyEvent,
+    event: &str,
+    key: &[u8],
+    db: i32,
+) {
+    match BEHAVIOUR.load(Ordering::Relaxed) {
+        KEEPS => return,
+        UNKNOWN => {
+            // Expiry and eviction also happen outside commands: they do not tell.
+            if class.intersects(NotifyEvent::EXPIRED | NotifyEvent::EVICTED) {
+                return;
+            }
+            if !runs_on_executing_client(ctx) {
+                BEHAVIOUR.store(KEEPS, Ordering::Relaxed);
+                remove_filter(ctx);
+                return;
+            }
+            BEHAVIOUR.store(SWITCHES, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    let client = client_id(ctx);
+    match event {
+        "move_from" => {
+            if let Ok(mut from) = MOVE_FROM.lock() {
+                *from = Some((client, db));
+            }
+        }
+        "move_to" => {
+            let from = MOVE_FROM.lock().ok().and_then(|mut from| from.take());
+            if let Some((mover, from_db)) = from {
+                if mover == client {
+                    select(ctx, from_db);
+                }
+            }
+        }
+        "copy_to" => {
+            let from = COPIES.lock().ok().and_then(|mut c| c.take(client, db, key));
+            if let Some(from_db) = from {
+                select(ctx, from_db);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn runs_on_executing_client(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: ctx is the notification's context.
+    unsafe { raw::RedisModule_GetCurrentCommandName.is_some_and(|name| !name(ctx).is_null()) }
+}
+
+fn client_id(ctx: *mut raw::RedisModuleCtx) -> u64 {
+    // SAFETY: ctx is the notification's context.
+    unsafe { raw::RedisModule_GetClientId.map_or(0, |id| id(ctx)) }
+}
+
+fn select(ctx: *mut raw::RedisModuleCtx, db: i32) {
+    // SAFETY: ctx is the notification's context; its client is the executing client.
+    unsafe {
+        if let Some(select) = raw::RedisModule_SelectDb {
+            select(ctx, db);
+        }
+    }
+}
+
+fn remove_filter(ctx: *mut raw::RedisModuleCtx) {
+    let filter = FILTER.swap(ptr::null_mut(), Ordering::Relaxed);
+    if filter.is_null() {
+        return;
+    }
+    // SAFETY: the filter was registered by this module; ctx is a live context of it.
+    unsafe {
+        if let Some(unregister) = raw::RedisModule_UnregisterCommandFilter {
+            unregister(ctx, filter);
+        }
+    }
+}
+
+/// The command filter: every command passes here before it runs or is queued. Only the
+/// few names `copy_sources` cares about go further than a length check.
+unsafe extern "C" fn note_copy(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    let (Some(count), Some(arg)) = (
+        raw::RedisModule_CommandFilterArgsCount,
+        raw::RedisModule_CommandFilterArgGet,
+    ) else {
+        return;
+    };
+    let argc = count(fctx);
+    let name = arg(fctx, 0);
+    if argc < 1 || name.is_null() {
+        return;
+    }
+    let name = RedisString::string_as_slice(name);
+    if !matches!(name.len(), 4..=7) || !is_noted(name) {
+        return;
+    }
+    let Some(sender) = sender(fctx) else {
+        return;
+    };
+    let args: Vec<&[u8]> = (0..argc.min(8))
+        .map(|pos| arg(fctx, pos))
+        .filter(|a| !a.is_null())
+        .map(|a| RedisString::string_as_slice(a))
+        .collect();
+    if let Ok(mut copies) = COPIES.lock() {
+        copies.command(sender, &args);
+    }
+}
+
+fn is_noted(name: &[u8]) -> bool {
+    ["copy", "select", "multi", "exec", "discard"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// The client sending the filtered command, if it is a connection.
+unsafe fn sender(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<Sender> {
+    let client = raw::RedisModule_CommandFilterGetClientId?(fctx);
+    let mut info = raw::RedisModuleClientInfo {
+        version: 1,
+        flags: 0,
+        id: 0,
+        addr: [0; 46],
+        port: 0,
+        db: 0,
+    };
+    let found = raw::RedisModule_GetClientInfoById?(ptr::addr_of_mut!(info).cast(), client);
+    if found != raw::REDISMODULE_OK as c_int {
+        return None;
+    }
+    Some(Sender {
+        client,
+        db: i32::from(info.db),
+        queuing: info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0,
+    })
+}
