@@ -43,7 +43,9 @@ fn module_list_shows_hybridcache() {
             redis::from_redis_value::<String>(fields[at + 1].clone()).unwrap()
         })
         .collect();
-    assert_eq!(names, [MODULE_NAME]);
+    // Valkey 9 lists its Lua engine, a built-in module, too.
+    let ours: Vec<&String> = names.iter().filter(|n| n.as_str() != "lua").collect();
+    assert_eq!(ours, [MODULE_NAME]);
     let listed = format!("{modules:?}");
     assert!(listed.contains("int(100)"), "ver 100 = 0.1.0: {listed}");
     let info = HcInfo::read(&mut con);

@@ -492,12 +492,13 @@ fn flushall_is_in_the_log_and_debug_reload_keeps_the_log_consistent() {
 
     let _: () = query(&mut con, redis::cmd("DEBUG").arg("RELOAD"));
     let reload = changes_of(&payloads_until_quiet(&sub));
-    assert_eq!(
-        summary(&reload),
-        [
-            (Op::Flushall, None, Change::Flush),
-            (Op::Loaded, None, Change::Flush)
-        ]
+    // The flush before the load is announced by Redis and Valkey 8, not by Valkey 9 (no
+    // flush server event); the "loaded" flush always is.
+    let loaded = (Op::Loaded, None, Change::Flush);
+    let reloaded = summary(&reload);
+    assert!(
+        reloaded == [(Op::Flushall, None, Change::Flush), loaded.clone()] || reloaded == [loaded],
+        "{reloaded:?}"
     );
     published.extend(reload);
     hc_set(&mut con, "after", "v", &[]);
@@ -664,12 +665,13 @@ fn debug_loadaof_uses_numbers_it_does_not_publish_and_the_log_stays_exact() {
     assert_eq!(published.len(), 4);
     let _: () = query(&mut con, redis::cmd("DEBUG").arg("LOADAOF"));
     let reload = changes_of(&payloads_until_quiet(&sub));
-    assert_eq!(
-        summary(&reload),
-        [
-            (Op::Flushall, None, Change::Flush),
-            (Op::Loaded, None, Change::Flush)
-        ]
+    // The flush before the load is announced by Redis and Valkey 8, not by Valkey 9 (no
+    // flush server event); the "loaded" flush always is.
+    let loaded = (Op::Loaded, None, Change::Flush);
+    let reloaded = summary(&reload);
+    assert!(
+        reloaded == [(Op::Flushall, None, Change::Flush), loaded.clone()] || reloaded == [loaded],
+        "{reloaded:?}"
     );
     // Replaying HC.SET and HC.DELTAG numbered the loaded entries: those numbers were used
     // and never published (the "loaded" flush stands for them).
