@@ -50,6 +50,18 @@ fn payloads_until_quiet(sub: &Subscriber) -> Vec<Vec<u8>> {
     payloads
 }
 
+/// Reads messages into `payloads` until they hold `total` changes in all (a loaded machine
+/// can pause longer than the quiet period between two messages), then until quiet.
+fn payloads_until_changes(sub: &Subscriber, payloads: &mut Vec<Vec<u8>>, total: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while changes_of(payloads).len() < total && Instant::now() < deadline {
+        if let Some(payload) = sub.next_payload(Duration::from_millis(100)) {
+            payloads.push(payload);
+        }
+    }
+    payloads.extend(payloads_until_quiet(sub));
+}
+
 fn changes_of(payloads: &[Vec<u8>]) -> Vec<InvalidationEvent> {
     payloads.iter().flat_map(|p| decode(p)).collect()
 }
@@ -270,6 +282,7 @@ fn the_log_keeps_the_newest_changes_so_every_answer_is_exact_or_too_old() {
     config_set(&mut con, "hybridcache.event-log-changes", "10");
     let origin = HcInfo::read(&mut con).origin;
     let mut payloads = Vec::new();
+    let mut written = 0;
     // Messages of 1, 6, 1, 25 (more than the whole log) and 1 changes.
     for (prefix, n, pipelined) in [
         ("a", 3, false),
@@ -283,7 +296,8 @@ fn the_log_keeps_the_newest_changes_so_every_answer_is_exact_or_too_old() {
         } else {
             write_one_by_one(&mut con, prefix, n);
         }
-        payloads.extend(payloads_until_quiet(&sub));
+        written += n;
+        payloads_until_changes(&sub, &mut payloads, written);
         let published = changes_of(&payloads);
         let last = published.len() as u64;
         // The oldest changes go first, within a message too.
