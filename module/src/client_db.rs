@@ -41,6 +41,17 @@ static COPIES: Mutex<CopySources> = Mutex::new(CopySources::new());
 /// The last `move_from`: the client and the database it was in.
 static MOVE_FROM: Mutex<Option<(u64, i32)>> = Mutex::new(None);
 
+/// What was found, for INFO: `unknown` until a notification of a command came,
+/// `restored` where the server switches the client's database (this module selects it
+/// back), `kept` where it does not.
+pub fn behaviour() -> &'static str {
+    match BEHAVIOUR.load(Ordering::Relaxed) {
+        SWITCHES => "restored",
+        KEEPS => "kept",
+        _ => "unknown",
+    }
+}
+
 /// Registers the copy filter where the server has what detection and restoring need; a
 /// server without them (Redis 7.0) keeps the database as Redis always did.
 pub fn init(ctx: *mut raw::RedisModuleCtx) {

@@ -8,6 +8,7 @@
 //! (`REDIS_SERVER`), with plain keys and with entries.
 
 use hybridcache_tests::hc::{call, hc_set, query, select};
+use hybridcache_tests::info::HcInfo;
 use hybridcache_tests::RedisServer;
 use redis::Value;
 
@@ -34,6 +35,10 @@ fn move_leaves_the_client_in_its_database() {
     hc_set(&mut con, "entry", "v", &["t"]);
     assert_eq!(call(&mut con, &["MOVE", "plain", "5"]), Ok(Value::Int(1)));
     assert_eq!(client_db(&mut con), 2, "after MOVE of a plain key");
+    // What the module found, once a command notified: Redis uses a temporary client for
+    // notifications ("kept"); Valkey 8.1 and 9.1 use the executing client ("restored").
+    let found = HcInfo::read(&mut con).fields["notification_client_db"].clone();
+    assert!(found == "kept" || found == "restored", "{found}");
     assert_eq!(call(&mut con, &["MOVE", "entry", "5"]), Ok(Value::Int(1)));
     assert_eq!(client_db(&mut con), 2, "after MOVE of an entry");
     let _: () = query(&mut con, redis::cmd("SET").arg("next").arg("v"));
