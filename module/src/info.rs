@@ -67,11 +67,6 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: i32) {
         raw::add_info_field_unsigned_long_long(ctx, name, value);
     }
     raw::add_info_field_str(ctx, "channel", &channel);
-    raw::add_info_field_str(ctx, "notification_client_db", crate::client_db::behaviour());
     raw::add_info_field_str(ctx, "origin", &origin);
-    raw::add_info_field_str(
-        ctx,
-        "notification_client_db",
-        crate::client_db::behaviour(),
-    );
+    raw::add_info_field_str(ctx, "notification_client_db", crate::client_db::behaviour());
 }
