@@ -13,9 +13,11 @@
 #![cfg_attr(any(test, fuzzing), allow(dead_code))]
 
 pub(crate) mod acl;
+pub(crate) mod acl_categories;
 pub(crate) mod changes;
 pub(crate) mod check;
 mod client_db;
+pub(crate) mod command_args;
 mod command_filter;
 pub(crate) mod command_info;
 pub(crate) mod commands;
@@ -71,7 +73,8 @@ mod version_tests {
 mod registration {
     use crate::commands::{self, check, delete, events, hello, read, set, tag_query};
     use crate::{
-        command_info, config, datatype::HC_TYPE, info, keyspace, publisher, role, MODULE_VERSION,
+        acl_categories, command_info, config, datatype::HC_TYPE, info, keyspace, publisher, role,
+        MODULE_VERSION,
     };
     use hybridcache_protocol::{command, MODULE_NAME};
     use redis_module::raw::ModuleOptions;
@@ -98,6 +101,8 @@ mod registration {
         config::register(ctx, args)?;
         register_hot_reads(ctx)?;
         command_info::set_all(ctx);
+        // After every command exists (HC.GET/MGET/FETCH are created just above).
+        acl_categories::set_all(ctx);
         role::init(ctx);
         keyspace::subscribe_server_events(ctx)?;
         keyspace::subscribe_keyspace_events(ctx)?;

@@ -54,7 +54,8 @@ pub(crate) type CommandCallback = unsafe extern "C" fn(
 ) -> c_int;
 
 /// Registers a command whose callback is written by hand (see [`run_borrowed`]), with the
-/// flags and key positions `redis_module!` would give it; no ACL categories (as ours).
+/// flags and key positions `redis_module!` would give it; ACL categories are set later, for
+/// every command ([`crate::acl_categories`]).
 /// Only during module load.
 pub(crate) fn create_command(
     ctx: &Context,
