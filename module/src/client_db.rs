@@ -6,8 +6,10 @@
 //! afterwards (valkey-io/valkey#4024 fixed it later). `MOVE` notifies `move_to` in the
 //! target database and `COPY … DB n` notifies `copy_to` there: with any module subscribed
 //! to generic events, the client is left in the target database, and its next commands,
-//! even those later in the same `MULTI` or script, run there. Redis, and Valkey 9, use a
-//! temporary client, whose database nobody sees.
+//! even those later in the same `MULTI` or script, run there. Redis uses a temporary
+//! client, whose database nobody sees. Valkey 9.1 runs the callback on the executing client
+//! too and leaves it in its database (so this changes nothing there), but inside
+//! `MULTI`/`EXEC` it does not select the event's database at all: `notified_db` finds that.
 //!
 //! The behaviour is detected, not the version: the first notification that can only come
 //! from a command (not an expiry or an eviction) tells whether the callback's client is

@@ -6,6 +6,7 @@
 
 use crate::changes::{Announce, Change};
 use crate::entry::Entry;
+use crate::notified_db;
 use crate::publisher::apply;
 use crate::saved::{self, Sink, Source, ENCODING_VERSION};
 use crate::state::{is_gone, is_loading, with_state};
@@ -223,12 +224,29 @@ unsafe extern "C" fn copy2(
         // A copy of a logically deleted entry is just as gone.
         copy.mark_dead();
     }
+    note_copy_target(ctx, from_db);
     Entry::into_raw(copy)
+}
+
+/// Tells `copy_to`, which comes next, where the copy lands (see [`notified_db`]).
+unsafe fn note_copy_target(ctx: *mut raw::RedisModuleKeyOptCtx, from_db: i32) {
+    let (Some(to_db), Some(to_key)) = (
+        raw::RedisModule_GetToDbIdFromOptCtx,
+        raw::RedisModule_GetToKeyNameFromOptCtx,
+    ) else {
+        return;
+    };
+    let (to_db, to_key) = (to_db(ctx), to_key(ctx));
+    if from_db < 0 || to_db < 0 || to_key.is_null() {
+        return;
+    }
+    notified_db::copied(from_db, to_db, RedisString::string_as_slice(to_key));
 }
 
 /// Called whenever an entry leaves the keyspace but for flushes: DEL/UNLINK, expiry,
 /// eviction, overwrite, the source side of RENAME/MOVE, RESTORE REPLACE, our own deletes.
 unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    notified_db::entry_left(value);
     let (Some(entry), Some(key_name), Some(db_id)) = (
         entry_ref(value),
         raw::RedisModule_GetKeyNameFromOptCtx,

@@ -1,23 +1,26 @@
 //! Keeping the tag index equal to the keyspace when the keyspace changes outside our
 //! commands: keys arriving by RENAME/MOVE/COPY/RESTORE (keyspace notifications), FLUSHDB,
 //! FLUSHALL, SWAPDB and dataset loads (server events). Keys leaving are seen by the data
-//! type's `unlink2` callback (see `datatype`).
+//! type's `unlink2` callback (see `datatype`). A notification's database is the one its
+//! context has selected, except where `notified_db` knows better (the target of `MOVE` and
+//! `COPY` inside `MULTI` on Valkey 9.1).
 
 use crate::changes::{Announce, Change};
 use crate::key_handle::{selected_db, KeyHandle};
+use crate::notified_db::{self, Located};
 use crate::publisher::apply;
 use crate::state::{fills_active, is_gone, set_loading, with_state, State};
 use crate::{removal, role};
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
+use std::ptr;
 
-/// Every keyspace event of every class (the context has the key's database selected): any
-/// command that touches a key is a change for the fills in flight; a TTL changed on an
-/// entry is announced; a key that just entered the keyspace under a new name or in a new
-/// database is indexed.
-pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8]) {
-    let db = selected_db(ctx);
+/// Every keyspace event of every class, in database `db` (the event's, which the context
+/// may not have selected: see `notified_db`): any command that touches a key is a change
+/// for the fills in flight; a TTL changed on an entry is announced; a key that just
+/// entered the keyspace under a new name or in a new database is indexed.
+pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u8], db: i32) {
     // Only fill leases care that a command touched a key: while none exist, a plain
     // command on a server with the module pays no lock and no lookup here.
     if fills_active() && !removal::is_announcing_removal(event, db, key) {
@@ -27,7 +30,9 @@ pub fn on_keyspace_event(ctx: &Context, kind: NotifyEvent, event: &str, key: &[u
         return;
     }
     match event {
-        "rename_to" | "move_to" | "copy_to" | "restore" => index_arrival(ctx, db, event, key),
+        "rename_to" | "move_to" | "copy_to" | "restore" => {
+            in_db(ctx.get_raw(), db, || index_arrival(ctx, db, event, key));
+        }
         "expire" | "persist" => announce_ttl_change(ctx, db, key),
         _ => {}
     }
@@ -122,10 +127,64 @@ extern "C" fn keyspace_notification(
     let key = RedisString::string_as_slice(key);
     let class = NotifyEvent::from_bits_truncate(class);
     let context = Context::new(ctx);
-    let db = selected_db(&context);
-    on_keyspace_event(&context, class, event, key);
+    let db = event_db(ctx, event, key, selected_db(&context));
+    on_keyspace_event(&context, class, event, key, db);
     crate::client_db::after_notification(ctx, class, event, key, db);
     raw::REDISMODULE_OK as c_int
+}
+
+/// The database of a notification: the selected one unless `notified_db` knows better.
+fn event_db(ctx: *mut raw::RedisModuleCtx, event: &str, key: &[u8], selected: i32) -> i32 {
+    match notified_db::locate(event, key, selected) {
+        Located::Selected => selected,
+        Located::Db(db) => db,
+        Located::Holding(value) => db_holding(ctx, key, value, selected).unwrap_or(selected),
+    }
+}
+
+/// The database, other than `skip`, where `key` holds the entry `value`: database by
+/// database (a rare case: a `MOVE` whose target the context does not say), the context's
+/// database selected again after.
+fn db_holding(
+    ctx: *mut raw::RedisModuleCtx,
+    key: &[u8],
+    value: *const c_void,
+    skip: i32,
+) -> Option<i32> {
+    let name = RedisString::create_from_slice(ctx, key);
+    let holds = || {
+        KeyHandle::peek(ctx, name.inner).is_some_and(|handle| {
+            matches!(handle.entry(), Ok(Some(e)) if ptr::eq(ptr::from_ref(e).cast(), value))
+        })
+    };
+    (0..)
+        .filter(|&db| db != skip)
+        .map(|db| (db, in_db(ctx, db, holds)))
+        .take_while(|(_, found)| found.is_some())
+        .find_map(|(db, found)| (found == Some(true)).then_some(db))
+}
+
+/// Runs `f` with `db` selected on the context, then selects the context's database again;
+/// `None` when there is no such database.
+fn in_db<T>(ctx: *mut raw::RedisModuleCtx, db: i32, f: impl FnOnce() -> T) -> Option<T> {
+    // SAFETY: ctx is the live context of the current notification.
+    unsafe {
+        let (Some(selected), Some(select)) =
+            (raw::RedisModule_GetSelectedDb, raw::RedisModule_SelectDb)
+        else {
+            return None;
+        };
+        let original = selected(ctx);
+        if original == db {
+            return Some(f());
+        }
+        if select(ctx, db) != raw::REDISMODULE_OK as c_int {
+            return None;
+        }
+        let out = f();
+        select(ctx, original);
+        Some(out)
+    }
 }
 
 /// Subscribes to the server events that change many keys at once.

@@ -39,6 +39,7 @@ pub(crate) mod key_set;
 pub(crate) mod key_table;
 pub(crate) mod keyspace;
 pub(crate) mod limits;
+pub(crate) mod notified_db;
 pub(crate) mod pending;
 pub(crate) mod publisher;
 pub(crate) mod removal;

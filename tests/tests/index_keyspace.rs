@@ -6,6 +6,7 @@ use hybridcache_tests::hc::{
     all_keys, call, exists, fill_past_maxmemory, hc_deltag, hc_get, hc_set, hc_set_with, query,
     select, tagcard, tagkeys, tags, wait_removals_done,
 };
+use hybridcache_tests::index_check::assert_check_clean;
 use hybridcache_tests::info::info_i64;
 use hybridcache_tests::{wait_until, HcInfo, RedisServer};
 use redis::Value;
@@ -241,6 +242,90 @@ fn copy_to_another_db_lists_the_key_in_both_dbs() {
     assert_eq!(tagkeys(&mut con, "a"), ["k2"]);
     assert_eq!(HcInfo::read(&mut con).keys, 2);
     assert_eq!(HcInfo::read(&mut con).tag_links, 2);
+}
+
+/// Runs `commands` as one `MULTI`/`EXEC` block and returns EXEC's reply.
+fn transaction(con: &mut redis::Connection, commands: &[&[&str]]) -> Vec<Value> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for words in commands {
+        pipe.cmd(words[0]).arg(&words[1..]);
+    }
+    pipe.query(con)
+        .unwrap_or_else(|e| panic!("{commands:?}: {e}"))
+}
+
+/// Valkey 9.1 runs the notification callback of a command inside `MULTI`/`EXEC` on the
+/// executing client without selecting the event's database: `move_to` and `copy_to`
+/// arrived "in" the client's database, and the index kept the moved key in the source
+/// database and missed it in the target.
+#[test]
+fn move_and_copy_inside_multi_index_the_key_in_the_target_db() {
+    let (_server, mut con) = server();
+    select(&mut con, 1);
+    hc_set(&mut con, "moved", "v", &["a"]);
+    hc_set(&mut con, "copied", "v", &["b"]);
+    hc_set(&mut con, "elsewhere", "v", &["c"]);
+    let replies = transaction(
+        &mut con,
+        &[
+            &["MOVE", "moved", "0"],
+            &["COPY", "copied", "copy", "DB", "0"],
+            // A SELECT queued before a MOVE: its source is database 2.
+            &["SELECT", "2"],
+            &["HC.SET", "from2", "v", "TAGS", "d"],
+            &["MOVE", "from2", "3"],
+            &["SELECT", "1"],
+            &["MOVE", "elsewhere", "3"],
+        ],
+    );
+    let ones = replies.iter().filter(|r| **r == Value::Int(1)).count();
+    assert_eq!(ones, 4, "every MOVE and COPY took place: {replies:?}");
+    assert_check_clean(&mut con);
+    assert_eq!(tagkeys(&mut con, "a"), none());
+    assert_eq!(tagkeys(&mut con, "b"), ["copied"]);
+    assert_eq!(tagkeys(&mut con, "c"), none());
+    select(&mut con, 0);
+    assert_eq!(tagkeys(&mut con, "a"), ["moved"]);
+    assert_eq!(tagkeys(&mut con, "b"), ["copy"]);
+    select(&mut con, 2);
+    assert_eq!(tagkeys(&mut con, "d"), none());
+    select(&mut con, 3);
+    assert_eq!(tagkeys(&mut con, "d"), ["from2"]);
+    assert_eq!(tagkeys(&mut con, "c"), ["elsewhere"]);
+    assert_eq!(HcInfo::read(&mut con).counts(), (5, 5, 5));
+}
+
+/// The same inside `MULTI`/`EXEC` for entries `HC.DELTAG` removed in the same transaction:
+/// moved or copied before their removal, they stay gone in the target database and are
+/// removed there.
+#[test]
+fn entries_moved_or_copied_inside_multi_after_their_tag_removal_stay_gone() {
+    let (_server, mut con) = server();
+    select(&mut con, 1);
+    hc_set(&mut con, "moved", "v", &["gone"]);
+    hc_set(&mut con, "copied", "v", &["gone", "kept"]);
+    let replies = transaction(
+        &mut con,
+        &[
+            &["HC.DELTAG", "gone"],
+            &["MOVE", "moved", "0"],
+            &["COPY", "copied", "copy", "DB", "0"],
+        ],
+    );
+    assert_eq!(replies[1..], [Value::Int(1), Value::Int(1)], "{replies:?}");
+    assert_eq!(hc_get(&mut con, "copied"), None);
+    select(&mut con, 0);
+    assert_eq!(hc_get(&mut con, "moved"), None);
+    assert_eq!(hc_get(&mut con, "copy"), None);
+    assert_eq!(tagkeys(&mut con, "kept"), none());
+    assert_check_clean(&mut con);
+    wait_removals_done(&mut con);
+    assert_check_clean(&mut con);
+    for db in [0, 1] {
+        select(&mut con, db);
+        assert_eq!(all_keys(&mut con), none(), "db {db}");
+    }
 }
 
 #[test]

@@ -208,6 +208,7 @@ pub(crate) fn start_fuzz(seed: u64) -> Fuzz {
         .args(["--sanitize-dump-payload", "yes"])
         .start();
     let port = server.port();
+    monitor_to_file(port);
     let mut admin = RespConnection::connect(port);
     // Corrupted DUMP bodies reach the module's loader instead of failing the checksum.
     let reply = admin
@@ -294,4 +295,30 @@ pub(crate) fn start_fuzz(seed: u64) -> Fuzz {
         stats: Stats::default(),
         last: String::new(),
     }
+}
+
+/// With `HC_FUZZ_MONITOR=<file>`, every command the server runs (as `MONITOR` shows it: time,
+/// database, client, arguments) is written to that file, line by line, for finding the
+/// command sequence behind a failure.
+fn monitor_to_file(port: u16) {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(path) = std::env::var_os("HC_FUZZ_MONITOR") else {
+        return;
+    };
+    let mut file = std::fs::File::create(&path).expect("HC_FUZZ_MONITOR file");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("monitor connection");
+    stream.write_all(b"MONITOR\r\n").expect("MONITOR");
+    let mut lines = BufReader::new(stream);
+    let mut first = Vec::new();
+    lines.read_until(b'\n', &mut first).expect("MONITOR reply");
+    assert_eq!(first, b"+OK\r\n", "MONITOR answered");
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            if file.write_all(&line).is_err() {
+                return;
+            }
+            line.clear();
+        }
+    });
 }

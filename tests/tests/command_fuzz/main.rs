@@ -72,6 +72,10 @@
 //! raw `DEL`/`UNLINK` deleted) must have been announced exactly once, in the model's order,
 //! with no other change naming a model key or tag.
 //!
+//! For finding what broke: `HC_FUZZ_MONITOR=<file>` writes every command the server runs
+//! (`MONITOR`: time, database, client, arguments) to that file, and `HC_FUZZ_CHECK_MS=<ms>`
+//! checks more often than every 2 s.
+//!
 //! The seed (time-based unless `HC_FUZZ_SEED=<u64>` gives it) is printed at the start and
 //! quoted in every failure; the command sequence is a function of the seed, except that
 //! payloads kept from `DUMP` replies depend on the server's answers. The end prints the
@@ -118,7 +122,10 @@ fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
     let mut fuzz = start_fuzz(seed);
     let run_time = Duration::from_secs(secs);
     let started = Instant::now();
-    let mut next_check = started + CHECK_EVERY;
+    // HC_FUZZ_CHECK_MS checks more often, to narrow down where a fault starts.
+    let check_every =
+        Duration::from_millis(env_u64("HC_FUZZ_CHECK_MS", CHECK_EVERY.as_millis() as u64));
+    let mut next_check = started + check_every;
     while started.elapsed() < run_time {
         let conn = if fuzz.gen.one_in(4) { 1 } else { 0 };
         match fuzz.gen.below(1000) {
@@ -132,7 +139,7 @@ fn random_commands_never_crash_the_server_garble_a_reply_or_break_the_index() {
         }
         if Instant::now() >= next_check {
             fuzz.checkpoint("during the run");
-            next_check = Instant::now() + CHECK_EVERY;
+            next_check = Instant::now() + check_every;
         }
     }
     let elapsed = started.elapsed();
