@@ -107,9 +107,11 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
     Entry::into_raw(entry)
 }
 
-/// While a dataset loads, commands replayed from the AOF after its RDB preamble (such as
-/// HC.DELTAG) need the index. Entries are indexed as they load; the end of the load
-/// rebuilds the index from the keyspace, dropping any entry Redis chose not to keep.
+/// While the live databases load, commands replayed from the AOF after its RDB preamble
+/// (such as HC.DELTAG) need the index. Entries are indexed as they load; the end of the load
+/// rebuilds the index from the keyspace, dropping any entry Redis chose not to keep. Entries
+/// loaded into the temporary databases of a `repl-diskless-load swapdb` sync are not indexed
+/// here (the index serves the live databases until the swap; see `load_phase`).
 fn index_while_loading(rdb: *mut raw::RedisModuleIO, entry: &Entry) {
     // SAFETY: rdb is the IO of the current load.
     let (name, db) = unsafe {

@@ -1,12 +1,13 @@
 //! Keeping the tag index equal to the keyspace when the keyspace changes outside our
 //! commands: keys arriving by RENAME/MOVE/COPY/RESTORE (keyspace notifications), FLUSHDB,
-//! FLUSHALL, SWAPDB and dataset loads (server events). Keys leaving are seen by the data
-//! type's `unlink2` callback (see `datatype`). A notification's database is the one its
-//! context has selected, except where `notified_db` knows better (the target of `MOVE` and
-//! `COPY` inside `MULTI` on Valkey 9.1).
+//! FLUSHALL, SWAPDB and dataset loads (server events, `load_phase`). Keys leaving are seen by
+//! the data type's `unlink2` callback (see `datatype`). A notification's database is the one
+//! its context has selected, except where `notified_db` knows better (the target of `MOVE`
+//! and `COPY` inside `MULTI` on Valkey 9.1).
 
 use crate::changes::{Announce, Change};
 use crate::key_handle::{selected_db, KeyHandle};
+use crate::load_phase::{LoadAction, LoadEvent, LoadPhase};
 use crate::notified_db::{self, Located};
 use crate::publisher::apply;
 use crate::state::{fills_active, is_gone, set_loading, with_state, State};
@@ -15,6 +16,7 @@ use redis_module::{raw, Context, NotifyEvent, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr;
+use std::sync::Mutex;
 
 /// Every keyspace event of every class, in database `db` (the event's, which the context
 /// may not have selected: see `notified_db`): any command that touches a key is a change
@@ -187,8 +189,11 @@ fn in_db<T>(ctx: *mut raw::RedisModuleCtx, db: i32, f: impl FnOnce() -> T) -> Op
     }
 }
 
-/// Subscribes to the server events that change many keys at once.
-pub fn subscribe_server_events(ctx: &Context) -> Result<(), String> {
+/// Subscribes to the server events that change many keys at once. Returns whether the
+/// server has the `REPL_ASYNC_LOAD` event (Redis 7.0+, Valkey), which lets the index follow a
+/// `repl-diskless-load swapdb` load (see `load_phase`): only then may the module declare that
+/// it handles one.
+pub fn subscribe_server_events(ctx: &Context) -> Result<bool, String> {
     let events: [(u64, raw::RedisModuleEventCallback); 4] = [
         (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
@@ -199,16 +204,25 @@ pub fn subscribe_server_events(ctx: &Context) -> Result<(), String> {
         ),
     ];
     for (id, callback) in events {
-        let event = raw::RedisModuleEvent { id, dataver: 1 };
-        // SAFETY: called from OnLoad with its context.
-        let status = unsafe {
-            raw::RedisModule_SubscribeToServerEvent.map_or(1, |f| f(ctx.get_raw(), event, callback))
-        };
-        if status != raw::REDISMODULE_OK as i32 {
+        if !subscribe(ctx, id, callback) {
             return Err(format!("cannot subscribe to server event {id}"));
         }
     }
-    Ok(())
+    Ok(subscribe(
+        ctx,
+        raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
+        Some(on_async_load),
+    ))
+}
+
+/// Subscribes `callback` to server event `id`; false when the server does not have it.
+fn subscribe(ctx: &Context, id: u64, callback: raw::RedisModuleEventCallback) -> bool {
+    let event = raw::RedisModuleEvent { id, dataver: 1 };
+    // SAFETY: called from OnLoad with its context.
+    let status = unsafe {
+        raw::RedisModule_SubscribeToServerEvent.map_or(1, |f| f(ctx.get_raw(), event, callback))
+    };
+    status == raw::REDISMODULE_OK as i32
 }
 
 unsafe extern "C" fn on_flush(
@@ -267,21 +281,72 @@ unsafe extern "C" fn on_loading(
     subevent: u64,
     _data: *mut c_void,
 ) {
-    match subevent {
+    let event = match subevent {
         raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
         | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
-        | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => {
-            set_loading(true);
-            apply(Change::LoadStarted, Announce::No);
-        }
+        | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => LoadEvent::Started,
         raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
-            rebuild_index(ctx);
-            set_loading(false);
-            apply(Change::Loaded, Announce::Yes);
-            removal::schedule(ctx);
+            LoadEvent::Ended
         }
-        _ => {}
+        _ => return,
+    };
+    on_load_event(ctx, event);
+}
+
+/// `repl-diskless-load swapdb`: a full sync loads into temporary databases and swaps them in
+/// at the end (see `load_phase`).
+unsafe extern "C" fn on_async_load(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    let event = match subevent {
+        raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_STARTED => LoadEvent::TempStarted,
+        raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED => LoadEvent::TempCompleted,
+        raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_ABORTED => LoadEvent::TempAborted,
+        _ => return,
+    };
+    on_load_event(ctx, event);
+}
+
+/// The load in progress; only the server events above change it.
+static LOAD_PHASE: Mutex<LoadPhase> = Mutex::new(LoadPhase::Idle);
+
+fn on_load_event(ctx: *mut raw::RedisModuleCtx, event: LoadEvent) {
+    let action = {
+        let mut phase = LOAD_PHASE.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, action) = phase.on(event);
+        *phase = next;
+        action
+    };
+    match action {
+        LoadAction::None => {}
+        LoadAction::BeginLive => begin_live_load(),
+        LoadAction::FinishLive => finish_live_load(ctx),
+        LoadAction::Replace => {
+            // The old entries are freed after this (data type `free` only): they never
+            // reach the new index.
+            begin_live_load();
+            finish_live_load(ctx);
+        }
     }
+}
+
+/// Nothing is announced from here to the end of the load; the index starts empty and
+/// loaded entries are indexed as they arrive (`datatype::rdb_load`).
+fn begin_live_load() {
+    set_loading(true);
+    apply(Change::LoadStarted, Announce::No);
+}
+
+/// The index is rebuilt from the keyspace and one `loaded` change tells every reader to drop
+/// what it holds.
+fn finish_live_load(ctx: *mut raw::RedisModuleCtx) {
+    rebuild_index(ctx);
+    set_loading(false);
+    apply(Change::Loaded, Announce::Yes);
+    removal::schedule(ctx);
 }
 
 /// Rebuilds the index from the keyspace: every database, every key of our type. Entries

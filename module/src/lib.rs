@@ -39,6 +39,7 @@ pub(crate) mod key_set;
 pub(crate) mod key_table;
 pub(crate) mod keyspace;
 pub(crate) mod limits;
+pub(crate) mod load_phase;
 pub(crate) mod notified_db;
 pub(crate) mod pending;
 pub(crate) mod publisher;
@@ -82,11 +83,22 @@ mod registration {
     use redis_module::{redis_module, Context, RedisString, Status};
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
-        // rdb_load reports short or corrupt payloads (RESTORE, RDB files) as errors instead
-        // of Redis aborting on them.
-        ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
         match try_init(ctx, args) {
-            Ok(()) => Status::Ok,
+            Ok(handles_async_load) => {
+                // rdb_load reports short or corrupt payloads (RESTORE, RDB files, a full
+                // sync cut short) as errors instead of Redis aborting on them: Redis loads
+                // diskless only if every module does. With `repl-diskless-load swapdb` it
+                // also wants every module to follow a load into temporary databases while
+                // the live ones serve (src/replication.c `useDisklessLoad()`), which the
+                // index does where the server has the event for it; otherwise Redis falls
+                // back to loading from disk.
+                let mut options = ModuleOptions::HANDLE_IO_ERRORS;
+                if handles_async_load {
+                    options |= ModuleOptions::HANDLE_REPL_ASYNC_LOAD;
+                }
+                ctx.set_module_options(options);
+                Status::Ok
+            }
             Err(e) => {
                 ctx.log_warning(&format!("hybridcache: {e}"));
                 // The library is unloaded: free what its statics hold.
@@ -97,20 +109,20 @@ mod registration {
     }
 
     /// Everything that can fail first; what allocates for good (the publishing context)
-    /// last.
-    fn try_init(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
+    /// last. Returns whether the module follows `repl-diskless-load swapdb` loads.
+    fn try_init(ctx: &Context, args: &[RedisString]) -> Result<bool, String> {
         config::register(ctx, args)?;
         register_hot_reads(ctx)?;
         command_info::set_all(ctx);
         // After every command exists (HC.GET/MGET/FETCH are created just above).
         acl_categories::set_all(ctx);
         role::init(ctx);
-        keyspace::subscribe_server_events(ctx)?;
+        let handles_async_load = keyspace::subscribe_server_events(ctx)?;
         keyspace::subscribe_keyspace_events(ctx)?;
         crate::client_db::init(ctx.get_raw());
         publisher::init(ctx)?;
         info::register(ctx);
-        Ok(())
+        Ok(handles_async_load)
     }
 
     /// HC.GET, HC.MGET and HC.FETCH, registered by hand so that they borrow their arguments

@@ -119,8 +119,9 @@ pub fn is_gone(db: i32, entry: &Entry) -> bool {
 
 static LOADING: AtomicBool = AtomicBool::new(false);
 
-/// Set between the start and the end of a dataset load, when no event is published (one
-/// "loaded" event follows the load).
+/// Set between the start and the end of a load of the live databases, when no event is
+/// published (one "loaded" event follows the load) and loaded entries are indexed as they
+/// arrive. Not set while a `swapdb` sync loads temporary databases (`load_phase`).
 pub fn set_loading(loading: bool) {
     LOADING.store(loading, Ordering::Relaxed);
 }
