@@ -22,10 +22,11 @@
 //!   later calls still run in the target database.
 
 use crate::copy_sources::{CopySources, Sender};
+use crate::filter_slot::FilterSlot;
 use redis_module::{raw, NotifyEvent, RedisString};
 use std::os::raw::c_int;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
 const UNKNOWN: u8 = 0;
@@ -35,8 +36,8 @@ const KEEPS: u8 = 2;
 /// What this server does to the client's database during a notification.
 static BEHAVIOUR: AtomicU8 = AtomicU8::new(UNKNOWN);
 
-/// The filter noting where copies come from, null while none is registered.
-static FILTER: AtomicPtr<raw::RedisModuleCommandFilter> = AtomicPtr::new(ptr::null_mut());
+/// The filter noting where copies come from.
+static FILTER: FilterSlot = FilterSlot::new();
 
 static COPIES: Mutex<CopySources> = Mutex::new(CopySources::new());
 
@@ -70,17 +71,7 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) {
         BEHAVIOUR.store(KEEPS, Ordering::Relaxed);
         return;
     }
-    // SAFETY: ctx is the OnLoad context.
-    let filter = unsafe {
-        raw::RedisModule_RegisterCommandFilter.map_or(ptr::null_mut(), |register| {
-            register(
-                ctx,
-                Some(note_copy),
-                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-            )
-        })
-    };
-    FILTER.store(filter, Ordering::Relaxed);
+    FILTER.register(ctx, note_copy);
 }
 
 /// An API function pointer, read by copy.
@@ -105,7 +96,7 @@ pub fn after_notification(
             }
             if !runs_on_executing_client(ctx) {
                 BEHAVIOUR.store(KEEPS, Ordering::Relaxed);
-                remove_filter(ctx);
+                FILTER.unregister(ctx);
                 return;
             }
             BEHAVIOUR.store(SWITCHES, Ordering::Relaxed);
@@ -152,19 +143,6 @@ fn select(ctx: *mut raw::RedisModuleCtx, db: i32) {
     unsafe {
         if let Some(select) = raw::RedisModule_SelectDb {
             select(ctx, db);
-        }
-    }
-}
-
-fn remove_filter(ctx: *mut raw::RedisModuleCtx) {
-    let filter = FILTER.swap(ptr::null_mut(), Ordering::Relaxed);
-    if filter.is_null() {
-        return;
-    }
-    // SAFETY: the filter was registered by this module; ctx is a live context of it.
-    unsafe {
-        if let Some(unregister) = raw::RedisModule_UnregisterCommandFilter {
-            unregister(ctx, filter);
         }
     }
 }

@@ -10,15 +10,14 @@
 //! has stayed empty for a second.
 
 use crate::changes::{Announce, Change};
+use crate::filter_slot::FilterSlot;
 use crate::publisher::apply;
 use crate::state::with_state;
 use redis_module::{raw, RedisString};
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
-/// The registered filter, null while none is.
-static FILTER: AtomicPtr<raw::RedisModuleCommandFilter> = AtomicPtr::new(ptr::null_mut());
+static FILTER: FilterSlot = FilterSlot::new();
 
 /// How often the timer looks whether the filter is still needed.
 const IDLE_CHECK_MS: i64 = 1000;
@@ -26,24 +25,12 @@ const IDLE_CHECK_MS: i64 = 1000;
 /// Registers the filter if it is not; called before a lease is given. A failure leaves
 /// the lease without the filter's help (a `DEL` of a missing key then does not end it).
 pub(crate) fn ensure_registered(ctx: *mut raw::RedisModuleCtx) {
-    if !FILTER.load(Ordering::Relaxed).is_null() {
+    if FILTER.is_registered() {
         return;
     }
-    // SAFETY: ctx is the current command's context.
-    let filter = unsafe {
-        raw::RedisModule_RegisterCommandFilter.map_or(ptr::null_mut(), |register| {
-            register(
-                ctx,
-                Some(filter),
-                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-            )
-        })
-    };
-    if filter.is_null() {
-        return;
+    if FILTER.register(ctx, filter) {
+        arm_idle_check(ctx);
     }
-    FILTER.store(filter, Ordering::Relaxed);
-    arm_idle_check(ctx);
 }
 
 fn arm_idle_check(ctx: *mut raw::RedisModuleCtx) {
@@ -56,18 +43,14 @@ fn arm_idle_check(ctx: *mut raw::RedisModuleCtx) {
 }
 
 unsafe extern "C" fn idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    let filter = FILTER.load(Ordering::Relaxed);
-    if filter.is_null() {
+    if !FILTER.is_registered() {
         return;
     }
     if !with_state(|s| s.fills.is_empty()) {
         arm_idle_check(ctx);
         return;
     }
-    if let Some(unregister) = raw::RedisModule_UnregisterCommandFilter {
-        unregister(ctx, filter);
-    }
-    FILTER.store(ptr::null_mut(), Ordering::Relaxed);
+    FILTER.unregister(ctx);
 }
 
 unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {

@@ -30,6 +30,7 @@ pub(crate) mod event_batch;
 pub(crate) mod event_log;
 pub(crate) mod events;
 pub(crate) mod fills;
+mod filter_slot;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub(crate) mod index;

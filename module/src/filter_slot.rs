@@ -1,0 +1,56 @@
+//! A command filter this module registers and removes while it runs (the fill leases' and
+//! the client-database one), kept as the pointer Redis returned, null while none is.
+
+use redis_module::raw;
+use std::os::raw::c_int;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+pub(crate) struct FilterSlot(AtomicPtr<raw::RedisModuleCommandFilter>);
+
+/// What Redis calls with each command.
+pub(crate) type FilterFn = unsafe extern "C" fn(*mut raw::RedisModuleCommandFilterCtx);
+
+impl FilterSlot {
+    pub(crate) const fn new() -> Self {
+        Self(AtomicPtr::new(ptr::null_mut()))
+    }
+
+    pub(crate) fn is_registered(&self) -> bool {
+        !self.0.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Registers `callback` (not called for this module's own `RedisModule_Call`s) unless a
+    /// filter is registered here already; whether one is registered after.
+    pub(crate) fn register(&self, ctx: *mut raw::RedisModuleCtx, callback: FilterFn) -> bool {
+        if self.is_registered() {
+            return true;
+        }
+        // SAFETY: ctx is a live context of this module (OnLoad's or a command's).
+        let filter = unsafe {
+            raw::RedisModule_RegisterCommandFilter.map_or(ptr::null_mut(), |register| {
+                register(
+                    ctx,
+                    Some(callback),
+                    raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+                )
+            })
+        };
+        self.0.store(filter, Ordering::Relaxed);
+        !filter.is_null()
+    }
+
+    /// Removes the filter, if one is registered.
+    pub(crate) fn unregister(&self, ctx: *mut raw::RedisModuleCtx) {
+        let filter = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        if filter.is_null() {
+            return;
+        }
+        // SAFETY: the filter was registered by this module; ctx is a live context of it.
+        unsafe {
+            if let Some(unregister) = raw::RedisModule_UnregisterCommandFilter {
+                unregister(ctx, filter);
+            }
+        }
+    }
+}
