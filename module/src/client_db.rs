@@ -15,7 +15,7 @@
 //! from a command (not an expiry or an eviction) tells whether the callback's client is
 //! executing a command (`GetCurrentCommandName` is set then). Where it is not, the filter
 //! below is removed and nothing more is done. Where it is:
-//! - `move_to` selects the database `move_from` was notified in, for the same client;
+//! - `move_to` selects the database `move_from` was notified in (`notified_db` keeps it);
 //! - `copy_to` selects the database the copy was sent from, which a command filter noted
 //!   before the command ran (`copy_sources`). A `COPY` called from a script is not seen with
 //!   its client's database (a script's client is not a connection), so there the script's
@@ -40,9 +40,6 @@ static BEHAVIOUR: AtomicU8 = AtomicU8::new(UNKNOWN);
 static FILTER: FilterSlot = FilterSlot::new();
 
 static COPIES: Mutex<CopySources> = Mutex::new(CopySources::new());
-
-/// The last `move_from`: the client and the database it was in.
-static MOVE_FROM: Mutex<Option<(u64, i32)>> = Mutex::new(None);
 
 /// What was found, for INFO: `unknown` until a notification of a command came,
 /// `restored` where the server switches the client's database (this module selects it
@@ -105,17 +102,9 @@ pub fn after_notification(
     }
     let client = client_id(ctx);
     match event {
-        "move_from" => {
-            if let Ok(mut from) = MOVE_FROM.lock() {
-                *from = Some((client, db));
-            }
-        }
         "move_to" => {
-            let from = MOVE_FROM.lock().ok().and_then(|mut from| from.take());
-            if let Some((mover, from_db)) = from {
-                if mover == client {
-                    select(ctx, from_db);
-                }
+            if let Some(from_db) = crate::notified_db::move_source() {
+                select(ctx, from_db);
             }
         }
         "copy_to" => {

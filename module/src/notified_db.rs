@@ -40,6 +40,8 @@ pub struct Records {
     copy: Option<(i32, Box<[u8]>)>,
     /// The database of the last `move_from`, until its `move_to`.
     move_from: Option<i32>,
+    /// The source database of the `move_to` being handled.
+    move_source: Option<i32>,
 }
 
 impl Records {
@@ -47,6 +49,7 @@ impl Records {
         Self {
             copy: None,
             move_from: None,
+            move_source: None,
         }
     }
 
@@ -69,10 +72,13 @@ impl Records {
                 self.move_from = Some(selected);
                 Located::Selected
             }
-            "move_to" => match self.move_from.take() {
-                Some(source) if source == selected && !left.is_null() => Located::Holding(left),
-                _ => Located::Selected,
-            },
+            "move_to" => {
+                self.move_source = self.move_from.take();
+                match self.move_source {
+                    Some(source) if source == selected && !left.is_null() => Located::Holding(left),
+                    _ => Located::Selected,
+                }
+            }
             "copy_to" => match self.copy.take() {
                 Some((db, copied)) if *copied == *key => Located::Db(db),
                 _ => Located::Selected,
@@ -97,6 +103,11 @@ pub fn copied(from_db: i32, to_db: i32, to_key: &[u8]) {
     if let Ok(mut records) = RECORDS.lock() {
         records.copied(from_db, to_db, to_key);
     }
+}
+
+/// The database the `move_to` being handled was moved from (its `move_from`'s).
+pub fn move_source() -> Option<i32> {
+    RECORDS.lock().ok().and_then(|r| r.move_source)
 }
 
 /// Where the database of a notification is (see [`Records::locate`]).
@@ -126,8 +137,10 @@ mod tests {
             r.locate("move_to", b"k", 1, value(8)),
             Located::Holding(value(8))
         );
+        assert_eq!(r.move_source, Some(1));
         // The record is used once.
         assert_eq!(r.locate("move_to", b"k", 1, value(8)), Located::Selected);
+        assert_eq!(r.move_source, None);
     }
 
     #[test]
