@@ -10,8 +10,13 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// Redis could not be reached or answered with an error.
+    ///
+    /// The message includes Redis's; it is not also reported as [`source`] (error reporters
+    /// such as anyhow's would print it twice). Match the variant to reach the `RedisError`.
+    ///
+    /// [`source`]: std::error::Error::source
     #[error("redis: {0}")]
-    Redis(#[source] Arc<redis::RedisError>),
+    Redis(Arc<redis::RedisError>),
     /// Redis answered something this client does not understand (e.g. the module is missing
     /// or of another version).
     #[error("unexpected reply to {command}: {detail}")]
@@ -29,9 +34,10 @@ pub enum Error {
         /// The serializer's message.
         detail: String,
     },
-    /// The factory of [`get_or_set`](crate::HybridCache::get_or_set) failed.
+    /// The factory of [`get_or_set`](crate::HybridCache::get_or_set) failed. The message
+    /// includes the factory's; match the variant (and downcast) to reach its error.
     #[error("factory failed: {0}")]
-    Factory(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    Factory(Arc<dyn std::error::Error + Send + Sync>),
     /// Redis did not answer within the command timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -108,3 +114,38 @@ pub struct FactoryFailed(pub String);
 
 /// This crate's `Result`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Every message of an error's chain, as error reporters print them.
+    fn chain(e: &Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(source) = next {
+            out.push(source.to_string());
+            next = source.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_redis_error_is_printed_once_in_a_chain() {
+        let e = Error::from(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connection refused",
+        )));
+        let chain = chain(&e);
+        assert_eq!(chain.len(), 1, "{chain:?}");
+        assert_eq!(chain.concat().matches("connection refused").count(), 1);
+    }
+
+    #[test]
+    fn a_factory_error_is_printed_once_in_a_chain() {
+        let e = Error::Factory(Arc::new(FactoryFailed("no such product".into())));
+        let chain = chain(&e);
+        assert_eq!(chain, ["factory failed: no such product"]);
+    }
+}
