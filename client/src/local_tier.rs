@@ -154,8 +154,11 @@ impl LocalTier {
 
     /// The subscription is confirmed: what L1 held before may have missed events, so it is
     /// marked stale, and serving from L1 starts.
+    /// The first one finds L1 new and empty: that is no flush (`Stats::l1_flushes` counts
+    /// the times cached values were dropped).
     pub(crate) fn subscription_up(&self) {
-        self.reset("subscription established");
+        let first = self.counters.subscriptions.load(Ordering::Relaxed) == 0;
+        self.mark_stale("subscription established", !first);
         bump(&self.counters.subscriptions);
         self.connected.store(true, Ordering::Release);
     }
@@ -194,10 +197,16 @@ impl LocalTier {
 
     /// Everything in L1 may be wrong: stop serving it (fail-safe may still use it).
     pub(crate) fn reset(&self, why: &str) {
+        self.mark_stale(why, true);
+    }
+
+    fn mark_stale(&self, why: &str, counted: bool) {
         tracing::debug!(why, "L1 marked stale");
         self.log.push(Record::Reset);
         self.l1.mark_all_stale();
-        bump(&self.counters.l1_flushes);
+        if counted {
+            bump(&self.counters.l1_flushes);
+        }
     }
 
     /// Applies one decoded message from the invalidation channel.

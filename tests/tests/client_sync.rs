@@ -68,6 +68,18 @@ fn opts() -> EntryOptions {
     EntryOptions::new()
 }
 
+/// A new cache has dropped nothing: its first subscription finds L1 empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cache_reports_no_l1_flush() {
+    let server = RedisServer::new();
+    let h = build(builder(&server)).await;
+    let stats = h.stats();
+    assert_eq!((stats.l1_flushes, stats.subscriptions), (0, 1), "{stats:?}");
+    // A named cache added to a subscribed hub starts connected, with nothing dropped either.
+    let named = h.named("other", "other:", EntryOptions::new(), 100);
+    assert_eq!(named.stats().l1_flushes, 0, "{:?}", named.stats());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_on_one_handle_replaces_the_l1_copies_of_the_others() {
     let server = RedisServer::new();
