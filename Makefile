@@ -90,7 +90,7 @@ example: build
 	$(CARGO) build --release -p hybridcache --example two_instances
 	./scripts/with-redis.sh $(abspath $(RELEASE_SO)) target/release/examples/two_instances
 
-## demo: the catalogue service (client/examples/demo) run twice on a throwaway Redis, and a scripted
+## demo: the catalogue service (demo/, its own package: `make example` builds no HTTP stack) run twice on a throwaway Redis, and a scripted
 ## story: a change through one instance served by the other at once (scripts/demo.sh)
 demo: build
 	CARGO=$(CARGO) ./scripts/demo.sh $(abspath $(RELEASE_SO))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: a throwaway redis-server with the module, two instances (A, B) of the catalogue
-# service (client/examples/demo) on free loopback ports, and the scripted story that changes
+# service (demo/) on free loopback ports, and the scripted story that changes
 # data through one and reads it on the other (`demo story`). Everything is stopped on exit;
 # the exit code is the story's, so this is a smoke test too.
 #   scripts/demo.sh [module.so]   (default target/release/libhybridcache_module.so)
@@ -8,14 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 module=${1:-target/release/libhybridcache_module.so}
 cargo=${CARGO:-cargo}
-bin=target/release/examples/demo
+bin=target/release/hybridcache-demo
 
 [ -f "$module" ] || { echo "demo: no module at $module (run: make build)" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "demo: redis-server not found (run: make deps)" >&2; exit 1; }
 module=$(cd "$(dirname "$module")" && pwd)/$(basename "$module")
 
-echo "demo: building the example (cargo build --release -p hybridcache --example demo)"
-"$cargo" build --quiet --release -p hybridcache --example demo
+echo "demo: building the service (cargo build --release -p hybridcache-demo)"
+"$cargo" build --quiet --release -p hybridcache-demo
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -36,14 +36,14 @@
 //!
 //! ```sh
 //! make run                                                   # redis-server + module on 6379
-//! cargo run --release -p hybridcache --example demo -- serve --name A --port 3001
-//! cargo run --release -p hybridcache --example demo -- serve --name B --port 3002
+//! cargo run --release -p hybridcache-demo -- serve --name A --port 3001
+//! cargo run --release -p hybridcache-demo -- serve --name B --port 3002
 //! curl -s localhost:3001/products/1                           # source: database
 //! curl -s localhost:3002/products/1                           # source: redis, then l1
 //! curl -s -X PUT -H 'content-type: application/json' -d '{"price_cents":9900}' localhost:3001/products/1
 //! curl -s localhost:3002/products/1                           # the new price
 //! curl -s -X POST localhost:3002/categories/lamps/invalidate
-//! cargo run --release -p hybridcache --example demo -- story http://127.0.0.1:3001 http://127.0.0.1:3002
+//! cargo run --release -p hybridcache-demo -- story http://127.0.0.1:3001 http://127.0.0.1:3002
 //! ```
 //!
 //! Settings: `REDIS_URL` (default `redis://127.0.0.1:6379/`), `PORT` or `--port` (default
