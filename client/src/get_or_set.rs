@@ -40,6 +40,44 @@ impl HybridCache {
     /// background. A factory error fails the call unless fail-safe keeps a stale value.
     /// When Redis cannot be reached, a stale value (fail-safe) is served if there is one,
     /// else the factory runs and its value is returned, not cached (no lease).
+    ///
+    /// The factory may fail with any error a service has: an `E: std::error::Error`,
+    /// `anyhow::Error`, `Box<dyn Error + Send + Sync>` (anything that converts into the
+    /// latter). The call then fails with [`Error::Factory`](crate::Error::Factory), which
+    /// holds that error.
+    ///
+    /// Because the factory is `'static`, it cannot borrow the caller's state (a `&Db`):
+    /// the compiler then reports that the borrowed value "does not live long enough" or
+    /// that the closure "may outlive the current function". Keep shared state behind an
+    /// `Arc`, clone it, and move the clone in:
+    ///
+    /// ```no_run
+    /// use hybridcache::{EntryOptions, HybridCache};
+    /// use std::sync::Arc;
+    ///
+    /// struct Db;
+    /// impl Db {
+    ///     async fn load_price(&self, id: u64) -> anyhow::Result<u64> {
+    ///         Ok(id * 100)
+    ///     }
+    /// }
+    ///
+    /// # async fn example(cache: HybridCache) -> anyhow::Result<()> {
+    /// let db = Arc::new(Db);
+    /// let id = 42;
+    /// let price = cache
+    ///     .get_or_set(
+    ///         &format!("price:{id}"),
+    ///         {
+    ///             let db = Arc::clone(&db); // the factory owns its handle
+    ///             move || async move { db.load_price(id).await }
+    ///         },
+    ///         EntryOptions::new().tags(["prices"]),
+    ///     )
+    ///     .await?;
+    /// assert_eq!(*price, 4200);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_or_set<T, F, Fut, E>(
         &self,
         key: &str,
@@ -50,14 +88,14 @@ impl HybridCache {
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
-        E: std::error::Error + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
         self.get_or_set_with(
             key,
             move |ctx: FactoryContext<T>| async move {
                 match factory().await {
                     Ok(value) => ctx.value(value),
-                    Err(e) => ctx.failed_with(Arc::new(e)),
+                    Err(e) => ctx.failed_with(Arc::from(e.into())),
                 }
             },
             options,
