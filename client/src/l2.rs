@@ -11,6 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{Cmd, FromRedisValue, RedisResult, Value};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,7 @@ pub(crate) enum Filled {
     Refused,
 }
 
-type FetchReply = Option<(Vec<u8>, Vec<String>, i64, String, u64)>;
+pub(crate) type FetchReply = Option<(Vec<u8>, Vec<String>, i64, String, u64)>;
 type LeasedReply = (
     Option<Vec<u8>>,
     Vec<String>,
@@ -78,8 +79,61 @@ fn deadline(sent_at: Instant, pttl: i64) -> Option<Instant> {
 
 /// Whether Redis answered `WRONGTYPE`: the key holds a value of another type than the
 /// module's (e.g. a raw `SET` over an entry).
-fn is_wrong_type(e: &Error) -> bool {
+pub(crate) fn is_wrong_type(e: &Error) -> bool {
     matches!(e, Error::Redis(e) if e.code() == Some("WRONGTYPE"))
+}
+
+/// The entry of an `HC.FETCH` reply to a request sent at `sent_at`.
+pub(crate) fn fetched(reply: FetchReply, sent_at: Instant) -> Option<Fetched> {
+    reply.map(|(value, tags, pttl, origin, version)| Fetched {
+        value,
+        tags,
+        expires_at: deadline(sent_at, pttl),
+        origin: origin.into(),
+        version,
+    })
+}
+
+/// An `HC.SET` (with `lease`: conditional) of `value` under `key`, and the TTL it sets, as
+/// Redis keeps it (whole milliseconds).
+pub(crate) fn set_command(
+    key: &str,
+    value: &[u8],
+    ttl: Option<Duration>,
+    tags: &[String],
+    lease: Option<&Lease>,
+) -> (Cmd, Option<Duration>) {
+    let mut cmd = redis::cmd(command::SET);
+    cmd.arg(key).arg(value);
+    // Whole milliseconds, as Redis keeps them; the L1 deadline uses the same figure, so
+    // that a copy never outlives the entry by the dropped fraction.
+    let ttl = ttl.map(|ttl| {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        cmd.arg(command::option::PX).arg(ms);
+        Duration::from_millis(ms)
+    });
+    if let Some(lease) = lease {
+        cmd.arg(command::option::LEASE).arg(lease.token());
+    }
+    cmd.arg(command::option::GETVERSION);
+    if !tags.is_empty() {
+        cmd.arg(command::option::TAGS).arg(tags);
+    }
+    (cmd, ttl)
+}
+
+/// What an `HC.SET ... GETVERSION` reply says was stored (`None`: a conditional write
+/// refused), for a request sent at `sent_at` with `ttl`.
+pub(crate) fn written(
+    reply: Option<(String, u64)>,
+    ttl: Option<Duration>,
+    sent_at: Instant,
+) -> Option<Written> {
+    reply.map(|(origin, version)| Written {
+        origin: origin.into(),
+        version,
+        expires_at: ttl.and_then(|ttl| sent_at.checked_add(ttl)),
+    })
 }
 
 /// The command connection: to one server, or to a cluster (commands routed by key slot).
@@ -90,7 +144,11 @@ pub(crate) enum Connection {
 }
 
 impl Connection {
-    async fn send<T: FromRedisValue>(&self, cmd: &Cmd, everywhere: bool) -> RedisResult<T> {
+    pub(crate) async fn send<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        everywhere: bool,
+    ) -> RedisResult<T> {
         match self {
             Connection::Single(con) => cmd.query_async(&mut con.clone()).await,
             Connection::Cluster(con) if everywhere => {
@@ -178,6 +236,10 @@ impl L2 {
         self
     }
 
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.con
+    }
+
     pub(crate) fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
     }
@@ -195,10 +257,21 @@ impl L2 {
     /// Like `query`; with `everywhere`, a cluster runs `cmd` on every primary and the
     /// integer replies are summed.
     async fn query_on<T: FromRedisValue>(&self, cmd: &Cmd, everywhere: bool) -> Result<T> {
+        self.guarded(|| self.con.send::<T>(cmd, everywhere)).await
+    }
+
+    /// Runs `send` (one request to Redis, however many commands it carries) behind the
+    /// circuit breaker and within the command timeout, once more if the connection turned
+    /// out to be dead; its outcome counts for the breaker as one command.
+    pub(crate) async fn guarded<T, F, Fut>(&self, send: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         if !self.breaker.allows(tokio::time::Instant::now().into_std()) {
             return Err(Error::CircuitOpen);
         }
-        let result = self.attempt(cmd, everywhere).await;
+        let result = self.attempt(send).await;
         let transition = match &result {
             Err(e) if e.is_unreachable() => self
                 .breaker
@@ -221,12 +294,15 @@ impl L2 {
         result
     }
 
-    async fn attempt<T: FromRedisValue>(&self, cmd: &Cmd, everywhere: bool) -> Result<T> {
+    async fn attempt<T, F, Fut>(&self, send: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
         loop {
-            let attempt =
-                tokio::time::timeout_at(deadline, self.con.send::<T>(cmd, everywhere)).await;
+            let attempt = tokio::time::timeout_at(deadline, send()).await;
             match attempt {
                 Err(_) => return Err(Error::Timeout(self.timeout)),
                 Ok(Ok(value)) => return Ok(value),
@@ -247,13 +323,7 @@ impl L2 {
             Err(e) if is_wrong_type(&e) => return Ok(None),
             other => other?,
         };
-        Ok(reply.map(|(value, tags, pttl, origin, version)| Fetched {
-            value,
-            tags,
-            expires_at: deadline(sent_at, pttl),
-            origin: origin.into(),
-            version,
-        }))
+        Ok(fetched(reply, sent_at))
     }
 
     /// `HC.FETCH key LEASE`: the entry (a key of another type reads as missing) and a lease
@@ -294,29 +364,10 @@ impl L2 {
         tags: &[String],
         lease: Option<&Lease>,
     ) -> Result<Option<Written>> {
-        let mut cmd = redis::cmd(command::SET);
-        cmd.arg(key).arg(value);
-        // Whole milliseconds, as Redis keeps them; the L1 deadline below uses the same
-        // figure, so that a copy never outlives the entry by the dropped fraction.
-        let ttl = ttl.map(|ttl| {
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            cmd.arg(command::option::PX).arg(ms);
-            Duration::from_millis(ms)
-        });
-        if let Some(lease) = lease {
-            cmd.arg(command::option::LEASE).arg(lease.token());
-        }
-        cmd.arg(command::option::GETVERSION);
-        if !tags.is_empty() {
-            cmd.arg(command::option::TAGS).arg(tags);
-        }
+        let (cmd, ttl) = set_command(key, value, ttl, tags, lease);
         let sent_at = Instant::now();
         let reply: Option<(String, u64)> = self.query(&cmd).await?;
-        Ok(reply.map(|(origin, version)| Written {
-            origin: origin.into(),
-            version,
-            expires_at: ttl.and_then(|ttl| sent_at.checked_add(ttl)),
-        }))
+        Ok(written(reply, ttl, sent_at))
     }
 
     /// Writes an entry unconditionally (the write of record).

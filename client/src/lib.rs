@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod background;
+mod batch;
 mod builder;
 mod cache;
 mod catch_up;
@@ -65,10 +66,12 @@ mod invalidation_log;
 mod l1;
 mod l1_admission;
 mod l2;
+mod l2_batch;
 mod local_tier;
 mod nodes;
 mod options;
 mod outbox;
+mod pipeline;
 mod random;
 mod server_check;
 mod shard_subscription;

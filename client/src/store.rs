@@ -57,7 +57,7 @@ impl HybridCache {
         Ok((found, lease))
     }
 
-    async fn take_fetched<T>(
+    pub(crate) async fn take_fetched<T>(
         &self,
         key: &str,
         found: Option<Fetched>,

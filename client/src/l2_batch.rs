@@ -1,0 +1,77 @@
+//! The Redis tier's batch reads and writes: `HC.FETCH` and `HC.SET` of many keys in one
+//! round trip (pipelines, see `pipeline.rs`), behind the circuit breaker and within the
+//! command timeout as one command is. Each key gets its own outcome, as a single command
+//! would; the batch fails as a whole only when Redis could not be reached.
+
+use crate::error::{Error, Result};
+use crate::l2::{fetched, is_wrong_type, set_command, written, FetchReply, Fetched, Written, L2};
+use hybridcache_protocol::command;
+use redis::{RedisError, RedisResult, Value};
+use std::time::{Duration, Instant};
+
+/// One entry of a batch write of record.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryWrite {
+    pub(crate) key: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) tags: Vec<String>,
+}
+
+/// A command's reply decoded as `T`.
+fn decode<T: redis::FromRedisValue>(reply: RedisResult<Value>) -> Result<T> {
+    let value = reply?;
+    redis::from_redis_value(value).map_err(|e| Error::from(RedisError::from(e)))
+}
+
+impl L2 {
+    /// `HC.FETCH` of every key of `keys`: each one's entry (a key holding a value of
+    /// another type reads as missing) or error, in the order of `keys`.
+    pub(crate) async fn fetch_many(&self, keys: &[String]) -> Result<Vec<Result<Option<Fetched>>>> {
+        let cmds: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd(command::FETCH);
+                cmd.arg(key);
+                cmd
+            })
+            .collect();
+        let sent_at = Instant::now();
+        let replies = self
+            .guarded(|| self.connection().pipelined(keys, cmds.clone()))
+            .await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| match decode::<FetchReply>(reply) {
+                Ok(reply) => Ok(fetched(reply, sent_at)),
+                Err(e) if is_wrong_type(&e) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect())
+    }
+
+    /// Writes every entry of `writes` unconditionally (writes of record): each one's
+    /// outcome, in the order of `writes`.
+    pub(crate) async fn set_many(&self, writes: &[EntryWrite]) -> Result<Vec<Result<Written>>> {
+        let keys: Vec<String> = writes.iter().map(|w| w.key.clone()).collect();
+        let (cmds, ttls): (Vec<_>, Vec<_>) = writes
+            .iter()
+            .map(|w| set_command(&w.key, &w.bytes, w.ttl, &w.tags, None))
+            .unzip();
+        let sent_at = Instant::now();
+        let replies = self
+            .guarded(|| self.connection().pipelined(&keys, cmds.clone()))
+            .await?;
+        Ok(replies
+            .into_iter()
+            .zip(ttls)
+            .map(|(reply, ttl)| {
+                let reply: Option<(String, u64)> = decode(reply)?;
+                written(reply, ttl, sent_at).ok_or_else(|| Error::UnexpectedReply {
+                    command: command::SET,
+                    detail: "nil without NX/XX or LEASE".into(),
+                })
+            })
+            .collect())
+    }
+}
