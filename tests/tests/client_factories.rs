@@ -24,7 +24,11 @@ async fn factories_may_fail_with_anyhow_boxed_or_std_errors() {
     assert!(matches!(failed, Error::Factory(_)), "{failed:?}");
     // anyhow's chain printing shows the factory's message once.
     let report = format!("{:#}", anyhow::Error::from(failed));
-    assert_eq!(report.matches("the catalogue is down").count(), 1, "{report}");
+    assert_eq!(
+        report.matches("the catalogue is down").count(),
+        1,
+        "{report}"
+    );
 
     let failed = h
         .get_or_set::<u32, _, _, Box<dyn std::error::Error + Send + Sync>>(
@@ -92,5 +96,9 @@ async fn a_factory_uses_shared_state_through_an_arc_it_owns() {
             .unwrap();
         assert_eq!(*price, 700);
     }
-    assert_eq!(catalogue.loads.load(Ordering::Relaxed), 1, "cached after the first");
+    assert_eq!(
+        catalogue.loads.load(Ordering::Relaxed),
+        1,
+        "cached after the first"
+    );
 }
