@@ -22,8 +22,8 @@
 //!   later calls still run in the target database.
 
 use crate::copy_sources::{CopySources, Sender};
-use crate::filter_slot::FilterSlot;
-use redis_module::{raw, NotifyEvent, RedisString};
+use crate::filter_slot::{FilterArgs, FilterSlot};
+use redis_module::{raw, NotifyEvent};
 use std::os::raw::c_int;
 use std::ptr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -139,28 +139,20 @@ fn select(ctx: *mut raw::RedisModuleCtx, db: i32) {
 /// The command filter: every command passes here before it runs or is queued. Only the
 /// few names `copy_sources` cares about go further than a length check.
 unsafe extern "C" fn note_copy(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let (Some(count), Some(arg)) = (
-        raw::RedisModule_CommandFilterArgsCount,
-        raw::RedisModule_CommandFilterArgGet,
-    ) else {
+    let Some(args) = FilterArgs::new(fctx) else {
         return;
     };
-    let argc = count(fctx);
-    let name = arg(fctx, 0);
-    if argc < 1 || name.is_null() {
+    let Some(name) = args.get(0) else {
         return;
-    }
-    let name = RedisString::string_as_slice(name);
+    };
     if !matches!(name.len(), 4..=7) || !is_noted(name) {
         return;
     }
     let Some(sender) = sender(fctx) else {
         return;
     };
-    let args: Vec<&[u8]> = (0..argc.min(8))
-        .map(|pos| arg(fctx, pos))
-        .filter(|a| !a.is_null())
-        .map(|a| RedisString::string_as_slice(a))
+    let args: Vec<&[u8]> = (0..args.len().min(8))
+        .filter_map(|pos| args.get(pos))
         .collect();
     if let Ok(mut copies) = COPIES.lock() {
         copies.command(sender, &args);

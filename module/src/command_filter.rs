@@ -10,10 +10,10 @@
 //! has stayed empty for a second.
 
 use crate::changes::{Announce, Change};
-use crate::filter_slot::FilterSlot;
+use crate::filter_slot::{FilterArgs, FilterSlot};
 use crate::publisher::apply;
 use crate::state::with_state;
-use redis_module::{raw, RedisString};
+use redis_module::raw;
 use std::os::raw::c_void;
 use std::ptr;
 
@@ -54,29 +54,18 @@ unsafe extern "C" fn idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_voi
 }
 
 unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let (Some(count), Some(arg)) = (
-        raw::RedisModule_CommandFilterArgsCount,
-        raw::RedisModule_CommandFilterArgGet,
-    ) else {
+    let Some(args) = FilterArgs::new(fctx) else {
         return;
     };
-    let argc = count(fctx);
-    if argc < 2 {
+    let Some(name) = args.get(0) else {
+        return;
+    };
+    if args.len() < 2
+        || !(name.eq_ignore_ascii_case(b"del") || name.eq_ignore_ascii_case(b"unlink"))
+    {
         return;
     }
-    let name = arg(fctx, 0);
-    if name.is_null() {
-        return;
-    }
-    let name = RedisString::string_as_slice(name);
-    if !(name.eq_ignore_ascii_case(b"del") || name.eq_ignore_ascii_case(b"unlink")) {
-        return;
-    }
-    for pos in 1..argc {
-        let key = arg(fctx, pos);
-        if !key.is_null() {
-            let key = RedisString::string_as_slice(key);
-            apply(Change::TouchedInEveryDb { key }, Announce::No);
-        }
+    for key in (1..args.len()).filter_map(|pos| args.get(pos)) {
+        apply(Change::TouchedInEveryDb { key }, Announce::No);
     }
 }

@@ -54,3 +54,35 @@ impl FilterSlot {
         }
     }
 }
+
+/// The arguments of the command a filter is called with (argument 0 is its name).
+pub(crate) struct FilterArgs {
+    fctx: *mut raw::RedisModuleCommandFilterCtx,
+    count: c_int,
+}
+
+impl FilterArgs {
+    /// `None` where the server lacks the filter argument API.
+    ///
+    /// # Safety
+    /// `fctx` is the context of the filter call running now, and the result is used only
+    /// during that call.
+    pub(crate) unsafe fn new(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<Self> {
+        let count = raw::RedisModule_CommandFilterArgsCount?(fctx);
+        Some(Self { fctx, count })
+    }
+
+    pub(crate) fn len(&self) -> c_int {
+        self.count
+    }
+
+    /// Argument `pos`, if there is one.
+    pub(crate) fn get(&self, pos: c_int) -> Option<&[u8]> {
+        if pos < 0 || pos >= self.count {
+            return None;
+        }
+        // SAFETY: fctx is the live filter context (see `new`); pos is within its arguments.
+        let arg = unsafe { raw::RedisModule_CommandFilterArgGet?(self.fctx, pos) };
+        (!arg.is_null()).then(|| redis_module::RedisString::string_as_slice(arg))
+    }
+}
