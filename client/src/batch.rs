@@ -157,7 +157,7 @@ impl HybridCache {
         let tier = self.tier();
         let options = options.over(self.defaults());
         let mark = tier.log().mark();
-        let tags = self.full_tags(options.tag_list());
+        let tags = self.entry_tags(options.tag_list());
         let mut values = Vec::new();
         let mut writes = Vec::new();
         for (key, value) in items {

@@ -38,6 +38,7 @@ pub struct HybridCacheBuilder {
     circuit: Option<(u32, Duration)>,
     auto_recovery: usize,
     unconditional_fills: bool,
+    clearable: bool,
 }
 
 impl HybridCacheBuilder {
@@ -61,6 +62,7 @@ impl HybridCacheBuilder {
             circuit: None,
             auto_recovery: 0,
             unconditional_fills: false,
+            clearable: true,
         }
     }
 
@@ -86,6 +88,16 @@ impl HybridCacheBuilder {
     /// applications or caches share one Redis without colliding.
     pub fn namespace(mut self, prefix: impl Into<String>) -> Self {
         self.namespace = prefix.into();
+        self
+    }
+
+    /// Whether every entry carries the namespace's clear tag (`<namespace>*`, default
+    /// true), which [`HybridCache::clear`] removes. `false` saves that tag's link in
+    /// Redis (a few bytes per entry, plus the key's name in the tag index for entries
+    /// without other tags); `clear()` then fails with [`Error::Config`]. Named caches
+    /// ([`HybridCache::named`]) follow the cache they are made from.
+    pub fn clearable(mut self, clearable: bool) -> Self {
+        self.clearable = clearable;
         self
     }
 
@@ -218,7 +230,11 @@ impl HybridCacheBuilder {
             events.clone(),
         )
         .with_unconditional_fills(self.unconditional_fills);
-        let tier = Arc::new(LocalTier::new(self.capacity, self.namespace, db, events));
+        let tier = LocalTier::new(self.capacity, self.namespace, db, events);
+        let tier = Arc::new(match self.clearable {
+            true => tier,
+            false => tier.without_clear_tag(),
+        });
         let hub = Arc::new(Hub::default());
         hub.add(&tier);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

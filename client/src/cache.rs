@@ -187,12 +187,16 @@ impl HybridCache {
         l1_max_entries: u64,
     ) -> HybridCache {
         let connections = self.state.connections.clone();
-        let tier = Arc::new(LocalTier::new(
+        let tier = LocalTier::new(
             Capacity::Entries(l1_max_entries),
             namespace.to_string(),
             connections.db(),
             Arc::new(Events::new(name)),
-        ));
+        );
+        let tier = Arc::new(match self.tier().clear_tag() {
+            Some(_) => tier,
+            None => tier.without_clear_tag(),
+        });
         connections.hub().add(&tier);
         HybridCache::from_state(CacheState::new(
             tier,

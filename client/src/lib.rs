@@ -51,6 +51,7 @@ mod builder;
 mod cache;
 mod catch_up;
 mod circuit;
+mod clear;
 mod coalesce;
 mod connections;
 mod error;
@@ -83,6 +84,7 @@ mod subscription;
 
 pub use builder::HybridCacheBuilder;
 pub use cache::HybridCache;
+pub use clear::CLEAR_TAG;
 pub use error::{Error, FactoryFailed, Result};
 pub use events::CacheEvent;
 pub use factory::{FactoryContext, FactoryOutput};

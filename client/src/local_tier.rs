@@ -28,6 +28,10 @@ pub(crate) struct LocalTier {
     /// The Redis database this cache works in.
     db: u32,
     events: Arc<Events>,
+    /// The tag every entry this cache writes carries (`<namespace>*`), whose removal
+    /// ([`HybridCache::clear`](crate::HybridCache::clear)) clears the whole cache; `None`
+    /// when built with `clearable(false)`.
+    clear_tag: Option<String>,
 }
 
 impl LocalTier {
@@ -37,10 +41,22 @@ impl LocalTier {
             log: InvalidationLog::default(),
             counters: Arc::new(Counters::default()),
             connected: AtomicBool::new(false),
+            clear_tag: Some(format!("{namespace}{}", crate::CLEAR_TAG)),
             namespace,
             db,
             events,
         }
+    }
+
+    /// Without the clear tag: entries are written without it and `clear()` is refused.
+    pub(crate) fn without_clear_tag(mut self) -> Self {
+        self.clear_tag = None;
+        self
+    }
+
+    /// The tag every entry of this cache carries in Redis, if any (see `clear_tag`).
+    pub(crate) fn clear_tag(&self) -> Option<&str> {
+        self.clear_tag.as_deref()
     }
 
     pub(crate) fn l1(&self) -> &L1 {
@@ -232,6 +248,11 @@ impl LocalTier {
         }
     }
 
+    /// Drops everything L1 holds (the cache was cleared).
+    pub(crate) fn clear_l1(&self) {
+        self.clear_all();
+    }
+
     fn clear_all(&self) {
         self.log.push(Record::Reset);
         self.l1.clear();
@@ -293,6 +314,14 @@ impl LocalTier {
                 let tags = self.ours(tags);
                 if tags.is_empty() {
                     return;
+                }
+                // The whole cache was cleared: entries kept only in L1 (`skip_l2`) go too.
+                if let Some(clear) = &self.clear_tag {
+                    if tags.iter().any(|tag| tag == clear) {
+                        tracing::debug!(tag = %clear, "cache cleared: L1 cleared");
+                        self.clear_all();
+                        return;
+                    }
                 }
                 self.log.push(Record::Tags {
                     origin: origin.clone(),

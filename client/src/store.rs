@@ -105,7 +105,7 @@ impl HybridCache {
         let options = options.jittered();
         let mark = tier.log().mark();
         let bytes = self.format().encode(&*value)?;
-        let tags = self.full_tags(options.tag_list());
+        let tags = self.entry_tags(options.tag_list());
         let weight = bytes.len() + key.len();
         self.state().background().mark_changed(key);
         let written = if options.skips_l2() {
@@ -183,7 +183,7 @@ impl HybridCache {
                 let admission = Admission {
                     origin: None,
                     version: 0,
-                    tags: self.full_tags(options.tag_list()),
+                    tags: self.entry_tags(options.tag_list()),
                     l2_expires_at: None,
                     weight: size + key.len(),
                     etag: validators.etag,
@@ -201,7 +201,7 @@ impl HybridCache {
                 return;
             }
         };
-        let tags = self.full_tags(options.tag_list());
+        let tags = self.entry_tags(options.tag_list());
         let weight = bytes.len() + key.len();
         let sent = match self.drain_outbox().await {
             Ok(()) => {
