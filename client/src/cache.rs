@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::events::{CacheEvent, Events};
 use crate::format::Format;
 use crate::l1::Capacity;
+use crate::l2::with_call_timeout;
 use crate::l2::L2;
 use crate::local_tier::LocalTier;
 use crate::options::EntryOptions;
@@ -355,7 +356,8 @@ impl HybridCache {
             return Ok(None);
         }
         let mark = tier.log().mark();
-        match self.read_l2::<T>(key, &options).await {
+        let read = with_call_timeout(options.redis_timeout, self.read_l2::<T>(key, &options));
+        match read.await {
             Ok(found) => Ok(found),
             Err(e) if e.is_unreachable() => match tier.stale::<T>(key) {
                 Some((stale, entry)) => {
@@ -383,8 +385,9 @@ impl HybridCache {
         T: Serialize + Send + Sync + 'static,
     {
         let options = options.over(self.defaults());
-        self.write_of_record(&self.full_key(key), Arc::new(value), &options)
-            .await
+        let key = self.full_key(key);
+        let write = self.write_of_record(&key, Arc::new(value), &options);
+        with_call_timeout(options.redis_timeout, write).await
     }
 
     /// Removes `key` from Redis and from every instance's L1; true when Redis held it.

@@ -11,6 +11,7 @@ use crate::factory::{FactoryContext, FactoryOutput};
 use crate::factory_outcome::Stale;
 use crate::fill::FillBasis;
 use crate::l1::Value;
+use crate::l2::with_call_timeout;
 use crate::options::EntryOptions;
 use crate::stampede_lock::{lock_key, Locked};
 use crate::stats::bump;
@@ -143,7 +144,15 @@ impl HybridCache {
         F: FnOnce(FactoryContext<T>) -> Fut + Send + 'static,
         Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
     {
-        if let Some((hit, entry)) = self.tier().lookup::<T>(key, self.skips_l1(&options)) {
+        let forced = options
+            .force_refresh
+            .or(self.defaults().force_refresh)
+            .unwrap_or(false);
+        let found = match forced {
+            true => None,
+            false => self.tier().lookup::<T>(key, self.skips_l1(&options)),
+        };
+        if let Some((hit, entry)) = found {
             if entry
                 .refresh_after
                 .is_some_and(|at| std::time::Instant::now() >= at)
@@ -172,10 +181,16 @@ impl HybridCache {
         Fut: Future<Output = FactoryOutput<T>> + Send + 'static,
     {
         let options = options.over(self.defaults());
-        let value = self
-            .in_flight()
-            .run(key, self.load(key, factory, options))
-            .await?;
+        let timeout = options.redis_timeout;
+        // A forced refresh runs its own factory: joining a load that may end in a Redis
+        // hit would not refresh anything.
+        let value = match options.forces_refresh() {
+            true => with_call_timeout(timeout, self.load(key, factory, options)).await?,
+            false => {
+                let load = self.in_flight().run(key, self.load(key, factory, options));
+                with_call_timeout(timeout, load).await?
+            }
+        };
         value.downcast::<T>().map_err(|_| Error::UnexpectedReply {
             command: "get_or_set",
             detail: format!("a concurrent load of {key:?} produced another type"),
@@ -191,7 +206,8 @@ impl HybridCache {
         let tier = self.tier();
         // A concurrent load may have filled L1 while this one waited for its turn (the miss
         // was counted already).
-        if let Some((hit, _)) = tier.fresh::<T>(key, options.skips_l1()) {
+        let forced = options.forces_refresh();
+        if let Some((hit, _)) = tier.fresh::<T>(key, options.skips_l1() || forced) {
             return Ok(hit);
         }
         let mark = tier.log().mark();
@@ -205,11 +221,15 @@ impl HybridCache {
         let mut basis = FillBasis { lease: None, mark };
         let mut lock = None;
         if !options.skips_l2() {
-            match self.read_l2_leased::<T>(key, &options).await {
+            let read = match forced {
+                true => self.lease_for_refresh(key).await.map(|lease| (None, lease)),
+                false => self.read_l2_leased::<T>(key, &options).await,
+            };
+            match read {
                 Ok((Some(found), _)) => return Ok(found),
                 Ok((None, lease)) => {
                     basis.lease = lease;
-                    if let Some(wait) = options.distributed_lock {
+                    if let Some(wait) = options.distributed_lock.filter(|_| !forced) {
                         match self.lock_or_wait::<T>(key, wait, &options).await {
                             Locked::Found(found) => return Ok(found),
                             Locked::Held { token, lease } => {

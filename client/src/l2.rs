@@ -197,6 +197,22 @@ impl Connection {
     }
 }
 
+tokio::task_local! {
+    /// The Redis timeout of the cache call running in this task
+    /// ([`EntryOptions::redis_timeout`](crate::EntryOptions::redis_timeout)).
+    static CALL_TIMEOUT: Duration;
+}
+
+/// Runs `call` with every Redis command it sends bounded by `timeout` (when given) instead
+/// of the connection's command timeout, which stays the upper bound (the connection gives
+/// up on a reply then).
+pub(crate) async fn with_call_timeout<F: Future>(timeout: Option<Duration>, call: F) -> F::Output {
+    match timeout {
+        Some(timeout) => CALL_TIMEOUT.scope(timeout, call).await,
+        None => call.await,
+    }
+}
+
 /// The command connection, its timeout, the circuit breaker in front of it and the outbox
 /// of operations waiting for it.
 #[derive(Clone)]
@@ -299,12 +315,15 @@ impl L2 {
         F: Fn() -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout = CALL_TIMEOUT
+            .try_with(|call| (*call).min(self.timeout))
+            .unwrap_or(self.timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut retried = false;
         loop {
             let attempt = tokio::time::timeout_at(deadline, send()).await;
             match attempt {
-                Err(_) => return Err(Error::Timeout(self.timeout)),
+                Err(_) => return Err(Error::Timeout(timeout)),
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if !retried && (e.is_connection_dropped() || e.is_io_error()) => {
                     tracing::debug!(error = %e, "command connection dropped; retrying once");

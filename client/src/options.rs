@@ -34,6 +34,8 @@ pub struct EntryOptions {
     pub(crate) eager_refresh: Option<u32>,
     pub(crate) jitter: Option<Duration>,
     pub(crate) distributed_lock: Option<Duration>,
+    pub(crate) force_refresh: Option<bool>,
+    pub(crate) redis_timeout: Option<Duration>,
 }
 
 /// How long a stale value served by fail-safe is served without retrying the failing
@@ -201,6 +203,33 @@ impl EntryOptions {
         self
     }
 
+    /// `get_or_set` ignores what L1 and Redis hold and runs the factory, writing its value
+    /// as any fill (conditionally: refused if the key changed meanwhile). For a caller that
+    /// knows the source changed. The value held so far is still the fail-safe fallback (with
+    /// [`fail_safe`](Self::fail_safe)) and the factory's stale value (conditional refresh).
+    /// Forced refreshes are not coalesced with other loads of the key. Other calls ignore it.
+    ///
+    /// ```
+    /// use hybridcache::EntryOptions;
+    /// let options = EntryOptions::new().force_refresh(true);
+    /// # let _ = options;
+    /// ```
+    pub fn force_refresh(mut self, force: bool) -> Self {
+        self.force_refresh = Some(force);
+        self
+    }
+
+    /// Bounds each Redis command of this call (FusionCache's distributed cache timeout):
+    /// a read that takes longer fails with [`Error::Timeout`](crate::Error::Timeout), so
+    /// `get_or_set` serves the fail-safe value or runs the factory instead of waiting. At
+    /// most the cache's
+    /// [`command_timeout`](crate::HybridCacheBuilder::command_timeout), which bounds every
+    /// reply. A timed-out command counts as a failure for the circuit breaker.
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_timeout = Some(timeout);
+        self
+    }
+
     /// The tags set so far.
     pub fn tag_list(&self) -> &[String] {
         self.tags.as_deref().unwrap_or_default()
@@ -225,6 +254,8 @@ impl EntryOptions {
             eager_refresh: self.eager_refresh.or(defaults.eager_refresh),
             jitter: self.jitter.or(defaults.jitter),
             distributed_lock: self.distributed_lock.or(defaults.distributed_lock),
+            force_refresh: self.force_refresh.or(defaults.force_refresh),
+            redis_timeout: self.redis_timeout.or(defaults.redis_timeout),
         }
     }
 
@@ -270,6 +301,10 @@ impl EntryOptions {
 
     pub(crate) fn skips_l1(&self) -> bool {
         self.skip_l1.unwrap_or(false)
+    }
+
+    pub(crate) fn forces_refresh(&self) -> bool {
+        self.force_refresh.unwrap_or(false)
     }
 
     pub(crate) fn skips_l2(&self) -> bool {

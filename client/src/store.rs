@@ -57,6 +57,13 @@ impl HybridCache {
         Ok((found, lease))
     }
 
+    /// A lease on `key` whatever it holds, for a fill that replaces the entry (a forced
+    /// refresh); what Redis holds is not read.
+    pub(crate) async fn lease_for_refresh(&self, key: &str) -> Result<Option<Lease>> {
+        let Leased { lease, .. } = self.redis().fetch_leased(key, LeaseOnHit::Wanted).await?;
+        Ok(lease)
+    }
+
     pub(crate) async fn take_fetched<T>(
         &self,
         key: &str,

@@ -71,7 +71,13 @@ async fn clear_removes_the_namespace_from_redis_and_every_l1_and_leaves_other_na
     left.sort();
     assert_eq!(
         left,
-        ["blog:post0", "blog:post1", "blog:post2", "blog:post3", "blog:post4"]
+        [
+            "blog:post0",
+            "blog:post1",
+            "blog:post2",
+            "blog:post3",
+            "blog:post4"
+        ]
     );
     assert_check_clean(&mut con);
 

@@ -349,7 +349,7 @@ async fn adaptive_caching_lets_the_factory_choose_ttl_and_tags() {
     let mut con = server.connection();
     assert!(hc::pttl(&mut con, "stable") > 500_000);
     assert!(hc::pttl(&mut con, "volatile") <= 2000);
-    assert_eq!(hc::tags(&mut con, "volatile"), ["volatile"]);
+    assert_eq!(hc::tags(&mut con, "volatile"), ["*", "volatile"]);
     assert_eq!(h.remove_by_tag("stable").await.unwrap(), 1);
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 
 const CALLERS: usize = 1_000;
-const FACTORY_TIME: Duration = Duration::from_millis(50);
+const FACTORY_TIME: Duration = Duration::from_millis(250);
 
 /// Spawns `CALLERS` tasks that wait for each other, then each call `get_or_set(key)` with
 /// a factory that counts its runs in `runs`, sleeps `FACTORY_TIME`, and then returns `42`

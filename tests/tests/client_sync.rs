@@ -403,8 +403,8 @@ async fn namespaces_isolate_keys_and_tags() {
     assert_eq!(hc::hc_get_str(&mut con, "A:k").as_deref(), Some("1"));
     assert_eq!(hc::hc_get_str(&mut con, "B:k").as_deref(), Some("2"));
     assert_eq!(hc::hc_get_str(&mut con, "k"), None);
-    assert_eq!(hc::tags(&mut con, "A:k"), ["A:t"]);
-    assert_eq!(hc::tags(&mut con, "B:k"), ["B:t"]);
+    assert_eq!(hc::tags(&mut con, "A:k"), ["A:*", "A:t"]);
+    assert_eq!(hc::tags(&mut con, "B:k"), ["B:*", "B:t"]);
     prime(&a, "k", 1u32).await;
     prime(&a2, "k", 1u32).await;
     prime(&b, "k", 2u32).await;
