@@ -42,6 +42,16 @@ pub enum CacheEvent {
         /// The tags.
         tags: Vec<String>,
     },
+    /// This handle expired a key on request (soft expiry: stale copies serve fail-safe).
+    Expire {
+        /// The key.
+        key: String,
+    },
+    /// This handle expired the entries of tags on request.
+    ExpireByTag {
+        /// The tags.
+        tags: Vec<String>,
+    },
     /// An invalidation event from the module was applied to L1.
     InvalidationReceived,
     /// A stale value was served instead of an error (Redis unreachable, factory failed or
@@ -96,6 +106,8 @@ impl CacheEvent {
             CacheEvent::Set { .. } => "set",
             CacheEvent::Remove { .. } => "remove",
             CacheEvent::RemoveByTag { .. } => "remove_by_tag",
+            CacheEvent::Expire { .. } => "expire",
+            CacheEvent::ExpireByTag { .. } => "expire_by_tag",
             CacheEvent::InvalidationReceived => "invalidation_received",
             CacheEvent::FailSafeActivated { .. } => "fail_safe_activated",
             CacheEvent::FactoryError { .. } => "factory_error",
@@ -111,7 +123,7 @@ impl CacheEvent {
 }
 
 /// Every event name, in the order of [`Kind`].
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 17] = [
     "hit",
     "miss",
     "set",
@@ -127,6 +139,8 @@ const NAMES: [&str; 15] = [
     "queued",
     "replayed",
     "fill_refused",
+    "expire",
+    "expire_by_tag",
 ];
 
 pub(crate) struct Events {
@@ -211,6 +225,8 @@ mod tests {
             CacheEvent::Replayed { count: 1 },
             CacheEvent::CircuitOpened,
             CacheEvent::FillRefused { key: String::new() },
+            CacheEvent::Expire { key: String::new() },
+            CacheEvent::ExpireByTag { tags: Vec::new() },
         ] {
             assert!(NAMES.contains(&event.name()));
         }

@@ -14,8 +14,27 @@ use std::time::{Duration, Instant};
 /// Tag removals remembered; beyond this the marks are dropped and L1 is cleared instead.
 const MAX_TAG_MARKS: usize = 100_000;
 
-/// The (origin, seq) of the event that removed a tag's keys on one server.
-type TagRemoval = (Arc<str>, u64);
+/// What a tag's events of one server did to the entries carrying it: the last removal
+/// (`deltag`) and the last soft expiry (`stale`) as event numbers.
+struct TagMark {
+    origin: Arc<str>,
+    removed: Option<u64>,
+    staled: Option<u64>,
+    /// The count of marks ([`L1`]'s `removals`) when `staled` was last raised: a copy fail-safe
+    /// served after it is behind it (see [`L1Entry::stale_marks_seen`]).
+    staled_at: u64,
+}
+
+/// How the tag marks see an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TagState {
+    Clear,
+    /// A tag was expired on request (`stale`) after the entry was written: not served as
+    /// fresh, still a fail-safe value.
+    Stale,
+    /// A tag was removed after the entry was written: never served.
+    Removed,
+}
 
 /// A decoded value, shared by every reader.
 pub(crate) type Value = Arc<dyn Any + Send + Sync>;
@@ -45,6 +64,9 @@ pub(crate) struct L1Entry {
     pub(crate) last_modified: Option<std::time::SystemTime>,
     /// When none of its tags was last found removed.
     pub(crate) tags_clear: TagsClear,
+    /// Soft expiries of its tags marked up to this count of marks are behind it: fail-safe
+    /// served this copy after them (0: none is).
+    pub(crate) stale_marks_seen: u64,
 }
 
 /// The count of tag removals ([`L1`]'s `removals`) at which none of an entry's tags was found
@@ -84,6 +106,7 @@ impl L1Entry {
             etag: self.etag.clone(),
             last_modified: self.last_modified,
             tags_clear: TagsClear::default(),
+            stale_marks_seen: self.stale_marks_seen,
         }
     }
 }
@@ -149,9 +172,10 @@ pub(crate) struct L1 {
     cache: Cache<String, Arc<L1Entry>, foldhash::fast::RandomState>,
     namespace: Box<str>,
     epoch: AtomicU64,
-    /// Tag → (origin, seq) of its last removal on each server that removed it: entries
-    /// read from that server with the tag and an older version are no longer served.
-    tag_marks: RwLock<HashMap<String, Vec<TagRemoval>>>,
+    /// Tag → its last removal and soft expiry on each server that removed or expired it:
+    /// entries read from that server with the tag and an older version are no longer served
+    /// (after a soft expiry, only by fail-safe).
+    tag_marks: RwLock<HashMap<String, Vec<TagMark>>>,
     /// Tag removals recorded in `tag_marks` so far (counted under its write lock).
     removals: AtomicU64,
 }
@@ -207,37 +231,50 @@ impl L1 {
     pub(crate) fn is_fresh(&self, entry: &L1Entry, now: Instant) -> bool {
         entry.epoch == self.epoch()
             && entry.fresh_until.is_none_or(|t| t > now)
-            && !self.tag_removed(entry)
+            && self.tag_state(entry) == TagState::Clear
     }
 
     /// Whether `entry` may be served as a fail-safe fallback: it opted in, is still kept,
-    /// and none of its tags was removed (a value known to be gone is never served).
+    /// and none of its tags was removed (a value known to be gone is never served; one
+    /// expired on request is).
     pub(crate) fn is_fail_safe(&self, entry: &L1Entry, now: Instant) -> bool {
-        entry.fail_safe && entry.keep_until.is_none_or(|t| t > now) && !self.tag_removed(entry)
+        entry.fail_safe
+            && entry.keep_until.is_none_or(|t| t > now)
+            && self.tag_state(entry) != TagState::Removed
     }
 
-    fn tag_removed(&self, entry: &L1Entry) -> bool {
+    /// The count of tag marks so far, for [`L1Entry::stale_marks_seen`].
+    pub(crate) fn marks_count(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    fn tag_state(&self, entry: &L1Entry) -> TagState {
         if entry.tags.is_empty() {
-            return false;
+            return TagState::Clear;
         }
         // Marks are only ever added (or dropped with all of L1): an entry clear of them
-        // stays clear until the next removal.
+        // stays clear until the next mark.
         if entry.tags_clear.0.load(Ordering::Relaxed) == self.removals.load(Ordering::Acquire) {
-            return false;
+            return TagState::Clear;
         }
         let marks = self.tag_marks.read().unwrap_or_else(|p| p.into_inner());
         let removals = self.removals.load(Ordering::Relaxed);
-        let removed = entry.tags.iter().any(|tag| {
-            marks.get(tag).is_some_and(|removals| {
-                removals.iter().any(|(origin, seq)| {
-                    tag_event_hits(entry.origin(), entry.version, origin, *seq)
-                })
-            })
-        });
-        if !removed {
+        let hits = |seq: Option<u64>, mark: &TagMark| {
+            seq.is_some_and(|seq| tag_event_hits(entry.origin(), entry.version, &mark.origin, seq))
+        };
+        let mut state = TagState::Clear;
+        for mark in entry.tags.iter().filter_map(|tag| marks.get(tag)).flatten() {
+            if hits(mark.removed, mark) {
+                return TagState::Removed;
+            }
+            if mark.staled_at > entry.stale_marks_seen && hits(mark.staled, mark) {
+                state = TagState::Stale;
+            }
+        }
+        if state == TagState::Clear {
             entry.tags_clear.0.store(removals, Ordering::Relaxed);
         }
-        removed
+        state
     }
 
     /// Keeps `entry` under the full key `key`.
@@ -257,6 +294,16 @@ impl L1 {
 
     /// Records that every key carrying `tag` up to event `seq` of `origin` is gone.
     pub(crate) fn mark_tag_removed(&self, tag: String, origin: Arc<str>, seq: u64) {
+        self.mark_tag(tag, origin, seq, false);
+    }
+
+    /// Records that every key carrying `tag` up to event `seq` of `origin` was expired on
+    /// request: those entries serve fail-safe only.
+    pub(crate) fn mark_tag_stale(&self, tag: String, origin: Arc<str>, seq: u64) {
+        self.mark_tag(tag, origin, seq, true);
+    }
+
+    fn mark_tag(&self, tag: String, origin: Arc<str>, seq: u64, soft: bool) {
         let mut marks = self.tag_marks.write().unwrap_or_else(|p| p.into_inner());
         if marks.len() >= MAX_TAG_MARKS && !marks.contains_key(&tag) {
             marks.clear();
@@ -264,25 +311,56 @@ impl L1 {
             self.clear();
             return;
         }
-        let removals = marks.entry(tag).or_default();
-        match removals.iter_mut().find(|(o, _)| *o == origin) {
-            Some((_, last)) => *last = (*last).max(seq),
-            None => removals.push((origin, seq)),
+        let count = self.removals.load(Ordering::Relaxed) + 1;
+        let of_tag = marks.entry(tag).or_default();
+        let mark = match of_tag.iter().position(|m| m.origin == origin) {
+            Some(i) => &mut of_tag[i],
+            None => {
+                of_tag.push(TagMark {
+                    origin,
+                    removed: None,
+                    staled: None,
+                    staled_at: 0,
+                });
+                let last = of_tag.len() - 1;
+                &mut of_tag[last]
+            }
+        };
+        let raised = |last: Option<u64>| Some(last.map_or(seq, |last| last.max(seq)));
+        if soft {
+            mark.staled = raised(mark.staled);
+            mark.staled_at = count;
+        } else {
+            mark.removed = raised(mark.removed);
         }
-        self.removals.fetch_add(1, Ordering::Release);
+        self.removals.store(count, Ordering::Release);
     }
 
     /// Entries with any of `tags`, as of now, are removed (the writer's own tag removal).
     pub(crate) fn remove_tagged(&self, tags: &[String]) {
-        let doomed: Vec<Arc<String>> = self
-            .cache
-            .iter()
-            .filter(|(_, entry)| entry.tags.iter().any(|t| tags.contains(t)))
-            .map(|(key, _)| key)
-            .collect();
-        for key in doomed {
+        for (key, _) in self.tagged(tags) {
             self.cache.invalidate(key.as_str());
         }
+    }
+
+    /// Entries with any of `tags`, as of `now`, are expired (the writer's own soft expiry):
+    /// those kept for fail-safe stay as stale copies, the others are dropped.
+    pub(crate) fn stale_tagged(&self, tags: &[String], now: Instant) {
+        for (key, entry) in self.tagged(tags) {
+            match entry.fail_safe {
+                true => self
+                    .cache
+                    .insert(key.to_string(), Arc::new(entry.stale_copy(now))),
+                false => self.cache.invalidate(key.as_str()),
+            }
+        }
+    }
+
+    fn tagged(&self, tags: &[String]) -> Vec<(Arc<String>, Arc<L1Entry>)> {
+        self.cache
+            .iter()
+            .filter(|(_, entry)| entry.tags.iter().any(|t| tags.contains(t)))
+            .collect()
     }
 
     /// Nothing in L1 is served any more (its values may still serve fail-safe).
@@ -321,6 +399,7 @@ mod tests {
             etag: None,
             last_modified: None,
             tags_clear: TagsClear::default(),
+            stale_marks_seen: 0,
         }
     }
 
@@ -390,5 +469,60 @@ mod tests {
         assert!(l1.is_fresh(&b, now), "a removal on another server");
         l1.mark_tag_removed("b".into(), "o".into(), 9);
         assert!(!l1.is_fresh(&b, now));
+    }
+
+    #[test]
+    fn a_soft_expiry_of_a_tag_leaves_older_entries_for_fail_safe_only() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        let now = Instant::now();
+        let mut kept = entry(&["t"], 5);
+        kept.fail_safe = true;
+        let plain = entry(&["t"], 5);
+        let newer = entry(&["t"], 8);
+        l1.mark_tag_stale("t".into(), "o".into(), 7);
+        assert!(!l1.is_fresh(&kept, now) && !l1.is_fresh(&plain, now));
+        assert!(l1.is_fail_safe(&kept, now), "a stale value for fail-safe");
+        assert!(
+            !l1.is_fail_safe(&plain, now),
+            "no fail-safe: not served at all"
+        );
+        assert!(l1.is_fresh(&newer, now), "written after the expiry");
+        // A hard removal after it wins: never served.
+        l1.mark_tag_removed("t".into(), "o".into(), 9);
+        assert!(!l1.is_fail_safe(&kept, now));
+        assert!(!l1.is_fresh(&newer, now));
+    }
+
+    #[test]
+    fn a_copy_fail_safe_served_after_a_soft_expiry_is_behind_it_but_not_behind_the_next() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        let now = Instant::now();
+        l1.mark_tag_stale("t".into(), "o".into(), 7);
+        let mut served = entry(&["t"], 5);
+        served.fail_safe = true;
+        served.stale_marks_seen = l1.marks_count();
+        assert!(l1.is_fresh(&served, now), "fresh for its throttle window");
+        l1.mark_tag_stale("u".into(), "o".into(), 8);
+        assert!(l1.is_fresh(&served, now), "another tag's expiry");
+        l1.mark_tag_stale("t".into(), "o".into(), 9);
+        assert!(!l1.is_fresh(&served, now), "expired again");
+        assert!(l1.is_fail_safe(&served, now));
+    }
+
+    #[test]
+    fn the_writers_own_soft_expiry_keeps_fail_safe_entries_as_stale_copies() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        let mut kept = entry(&["t"], 5);
+        kept.fail_safe = true;
+        l1.insert("kept", Arc::new(kept));
+        l1.insert("plain", Arc::new(entry(&["t"], 5)));
+        l1.insert("other", Arc::new(entry(&["u"], 5)));
+        let now = Instant::now();
+        l1.stale_tagged(&["t".to_string()], now);
+        let (found, read_at) = l1.get("kept").unwrap();
+        assert!(!l1.is_fresh(&found, read_at) && l1.is_fail_safe(&found, read_at));
+        assert!(l1.get("plain").is_none());
+        let (other, read_at) = l1.get("other").unwrap();
+        assert!(l1.is_fresh(&other, read_at));
     }
 }

@@ -70,6 +70,7 @@ impl LocalTier {
             etag: admission.etag,
             last_modified: admission.last_modified,
             tags_clear: Default::default(),
+            stale_marks_seen: 0,
         };
         self.insert_unless_invalidated(key, entry, mark, false);
     }
@@ -116,6 +117,9 @@ impl LocalTier {
             etag: entry.etag.clone(),
             last_modified: entry.last_modified,
             tags_clear: Default::default(),
+            // Served after the soft expiries of its tags so far: fresh for the throttle
+            // window despite them (a later one makes it stale again).
+            stale_marks_seen: self.l1().marks_count(),
         };
         self.insert_unless_invalidated(key, kept, mark, expired);
     }

@@ -451,6 +451,8 @@ impl L2 {
             }
             Pending::Del { key } => self.del(key).await.map(|_| ()),
             Pending::DelTags { tags } => self.deltag(tags).await.map(|_| ()),
+            Pending::Stale { key } => self.stale(key).await.map(|_| ()),
+            Pending::StaleTags { tags } => self.staletag(tags).await.map(|_| ()),
         }
     }
 
@@ -507,6 +509,19 @@ impl L2 {
     /// with the counts summed.
     pub(crate) async fn deltag(&self, tags: &[String]) -> Result<u64> {
         self.query_on(redis::cmd(command::DELTAG).arg(tags), true)
+            .await
+    }
+
+    /// `HC.STALE key`: removes `key` as `del` does, announced as expired on request.
+    pub(crate) async fn stale(&self, key: &str) -> Result<bool> {
+        let removed: u64 = self.query(redis::cmd(command::STALE).arg(key)).await?;
+        Ok(removed > 0)
+    }
+
+    /// `HC.STALETAG tags`: removes the keys of `tags` as `deltag` does (on every primary),
+    /// announced as expired on request.
+    pub(crate) async fn staletag(&self, tags: &[String]) -> Result<u64> {
+        self.query_on(redis::cmd(command::STALETAG).arg(tags), true)
             .await
     }
 }

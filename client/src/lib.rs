@@ -76,6 +76,7 @@ mod pipeline;
 mod random;
 mod server_check;
 mod shard_subscription;
+mod soft_expire;
 mod stampede_lock;
 mod stats;
 mod store;

@@ -280,6 +280,10 @@ impl LocalTier {
                 });
                 let now = Instant::now();
                 for key in keys {
+                    if event.op == Op::Stale {
+                        self.expire_key(&key, Some((&origin, event.seq)), now);
+                        continue;
+                    }
                     if let Some((entry, _)) = self.l1.get(&key) {
                         // The key (most likely) expired in Redis: an entry kept for
                         // fail-safe stays as a stale copy only, never served as fresh.
@@ -329,10 +333,32 @@ impl LocalTier {
                     tags: tags.clone(),
                 });
                 for tag in tags {
-                    self.l1.mark_tag_removed(tag, origin.clone(), event.seq);
+                    match event.op {
+                        Op::Stale => self.l1.mark_tag_stale(tag, origin.clone(), event.seq),
+                        _ => self.l1.mark_tag_removed(tag, origin.clone(), event.seq),
+                    }
                 }
             }
             Change::Flush => self.clear_all(),
+        }
+    }
+
+    /// `key` (a full key) was expired on request by event `seq` of `origin` (`None`: by this
+    /// handle, as of now): a copy kept for fail-safe stays as a stale copy, whatever its
+    /// expiry; any other is dropped. The writer's own newer version is not touched.
+    pub(crate) fn expire_key(&self, key: &str, event: Option<(&str, u64)>, now: Instant) {
+        let Some((entry, _)) = self.l1.get(key) else {
+            return;
+        };
+        let hits = event.is_none_or(|(origin, seq)| {
+            key_event_hits(entry.origin.as_deref(), entry.version, origin, seq)
+        });
+        if !hits {
+            return;
+        }
+        match entry.fail_safe {
+            true => self.l1.insert(key, Arc::new(entry.stale_copy(now))),
+            false => self.l1.invalidate(key),
         }
     }
 
@@ -414,5 +440,106 @@ mod tests {
         assert!(entry.fresh_until <= entry.l2_expires_at);
         std::thread::sleep(Duration::from_millis(150));
         assert!(tier.fresh::<u32>("k", false).is_none());
+    }
+
+    fn tag_event(seq: u64, op: Op, tag: &str) -> InvalidationEvent {
+        InvalidationEvent::new(
+            "o",
+            seq,
+            Some(0),
+            op,
+            Change::Tags {
+                tags: vec![Name::from(tag)],
+            },
+        )
+    }
+
+    fn admit_tagged(tier: &LocalTier, key: &str, version: u64, options: &EntryOptions) {
+        let admission = Admission {
+            origin: Some("o".into()),
+            version,
+            tags: vec!["t".into()],
+            l2_expires_at: Instant::now().checked_add(Duration::from_secs(600)),
+            weight: 1,
+            etag: None,
+            last_modified: None,
+        };
+        let mark = tier.log().mark();
+        tier.admit(key, Arc::new(1u32), admission, options, mark);
+    }
+
+    #[test]
+    fn a_stale_key_event_keeps_fail_safe_copies_as_stale_whatever_their_expiry() {
+        let tier = tier();
+        let fail_safe = EntryOptions::new()
+            .ttl(Duration::from_secs(600))
+            .fail_safe(Duration::from_secs(60));
+        admit_tagged(&tier, "f", 5, &fail_safe);
+        admit_tagged(
+            &tier,
+            "k",
+            5,
+            &EntryOptions::new().ttl(Duration::from_secs(600)),
+        );
+        admit_tagged(&tier, "own", 9, &fail_safe);
+        tier.apply(event(7, Op::Stale, "f"));
+        tier.apply(event(7, Op::Stale, "k"));
+        tier.apply(event(8, Op::Stale, "own"));
+        assert!(tier.fresh::<u32>("f", false).is_none(), "not fresh");
+        assert!(tier.stale::<u32>("f").is_some(), "a fail-safe value");
+        assert!(tier.l1().get("k").is_none(), "without fail-safe: dropped");
+        assert!(
+            tier.fresh::<u32>("own", false).is_some(),
+            "a version written after the expiry"
+        );
+    }
+
+    #[test]
+    fn a_stale_tag_event_leaves_older_entries_for_fail_safe_and_drops_the_others() {
+        let tier = tier();
+        let fail_safe = EntryOptions::new()
+            .ttl(Duration::from_secs(600))
+            .fail_safe(Duration::from_secs(60));
+        admit_tagged(&tier, "f", 5, &fail_safe);
+        admit_tagged(
+            &tier,
+            "k",
+            5,
+            &EntryOptions::new().ttl(Duration::from_secs(600)),
+        );
+        tier.apply(tag_event(7, Op::Stale, "t"));
+        assert!(tier.fresh::<u32>("f", false).is_none());
+        assert!(tier.stale::<u32>("f").is_some());
+        assert!(tier.fresh::<u32>("k", false).is_none());
+        assert!(tier.stale::<u32>("k").is_none());
+        // Written after it: fresh.
+        admit_tagged(&tier, "f", 8, &fail_safe);
+        assert!(tier.fresh::<u32>("f", false).is_some());
+    }
+
+    #[test]
+    fn a_fill_read_before_a_soft_expiry_is_not_kept() {
+        let tier = tier();
+        let fail_safe = EntryOptions::new()
+            .ttl(Duration::from_secs(600))
+            .fail_safe(Duration::from_secs(60));
+        for (i, stale) in [event(7, Op::Stale, "k"), tag_event(7, Op::Stale, "t")]
+            .into_iter()
+            .enumerate()
+        {
+            let mark = tier.log().mark();
+            tier.apply(stale);
+            let admission = Admission {
+                origin: Some("o".into()),
+                version: 5,
+                tags: vec!["t".into()],
+                l2_expires_at: Instant::now().checked_add(Duration::from_secs(600)),
+                weight: 1,
+                etag: None,
+                last_modified: None,
+            };
+            tier.admit("k", Arc::new(1u32), admission, &fail_safe, mark);
+            assert!(tier.fresh::<u32>("k", false).is_none(), "case {i}");
+        }
     }
 }

@@ -37,15 +37,24 @@ pub(crate) enum Pending {
     DelTags {
         tags: Vec<String>,
     },
+    /// A soft expiry (`HC.STALE`).
+    Stale {
+        key: String,
+    },
+    /// A soft expiry of tags (`HC.STALETAG`).
+    StaleTags {
+        tags: Vec<String>,
+    },
 }
 
 impl Pending {
     fn key(&self) -> Option<&str> {
         match self {
-            Pending::Set { key, .. } | Pending::Fill { key, .. } | Pending::Del { key } => {
-                Some(key)
-            }
-            Pending::DelTags { .. } => None,
+            Pending::Set { key, .. }
+            | Pending::Fill { key, .. }
+            | Pending::Del { key }
+            | Pending::Stale { key } => Some(key),
+            Pending::DelTags { .. } | Pending::StaleTags { .. } => None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! given to module commands, and `SetCommandACLCategories` replaces whatever the command had.
 //! So [`TABLE`] spells out what those flags would give (`write` → `@write`, `readonly` →
 //! `@read`, `admin` → `@admin @dangerous`, `fast` → `@fast`, otherwise `@slow`), plus:
-//! - `@keyspace` for `HC.DEL` and `HC.DELTAG`: they delete keys, as `DEL`/`UNLINK` do, and
+//! - `@keyspace` for `HC.DEL`, `HC.DELTAG`, `HC.STALE` and `HC.STALETAG`: they delete keys, as `DEL`/`UNLINK` do, and
 //!   an operator who denies `-@keyspace` to stop key deletion expects them covered.
 //!   `HC.TAGKEYS`/`HC.TAGCARD` read the module's tag index (like `SMEMBERS`/`SCARD` of a set)
 //!   and show only keys the user may read, so they stay out of it.
@@ -31,7 +31,7 @@ pub(crate) const MODULE_CATEGORY: &str = "hybridcache";
 
 /// Each command's server categories (without [`MODULE_CATEGORY`]); the registration flags in
 /// `lib.rs` are the source of the flag-implied ones.
-pub(crate) const TABLE: [(&str, &str); 12] = [
+pub(crate) const TABLE: [(&str, &str); 14] = [
     (command::SET, "write slow"),
     (command::GET, "read fast"),
     (command::MGET, "read fast"),
@@ -44,6 +44,8 @@ pub(crate) const TABLE: [(&str, &str); 12] = [
     (command::CHECK, "read admin dangerous slow"),
     (command::HELLO, "read fast connection"),
     (command::EVENTS, "read slow"),
+    (command::STALE, "write slow keyspace"),
+    (command::STALETAG, "write slow keyspace"),
 ];
 
 /// The space-separated categories `SetCommandACLCategories` gets for `categories`, with the
@@ -188,7 +190,15 @@ mod tests {
             .filter(|(_, c)| c.split(' ').any(|w| w == "keyspace"))
             .map(|(name, _)| *name)
             .collect();
-        assert_eq!(keyspace, [command::DEL, command::DELTAG]);
+        assert_eq!(
+            keyspace,
+            [
+                command::DEL,
+                command::DELTAG,
+                command::STALE,
+                command::STALETAG
+            ]
+        );
         assert!(of(command::CHECK).is_some_and(|c| c.contains("admin dangerous")));
     }
 

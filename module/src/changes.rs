@@ -61,8 +61,12 @@ pub(crate) enum Change<'a> {
         renumbered: bool,
         gone: bool,
     },
-    /// `HC.DEL` deleted these keys.
-    Deleted { db: i32, keys: &'a [&'a [u8]] },
+    /// `HC.DEL` (`op` del) or `HC.STALE` (`op` stale) deleted these keys.
+    Deleted {
+        db: i32,
+        keys: &'a [&'a [u8]],
+        op: Op,
+    },
     /// A command named the key (any command, `HC.DEL` of a missing key, `HC.SET` refused by
     /// NX/XX): fills that read it before are refused. Nothing is announced.
     Touched { db: i32, key: &'a [u8] },
@@ -70,8 +74,13 @@ pub(crate) enum Change<'a> {
     TouchedInEveryDb { key: &'a [u8] },
     /// A command changed an entry's TTL.
     TtlChanged { db: i32, key: &'a [u8] },
-    /// `HC.DELTAG`: the keys carrying any of `tags` are logically deleted.
-    TagsRemoved { db: i32, tags: &'a [&'a [u8]] },
+    /// `HC.DELTAG` (`op` deltag) or `HC.STALETAG` (`op` stale): the keys carrying any of
+    /// `tags` are logically deleted.
+    TagsRemoved {
+        db: i32,
+        tags: &'a [&'a [u8]],
+        op: Op,
+    },
     /// `FLUSHDB` (`Some(db)`) or `FLUSHALL` (`None`).
     Flushed { db: Option<i32> },
     /// `SWAPDB a b`.
@@ -186,7 +195,7 @@ impl State {
                     self.announce(seq, db, Op::Added, Names::Keys([key]), &mut applied);
                 }
             }
-            Change::Deleted { db, keys } => {
+            Change::Deleted { db, keys, op } => {
                 for &key in keys {
                     self.fills.record(KeyspaceChange::Key { db, key });
                 }
@@ -194,7 +203,7 @@ impl State {
                     self.announce(
                         None,
                         db,
-                        Op::Del,
+                        op,
                         Names::Keys(keys.iter().copied()),
                         &mut applied,
                     );
@@ -210,7 +219,7 @@ impl State {
                     self.announce(None, db, Op::Expire, Names::Keys([key]), &mut applied);
                 }
             }
-            Change::TagsRemoved { db, tags } => {
+            Change::TagsRemoved { db, tags, op } => {
                 // Whatever the tags held now: fills computed before this removal that name
                 // them are refused from here on.
                 self.fills.record(KeyspaceChange::TagsRemoved { db, tags });
@@ -222,13 +231,7 @@ impl State {
                     self.sequencer.allocate();
                     if announced {
                         let tags = tags.iter().copied();
-                        self.announce(
-                            Some(marker),
-                            db,
-                            Op::Deltag,
-                            Names::Tags(tags),
-                            &mut applied,
-                        );
+                        self.announce(Some(marker), db, op, Names::Tags(tags), &mut applied);
                     }
                 }
             }
@@ -402,6 +405,7 @@ mod tests {
             Change::Deleted {
                 db: 0,
                 keys: &[b"k"],
+                op: Op::Del,
             },
             Announce::Yes,
             LIVE,
@@ -469,6 +473,7 @@ mod tests {
             Change::TagsRemoved {
                 db: 0,
                 tags: &[b"other"],
+                op: Op::Deltag,
             },
             Announce::Yes,
             LIVE,
@@ -478,6 +483,7 @@ mod tests {
             Change::TagsRemoved {
                 db: 0,
                 tags: &[b"t"],
+                op: Op::Deltag,
             },
             Announce::Yes,
             LIVE,
@@ -543,5 +549,71 @@ mod tests {
         s.apply(Change::TtlChanged { db: 0, key: b"k" }, Announce::Yes, LIVE);
         let events = published(&mut s);
         assert_eq!(events[0].op, Op::Expire);
+    }
+
+    #[test]
+    fn a_soft_expiry_is_a_removal_announced_under_its_own_op() {
+        let mut s = state();
+        let (e, f) = (entry(&["t"]), entry(&["u"]));
+        for (key, entry) in [(&b"k"[..], &e), (&b"j"[..], &f)] {
+            let version = s.next_version();
+            s.apply(
+                Change::Stored {
+                    db: 0,
+                    key,
+                    old: None,
+                    new: entry,
+                    version,
+                },
+                Announce::Yes,
+                LIVE,
+            );
+        }
+        published(&mut s);
+        s.apply(
+            Change::Deleted {
+                db: 0,
+                keys: &[b"k"],
+                op: Op::Stale,
+            },
+            Announce::Yes,
+            LIVE,
+        );
+        let applied = s.apply(
+            Change::TagsRemoved {
+                db: 0,
+                tags: &[b"u"],
+                op: Op::Stale,
+            },
+            Announce::Yes,
+            LIVE,
+        );
+        // Logically deleted as by HC.DELTAG: the same tombstone, the same count.
+        assert_eq!(applied.removed, 1);
+        assert!(s.index.dooms(0, f.tags(), 2));
+        let events = published(&mut s);
+        let got: Vec<(u64, Op, Wire)> = events
+            .into_iter()
+            .map(|e| (e.seq, e.op, e.change))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    3,
+                    Op::Stale,
+                    Wire::Keys {
+                        keys: vec!["k".into()]
+                    }
+                ),
+                (
+                    4,
+                    Op::Stale,
+                    Wire::Tags {
+                        tags: vec!["u".into()]
+                    }
+                ),
+            ]
+        );
     }
 }

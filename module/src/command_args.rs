@@ -132,7 +132,7 @@ const EVENTS: [Arg; 2] = [
 ];
 
 /// Every command and its arguments (empty: the command takes none).
-pub(crate) const TABLE: [(&str, &[Arg]); 12] = [
+pub(crate) const TABLE: [(&str, &[Arg]); 14] = [
     (command::SET, &SET),
     (command::GET, &ONE_KEY),
     (command::MGET, &KEYS),
@@ -145,6 +145,8 @@ pub(crate) const TABLE: [(&str, &[Arg]); 12] = [
     (command::CHECK, &[]),
     (command::HELLO, &[]),
     (command::EVENTS, &EVENTS),
+    (command::STALE, &KEYS),
+    (command::STALETAG, &TAGS),
 ];
 
 /// The arguments of a command, `None` for a name that is not one of ours.

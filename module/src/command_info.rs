@@ -32,7 +32,7 @@ struct Info {
     keys: Option<Keys>,
 }
 
-fn table() -> [Info; 12] {
+fn table() -> [Info; 14] {
     let read = || KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS;
     [
         Info {
@@ -111,6 +111,21 @@ fn table() -> [Info; 12] {
             name: command::EVENTS,
             summary: "Returns the changes published after a change of this server, from its event log",
             complexity: "O(N) for N changes returned",
+            keys: None,
+        },
+        Info {
+            name: command::STALE,
+            summary: "Removes entries like HC.DEL, announced as expired on request (op stale): readers may keep a stale copy for fail-safe",
+            complexity: "O(N*T) for N keys of T tags",
+            keys: Some(Keys {
+                flags: KeySpecFlags::REMOVE | KeySpecFlags::DELETE,
+                last: -1,
+            }),
+        },
+        Info {
+            name: command::STALETAG,
+            summary: "Removes every entry carrying any of the tags like HC.DELTAG, announced as expired on request (op stale)",
+            complexity: "O(T) for T tags to answer; O(N) removals spread over later event-loop turns",
             keys: None,
         },
     ]

@@ -9,6 +9,8 @@
 //! | `HC.HELLO` | `["module", name, "version", "x.y.z", "events", format version, "leases", 1, "channel", channel, "origin", origin]` |
 //! | `HC.DEL key [key ...]` | number of keys removed |
 //! | `HC.DELTAG tag [tag ...]` | number of keys removed |
+//! | `HC.STALE key [key ...]` | number of keys removed (expired on request: event op `stale`) |
+//! | `HC.STALETAG tag [tag ...]` | number of keys removed (expired on request: event op `stale`) |
 //! | `HC.TAGS key` | the key's tags |
 //! | `HC.TAGKEYS tag` | keys carrying the tag |
 //! | `HC.TAGCARD tag` | number of keys carrying the tag |
@@ -41,6 +43,12 @@ pub const FETCH: &str = "HC.FETCH";
 pub const DEL: &str = "HC.DEL";
 /// `HC.DELTAG tag [tag ...]`
 pub const DELTAG: &str = "HC.DELTAG";
+/// `HC.STALE key [key ...]`: soft expiry. Exactly `HC.DEL` (reply, replication, leases),
+/// but the event's op is `stale`: readers may keep their copies as stale ones, for
+/// fail-safe only.
+pub const STALE: &str = "HC.STALE";
+/// `HC.STALETAG tag [tag ...]`: exactly `HC.DELTAG`, but the event's op is `stale`.
+pub const STALETAG: &str = "HC.STALETAG";
 /// `HC.TAGS key`
 pub const TAGS: &str = "HC.TAGS";
 /// `HC.TAGKEYS tag`
@@ -97,8 +105,9 @@ pub mod events {
 }
 
 /// Every command the module registers.
-pub const ALL: [&str; 12] = [
-    SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK, HELLO, EVENTS,
+pub const ALL: [&str; 14] = [
+    SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK, HELLO, EVENTS, STALE,
+    STALETAG,
 ];
 
 /// Option keywords of `HC.SET` (matched case-insensitively by the module).

@@ -71,6 +71,11 @@ pub enum Op {
     /// The key's time to live was changed by a command (`EXPIRE`, `PEXPIRE`, `EXPIREAT`,
     /// `PEXPIREAT`, `PERSIST`, `GETEX`): copies must be dropped, their deadline is stale.
     Expire,
+    /// `HC.STALE` / `HC.STALETAG` (`kind` keys or tags): the entries left Redis as for
+    /// `del`/`deltag`, but were expired on request: a reader may keep its copy as a stale
+    /// one, served only by fail-safe, never as fresh. A reader that does not know this op
+    /// maps it to [`Op::Unknown`] and drops the copies (`kind`), which is safe.
+    Stale,
     /// `FLUSHDB` (or `SWAPDB`, `kind` flush, one event per database).
     Flushdb,
     /// `FLUSHALL`.
@@ -97,6 +102,7 @@ impl Op {
             Op::Removed => "removed",
             Op::Added => "added",
             Op::Expire => "expire",
+            Op::Stale => "stale",
             Op::Flushdb => "flushdb",
             Op::Flushall => "flushall",
             Op::Swapdb => "swapdb",
@@ -148,6 +154,7 @@ mod tests {
             Op::Removed,
             Op::Added,
             Op::Expire,
+            Op::Stale,
             Op::Flushdb,
             Op::Flushall,
             Op::Swapdb,
@@ -160,5 +167,43 @@ mod tests {
                 format!("\"{}\"", op.as_str())
             );
         }
+    }
+
+    /// What a reader built before `stale` existed does with it: `serde(other)` makes it
+    /// [`Op::Unknown`], and the change (`kind`) is read as usual, so it drops the keys or
+    /// tags as for `del`/`deltag`.
+    #[test]
+    fn an_op_a_reader_does_not_know_is_unknown_and_its_change_is_kept() {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum OldOp {
+            Del,
+            #[serde(other)]
+            Unknown,
+        }
+        #[derive(Deserialize)]
+        struct OldEvent {
+            op: OldOp,
+            #[serde(flatten)]
+            change: Change,
+        }
+        let stale = InvalidationEvent::new(
+            "o",
+            1,
+            Some(0),
+            Op::Stale,
+            Change::Tags {
+                tags: vec![Name::from("t")],
+            },
+        );
+        let json = serde_json::to_string(&stale).unwrap();
+        let old: OldEvent = serde_json::from_str(&json).unwrap();
+        assert!(matches!(old.op, OldOp::Unknown));
+        assert!(!matches!(old.op, OldOp::Del));
+        assert_eq!(old.change, stale.change);
+        // And through this crate's own reader, an op newer than it is Unknown.
+        let newer = json.replace("\"stale\"", "\"rot\"");
+        let read: InvalidationEvent = serde_json::from_str(&newer).unwrap();
+        assert_eq!((read.op, read.change), (Op::Unknown, stale.change));
     }
 }

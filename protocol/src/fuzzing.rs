@@ -140,7 +140,14 @@ mod tests {
             1 => Change::Tags { tags: names(rng) },
             _ => Change::Flush,
         };
-        let ops = [Op::Set, Op::Del, Op::Deltag, Op::Flushall, Op::Unknown];
+        let ops = [
+            Op::Set,
+            Op::Del,
+            Op::Deltag,
+            Op::Stale,
+            Op::Flushall,
+            Op::Unknown,
+        ];
         let op = ops[rng.below(ops.len())];
         let db = (rng.below(3) > 0).then(|| rng.next_u64() as u32);
         crate::InvalidationEvent::new("00000000000000ff", rng.next_u64(), db, op, change).encode()

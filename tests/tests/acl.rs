@@ -54,8 +54,10 @@ fn read_only_and_write_only_key_permissions_apply_to_each_command() {
     for words in [
         vec![command::SET, "app1:a", "x"],
         vec![command::DEL, "app1:a"],
+        vec![command::STALE, "app1:a"],
         vec![command::GET, "app2:a"],
         vec![command::DELTAG, "t"],
+        vec![command::STALETAG, "t"],
     ] {
         assert!(is_noperm(call(&mut reader, &words)), "reader: {words:?}");
     }
@@ -98,9 +100,14 @@ fn a_tenant_sees_and_removes_only_its_own_keys_through_tags() {
     );
     assert_eq!(tagcard(&mut admin, "shared"), 3);
     // All or nothing: a tag holding a key the user may not delete is refused whole.
-    let refused = call(&mut tenant, &[command::DELTAG, "shared"]).unwrap_err();
-    assert!(refused.starts_with("NOPERM"), "{refused}");
-    assert_eq!(tagcard(&mut admin, "shared"), 3, "nothing removed");
+    for refused_command in [command::DELTAG, command::STALETAG] {
+        let refused = call(&mut tenant, &[refused_command, "shared"]).unwrap_err();
+        assert!(
+            refused.starts_with("NOPERM"),
+            "{refused_command}: {refused}"
+        );
+        assert_eq!(tagcard(&mut admin, "shared"), 3, "nothing removed");
+    }
     assert_eq!(
         call(&mut tenant, &[command::DELTAG, "mine"]),
         Ok(redis::Value::Int(1))

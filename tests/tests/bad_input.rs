@@ -91,6 +91,8 @@ fn too_few_arguments_is_an_error_for_every_command() {
         &[command::MGET],
         &[command::DEL],
         &[command::DELTAG],
+        &[command::STALE],
+        &[command::STALETAG],
         &[command::TAGS],
         &[command::TAGKEYS],
         &[command::TAGCARD],
@@ -278,6 +280,8 @@ fn refused_commands_publish_no_event() {
     f.refused(&[command::SET, "k", "new", "TAGS"], "ERR");
     f.refused(&[command::DEL], "ERR");
     f.refused(&[command::DELTAG], "ERR");
+    f.refused(&[command::STALE], "ERR");
+    f.refused(&[command::STALETAG], "ERR");
     sub.assert_no_event(QUIET_PERIOD);
 }
 

@@ -140,7 +140,7 @@ fn docs(con: &mut redis::Connection, name: &str) -> Vec<(String, Value)> {
 }
 
 /// Every command's syntax as the README writes it (placeholders named as in the docs).
-const SYNTAX: [(&str, &str); 12] = [
+const SYNTAX: [(&str, &str); 14] = [
     (
         command::SET,
         "key value [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL] [NX|XX] [LEASE token] [GETVERSION] [TAGS tag [tag ...]]",
@@ -156,6 +156,8 @@ const SYNTAX: [(&str, &str); 12] = [
     (command::CHECK, ""),
     (command::HELLO, ""),
     (command::EVENTS, "SINCE origin seq [COUNT count]"),
+    (command::STALE, "key [key ...]"),
+    (command::STALETAG, "tag [tag ...]"),
 ];
 
 #[test]
@@ -375,15 +377,26 @@ fn commands_are_in_the_categories_their_server_supports() {
         module(&["read", "admin", "dangerous", "slow"])
     );
     assert_eq!(
+        command_categories(&mut con, command::STALETAG),
+        module(&["write", "slow", "keyspace"])
+    );
+    assert_eq!(
         category(&mut con, "keyspace").map(|c| hc_commands_in(&c)),
-        Some(lowercase_sorted(&[command::DEL, command::DELTAG]))
+        Some(lowercase_sorted(&[
+            command::DEL,
+            command::DELTAG,
+            command::STALE,
+            command::STALETAG
+        ]))
     );
     assert_eq!(
         category(&mut con, "write").map(|c| hc_commands_in(&c)),
         Some(lowercase_sorted(&[
             command::SET,
             command::DEL,
-            command::DELTAG
+            command::DELTAG,
+            command::STALE,
+            command::STALETAG
         ]))
     );
     assert_eq!(

@@ -1,4 +1,6 @@
-//! `HC.DEL key [key ...]`, `HC.DELTAG tag [tag ...]`
+//! `HC.DEL key [key ...]`, `HC.DELTAG tag [tag ...]`, and their soft forms `HC.STALE` and
+//! `HC.STALETAG`: the same removals, announced with the op `stale` so that readers may keep
+//! their copies for fail-safe.
 
 use crate::acl::KeyAcl;
 use crate::changes::{Announce, Change};
@@ -7,6 +9,7 @@ use crate::key_handle::KeyHandle;
 use crate::publisher::apply;
 use crate::removal;
 use crate::state::{removal_announced_by_caller, with_state};
+use hybridcache_protocol::Op;
 use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Deletes `name` when it holds an entry; true when it did. Keys of other types are left
@@ -35,6 +38,23 @@ fn delete_entry(ctx: &Context, name: &RedisString) -> bool {
 }
 
 pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    delete_keys(ctx, args, Op::Del)
+}
+
+pub fn hc_stale(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    delete_keys(ctx, args, Op::Stale)
+}
+
+pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    delete_tags(ctx, args, Op::Deltag)
+}
+
+pub fn hc_staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    delete_tags(ctx, args, Op::Stale)
+}
+
+/// `HC.DEL`/`HC.STALE`: removes the entries, announced with `op`.
+fn delete_keys(ctx: &Context, args: Vec<RedisString>, op: Op) -> RedisResult {
     let [_, names @ ..] = args.as_slice() else {
         return Err(RedisError::WrongArity);
     };
@@ -54,13 +74,15 @@ pub fn hc_del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         .map(RedisString::as_slice)
         .collect();
     if !removed.is_empty() {
-        apply(Change::Deleted { db, keys: &removed }, Announce::Yes);
+        let keys = &removed;
+        apply(Change::Deleted { db, keys, op }, Announce::Yes);
         ctx.replicate_verbatim();
     }
     Ok(RedisValue::Integer(removed.len() as i64))
 }
 
-pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `HC.DELTAG`/`HC.STALETAG`: removes the entries carrying the tags, announced with `op`.
+fn delete_tags(ctx: &Context, args: Vec<RedisString>, op: Op) -> RedisResult {
     let [_, tags @ ..] = args.as_slice() else {
         return Err(RedisError::WrongArity);
     };
@@ -89,7 +111,8 @@ pub fn hc_deltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     // The keys become logically deleted at once (moved out of the index in O(1) per tag,
     // behind a tombstone numbered like the event); the removal timer deletes them.
-    let removed = apply(Change::TagsRemoved { db, tags: &tags }, Announce::Yes).removed;
+    let tags = &tags;
+    let removed = apply(Change::TagsRemoved { db, tags, op }, Announce::Yes).removed;
     if removed > 0 {
         ctx.replicate_verbatim();
         removal::schedule(ctx.get_raw());

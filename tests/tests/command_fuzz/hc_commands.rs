@@ -160,12 +160,22 @@ impl Gen {
                 w.extend(self.args(n, Gen::key));
             }
             63..=70 => {
-                w = vec![self.hc_name(command::DEL)];
+                let name = if self.one_in(3) {
+                    command::STALE
+                } else {
+                    command::DEL
+                };
+                w = vec![self.hc_name(name)];
                 let n = 1 + self.below(4);
                 w.extend(self.args(n, Gen::key));
             }
             71..=76 => {
-                w = vec![self.hc_name(command::DELTAG)];
+                let name = if self.one_in(3) {
+                    command::STALETAG
+                } else {
+                    command::DELTAG
+                };
+                w = vec![self.hc_name(name)];
                 let n = 1 + self.below(3);
                 w.extend(self.args(n, Gen::tag));
             }

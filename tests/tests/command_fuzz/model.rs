@@ -42,11 +42,14 @@ pub(crate) enum ModelOutcome {
         condition_ok: bool,
         get_version: bool,
     },
-    /// HC.DEL (`tags` None) or HC.DELTAG of `tags`; `keys` are the keys it changes.
+    /// HC.DEL (`tags` None) or HC.DELTAG of `tags`; `keys` are the keys it changes. With
+    /// `soft`, their soft forms HC.STALE / HC.STALETAG: the same removal, announced as
+    /// `stale`.
     Removed {
         keys: BTreeSet<String>,
         count: usize,
         tags: Option<BTreeSet<String>>,
+        soft: bool,
     },
 }
 

@@ -197,7 +197,8 @@ impl Fuzz {
                 for _ in 0..1 + g.below(3) {
                     keys.insert(model_key(g.below(MODEL_KEYS)));
                 }
-                let mut w = vec![g.hc_name(command::DEL)];
+                let soft = g.one_in(3);
+                let mut w = vec![g.hc_name(if soft { command::STALE } else { command::DEL })];
                 w.extend(keys.iter().map(|k| k.clone().into_bytes()));
                 let count = keys
                     .iter()
@@ -209,12 +210,19 @@ impl Fuzz {
                         keys,
                         count,
                         tags: None,
+                        soft,
                     },
                 )
             }
             _ => {
                 let g = &mut self.gen;
-                let mut w = vec![g.hc_name(command::DELTAG)];
+                let soft = g.one_in(3);
+                let name = if soft {
+                    command::STALETAG
+                } else {
+                    command::DELTAG
+                };
+                let mut w = vec![g.hc_name(name)];
                 let mut tags = BTreeSet::new();
                 for _ in 0..1 + g.below(2) {
                     let tag = model_tag(g.below(MODEL_TAGS));
@@ -235,6 +243,7 @@ impl Fuzz {
                         keys,
                         count,
                         tags: Some(tags),
+                        soft,
                     },
                 )
             }
@@ -353,20 +362,28 @@ impl Fuzz {
                     Some(false) => !condition_ok || verdict != Verdict::Accept,
                 }
             }
-            ModelOutcome::Removed { keys, count, tags } => {
+            ModelOutcome::Removed {
+                keys,
+                count,
+                tags,
+                soft,
+            } => {
                 // One change when anything was removed: the tags named (HC.DELTAG), or the
-                // keys that were there (HC.DEL).
+                // keys that were there (HC.DEL); op `stale` for their soft forms.
                 if count > 0 {
                     match &tags {
-                        Some(tags) => announced.extend(
-                            tags.iter()
-                                .map(|tag| ExpectedChange::tag(0, Op::Deltag, tag)),
-                        ),
-                        None => announced.extend(
-                            keys.iter()
-                                .filter(|k| self.model.entries.contains_key(*k))
-                                .map(|key| ExpectedChange::key(0, Op::Del, key)),
-                        ),
+                        Some(tags) => {
+                            let op = if soft { Op::Stale } else { Op::Deltag };
+                            announced.extend(tags.iter().map(|tag| ExpectedChange::tag(0, op, tag)))
+                        }
+                        None => {
+                            let op = if soft { Op::Stale } else { Op::Del };
+                            announced.extend(
+                                keys.iter()
+                                    .filter(|k| self.model.entries.contains_key(*k))
+                                    .map(|key| ExpectedChange::key(0, op, key)),
+                            )
+                        }
                     }
                 }
                 if let Some(tags) = &tags {

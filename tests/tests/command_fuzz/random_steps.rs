@@ -157,8 +157,13 @@ impl Fuzz {
                 module: true,
             })
             .collect();
+        let invalidate = if self.gen.one_in(3) {
+            command::STALETAG
+        } else {
+            command::DELTAG
+        };
         batch.push(Cmd {
-            words: words(&[command::DELTAG, "t:bulk"]),
+            words: words(&[invalidate, "t:bulk"]),
             module: true,
         });
         let after = match self.gen.below(20) {
