@@ -53,11 +53,7 @@ pub enum Change {
         /// the wire for [`TagMatch::Any`], so any-of events read the same as before it
         /// existed; a reader that does not know the field drops copies carrying any of the
         /// tags, which is safe (it drops more, never less).
-        #[serde(
-            default,
-            rename = "match",
-            skip_serializing_if = "TagMatch::is_any"
-        )]
+        #[serde(default, rename = "match", skip_serializing_if = "TagMatch::is_any")]
         matching: TagMatch,
     },
     /// Everything in the database (or in every database when `db` is `None`) may have changed.

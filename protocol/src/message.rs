@@ -1,9 +1,7 @@
 //! Reading messages from the invalidation channel (and `HC.EVENTS` replies): format 2, and
 //! format 1 from older modules.
 
-use crate::{
-    Change, InvalidationEvent, Name, Op, TagMatch, FORMAT_VERSION, OLDEST_FORMAT_VERSION,
-};
+use crate::{Change, InvalidationEvent, Name, Op, TagMatch, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use serde::Deserialize;
 
 /// Why bytes could not be read as a message of invalidation events.
