@@ -8,7 +8,7 @@ use crate::fill::Refusals;
 use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
 use crate::l1::{Capacity, L1Entry, L1};
 use crate::stats::{bump, Counters, Stats};
-use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op};
+use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op, TagMatch};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -314,7 +314,29 @@ impl LocalTier {
                     }
                 }
             }
-            Change::Tags { tags } => {
+            Change::Tags {
+                tags,
+                matching: TagMatch::All,
+            } => {
+                let named = tags.len();
+                let tags = self.ours(tags);
+                // An entry of this cache carries only tags of its namespace: one that is
+                // not leaves none of them carrying all.
+                if tags.is_empty() || tags.len() < named {
+                    return;
+                }
+                self.log.push(Record::Tags {
+                    origin: origin.clone(),
+                    seq: event.seq,
+                    tags: tags.clone(),
+                    matching: TagMatch::All,
+                });
+                self.l1.mark_all_tags_removed(tags, origin, event.seq);
+            }
+            Change::Tags {
+                tags,
+                matching: TagMatch::Any,
+            } => {
                 let tags = self.ours(tags);
                 if tags.is_empty() {
                     return;
@@ -331,6 +353,7 @@ impl LocalTier {
                     origin: origin.clone(),
                     seq: event.seq,
                     tags: tags.clone(),
+                    matching: TagMatch::Any,
                 });
                 for tag in tags {
                     match event.op {
@@ -450,6 +473,7 @@ mod tests {
             op,
             Change::Tags {
                 tags: vec![Name::from(tag)],
+                matching: TagMatch::Any,
             },
         )
     }
