@@ -25,7 +25,7 @@ origins=${MEMCHECK_ORIGINS:-0}
 # client suites (client_*: they test the client crate, the module sees the same commands
 # as here), cluster and cluster_harness (six servers per test: an hour under valgrind), and
 # harness (the test harness itself).
-suites=${MEMCHECK_SUITES:-commands bad_input keyspace index_keyspace events persistence replication diskless_replication hardening deltag_nonblocking versions check fill_leases saved_formats command_docs client_database stale}
+suites=${MEMCHECK_SUITES:-commands bad_input keyspace index_keyspace events persistence replication diskless_replication hardening deltag_nonblocking versions check fill_leases saved_formats command_docs client_database stale deltagall}
 # Tests left out because valgrind's 20-50x slowdown breaks their timing, not because of
 # anything memcheck finds (cargo test --exact --skip: whole test names):
 skips=(

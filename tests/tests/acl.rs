@@ -58,7 +58,7 @@ fn read_only_and_write_only_key_permissions_apply_to_each_command() {
         vec![command::GET, "app2:a"],
         vec![command::DELTAG, "t"],
         vec![command::STALETAG, "t"],
-        vec![command::DELTAGALL, "t", "u"],
+        vec![command::DELTAGALL, "t", "t"],
     ] {
         assert!(is_noperm(call(&mut reader, &words)), "reader: {words:?}");
     }
