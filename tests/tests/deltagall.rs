@@ -287,11 +287,10 @@ fn random_all_tags_removals_agree_with_a_model() {
     assert_check_clean(&mut con);
 }
 
-#[test]
-fn a_large_intersection_answers_at_once_and_is_removed_in_the_background() {
-    const N: usize = 20_000;
-    let server = RedisServer::new();
-    let mut con = server.connection();
+const N: usize = 20_000;
+
+/// Writes `key:0..N` tagged `big` and `even`/`odd`, pipelined.
+fn fill_big(con: &mut redis::Connection) {
     for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for i in chunk {
@@ -303,8 +302,52 @@ fn a_large_intersection_answers_at_once_and_is_removed_in_the_background() {
                 .arg(if i % 2 == 0 { "even" } else { "odd" })
                 .ignore();
         }
-        let _: () = pipe.query(&mut con).unwrap();
+        let _: () = pipe.query(con).unwrap();
     }
+}
+
+/// The even keys read as missing, the odd ones as written.
+fn assert_only_odd_keys_live(con: &mut redis::Connection) {
+    let keys: Vec<String> = (0..N).step_by(97).map(|i| format!("key:{i}")).collect();
+    let values: Vec<Option<Vec<u8>>> = query(con, redis::cmd(command::MGET).arg(&keys));
+    for (i, value) in (0..N).step_by(97).zip(values) {
+        assert_eq!(value.is_some(), i % 2 == 1, "key:{i}");
+    }
+    assert_eq!(tagcard(con, "big"), (N / 2) as i64);
+    assert_eq!(tagcard(con, "even"), 0);
+}
+
+#[test]
+fn removed_entries_stay_gone_across_an_rdb_reload_and_an_aof_restart() {
+    let server = RedisServer::new();
+    let mut con = server.connection();
+    fill_big(&mut con);
+    assert_eq!(deltagall(&mut con, &["even", "big"]), (N / 2) as i64);
+    let _: () = query(&mut con, redis::cmd("DEBUG").arg("RELOAD"));
+    assert_only_odd_keys_live(&mut con);
+    assert_check_clean(&mut con);
+
+    // Replayed from the AOF, HC.DELTAGALL removes the same keys again.
+    let mut server = RedisServer::builder()
+        .args(["--appendonly", "yes", "--aof-use-rdb-preamble", "no"])
+        .start();
+    let mut con = server.connection();
+    fill_big(&mut con);
+    assert_eq!(deltagall(&mut con, &["big", "even"]), (N / 2) as i64);
+    server.restart();
+    let mut con = server.connection();
+    assert_check_clean(&mut con);
+    assert_only_odd_keys_live(&mut con);
+    wait_removals_done(&mut con);
+    assert_eq!(dbsize(&mut con), (N / 2) as i64);
+    assert_check_clean(&mut con);
+}
+
+#[test]
+fn a_large_intersection_answers_at_once_and_is_removed_in_the_background() {
+    let server = RedisServer::new();
+    let mut con = server.connection();
+    fill_big(&mut con);
     let started = Instant::now();
     assert_eq!(deltagall(&mut con, &["big", "even"]), (N / 2) as i64);
     let answered = started.elapsed();
