@@ -385,4 +385,115 @@ mod tests {
             "{problems:?}"
         );
     }
+
+    /// A model of the keyspace driven by random writes, removals, tag removals (any of and
+    /// all of several tags) and timer batches: the counts, `dooms` and the check agree with
+    /// it at every step.
+    #[test]
+    fn random_tag_removals_of_any_and_all_tags_keep_the_index_equal_to_a_model() {
+        struct Model {
+            tags: Vec<Vec<u8>>,
+            version: u64,
+            slot: u32,
+            gone: bool,
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut below = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut index = TagIndex::default();
+        let mut model: HashMap<Vec<u8>, Model> = HashMap::default();
+        let mut seq = 0u64;
+        for step in 0..5_000 {
+            let mut tags: Vec<Vec<u8>> = (0..1 + below(3))
+                .map(|_| format!("t{}", below(5)).into_bytes())
+                .collect();
+            tags.sort();
+            tags.dedup();
+            match below(10) {
+                0..=4 => {
+                    let key = format!("k{}", below(40)).into_bytes();
+                    seq += 1;
+                    let slot = match model.get(&key) {
+                        Some(old) => index.replace(0, &key, old.slot, &old.tags, &tags),
+                        None => index.insert(0, &key, &tags),
+                    };
+                    let entry = Model {
+                        tags,
+                        version: seq,
+                        slot,
+                        gone: false,
+                    };
+                    model.insert(key, entry);
+                }
+                5 | 6 => {
+                    let all = below(2) == 0 && tags.len() > 1;
+                    let marker = seq + 1;
+                    let removed = match all {
+                        true => index.invalidate_all(0, &tags, marker),
+                        false => index.invalidate(0, &tags, marker),
+                    };
+                    let mut expected = 0;
+                    for entry in model.values_mut().filter(|e| !e.gone) {
+                        let reached = match all {
+                            true => tags.iter().all(|t| entry.tags.contains(t)),
+                            false => tags.iter().any(|t| entry.tags.contains(t)),
+                        };
+                        if reached {
+                            entry.gone = true;
+                            expected += 1;
+                        }
+                    }
+                    assert_eq!(removed, expected, "step {step}: all {all} of {tags:?}");
+                    if removed > 0 {
+                        seq = marker;
+                    }
+                }
+                7 => {
+                    for (_, key) in index.take_removals(1 + below(4) as usize) {
+                        let entry = model.remove(&key).unwrap();
+                        assert!(entry.gone, "step {step}: a live entry was taken");
+                        index.remove(0, &key, entry.slot, &entry.tags);
+                    }
+                    index.settle();
+                }
+                _ => {
+                    let key = format!("k{}", below(40)).into_bytes();
+                    if let Some(entry) = model.remove(&key) {
+                        index.remove(0, &key, entry.slot, &entry.tags);
+                    }
+                }
+            }
+            let observed: Vec<Observed> = model
+                .iter()
+                .map(|(key, e)| Observed {
+                    key: key.clone(),
+                    tags: e.tags.clone(),
+                    gone: e.gone,
+                    slot: e.slot,
+                })
+                .collect();
+            for (key, e) in &model {
+                assert_eq!(
+                    index.dooms(0, &e.tags, e.version),
+                    e.gone,
+                    "step {step}: {}",
+                    String::from_utf8_lossy(key)
+                );
+            }
+            for t in 0..5 {
+                let tag = format!("t{t}").into_bytes();
+                let live = model
+                    .values()
+                    .filter(|e| !e.gone && e.tags.contains(&tag))
+                    .count() as u64;
+                assert_eq!(index.card(0, &tag), live, "step {step}: t{t}");
+            }
+            let problems = index.check(0, &observed).problems;
+            assert_eq!(problems, Vec::<String>::new(), "step {step}");
+        }
+    }
 }
