@@ -51,6 +51,7 @@ skips=(
   removed_entries_stay_gone_across_an_rdb_reload_and_an_aof_restart
   remove_by_all_tags_runs_on_every_primary_of_a_cluster
   another_instance_drops_only_its_copies_carrying_all_of_the_tags
+  a_removal_by_all_tags_while_redis_is_down_is_queued_and_replayed
 )
 
 missing=()

@@ -475,3 +475,48 @@ async fn another_instance_drops_only_its_copies_carrying_all_of_the_tags() {
     wait_removals_done(&mut con);
     assert_check_clean(&mut con);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_by_all_tags_while_redis_is_down_is_queued_and_replayed() {
+    let mut server = RedisServer::new();
+    let h = build(builder(&server).auto_recovery(100)).await;
+    let mut events = h.events();
+    h.set("both", 1u32, EntryOptions::new().tags(["a", "b"]))
+        .await
+        .unwrap();
+    h.set("one", 2u32, EntryOptions::new().tags(["a"]))
+        .await
+        .unwrap();
+    let _: () = query(&mut server.connection(), &redis::cmd("SAVE"));
+    server.kill();
+    eventually(DELIVERY, "the handle to notice Redis is gone", async || {
+        !h.is_subscribed()
+    })
+    .await;
+    assert_eq!(h.remove_by_all_tags(["a", "b"]).await.unwrap(), 0);
+    assert_eq!(h.queued_operations(), 1);
+    assert!(
+        !matches!(h.get::<u32>("both").await, Ok(Some(_))),
+        "the local copy is gone at once"
+    );
+
+    // Back with the saved data: the queued removal replays over it.
+    server.start_again();
+    eventually(
+        scaled(Duration::from_secs(15)),
+        "the handle to subscribe again",
+        async || h.is_subscribed(),
+    )
+    .await;
+    assert_eq!(h.queued_operations(), 0);
+    let mut con = server.connection();
+    assert_eq!(hc_get(&mut con, "both"), None);
+    assert_eq!(hc_get(&mut con, "one"), Some(b"2".to_vec()));
+    assert_eq!(get_value::<u32>(&h, "one").await, Some(2));
+    let mut names = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        names.push(event.name());
+    }
+    assert!(names.contains(&"remove_by_all_tags"), "{names:?}");
+    assert!(names.contains(&"replayed"), "{names:?}");
+}
