@@ -541,6 +541,66 @@ mod tests {
         assert!(tier.fresh::<u32>("f", false).is_some());
     }
 
+    fn all_tags_event(seq: u64, tags: &[&str]) -> InvalidationEvent {
+        InvalidationEvent::new(
+            "o",
+            seq,
+            Some(0),
+            Op::Deltagall,
+            Change::Tags {
+                tags: tags.iter().map(|t| Name::from(*t)).collect(),
+                matching: TagMatch::All,
+            },
+        )
+    }
+
+    #[test]
+    fn an_all_tags_event_drops_copies_with_every_tag_and_is_logged_for_fills() {
+        let tier = tier();
+        let options = EntryOptions::new().ttl(Duration::from_secs(600));
+        admit_tagged(&tier, "k", 5, &options);
+        // The copy carries `t` only: a removal of `t` and `u` together leaves it.
+        let mark = tier.log().mark();
+        tier.apply(all_tags_event(7, &["t", "u"]));
+        assert!(tier.fresh::<u32>("k", false).is_some());
+        let only_t = vec!["t".to_string()];
+        let both = vec!["t".to_string(), "u".to_string()];
+        assert!(!tier.log().affects(mark, "j", &only_t, Some("o"), 5));
+        assert!(tier.log().affects(mark, "j", &both, Some("o"), 5));
+        // A removal of all of its tags (here its one tag) drops it.
+        tier.apply(all_tags_event(8, &["t"]));
+        assert!(tier.fresh::<u32>("k", false).is_none());
+    }
+
+    #[test]
+    fn an_all_tags_event_naming_a_tag_outside_the_namespace_reaches_no_copy() {
+        let tier = LocalTier::new(
+            Capacity::Entries(100),
+            "ns:".to_string(),
+            0,
+            Arc::new(Events::new("test")),
+        );
+        tier.subscription_up();
+        let admission = Admission {
+            origin: Some("o".into()),
+            version: 5,
+            tags: vec!["ns:t".into()],
+            l2_expires_at: Instant::now().checked_add(Duration::from_secs(600)),
+            weight: 1,
+            etag: None,
+            last_modified: None,
+        };
+        let mark = tier.log().mark();
+        let options = EntryOptions::new().ttl(Duration::from_secs(600));
+        tier.admit("ns:k", Arc::new(1u32), admission, &options, mark);
+        tier.apply(all_tags_event(7, &["ns:t", "other:u"]));
+        assert!(tier.fresh::<u32>("ns:k", false).is_some());
+        tier.apply(all_tags_event(8, &["ns:t", "ns:t2"]));
+        assert!(tier.fresh::<u32>("ns:k", false).is_some());
+        tier.apply(all_tags_event(9, &["ns:t"]));
+        assert!(tier.fresh::<u32>("ns:k", false).is_none());
+    }
+
     #[test]
     fn a_fill_read_before_a_soft_expiry_is_not_kept() {
         let tier = tier();
