@@ -62,6 +62,7 @@ mod factory_outcome;
 mod fill;
 mod format;
 mod get_or_set;
+mod get_or_set_many;
 mod hub;
 mod invalidation_log;
 mod l1;
