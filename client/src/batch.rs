@@ -6,6 +6,7 @@ use crate::cache::HybridCache;
 use crate::error::Result;
 use crate::events::CacheEvent;
 use crate::l1_admission::Admission;
+use crate::l2::with_call_timeout;
 use crate::l2_batch::EntryWrite;
 use crate::options::EntryOptions;
 use crate::outbox::Pending;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 /// The distinct entries of `keys` in first-seen order, and for each position of `keys`
 /// the index of its entry there.
-fn distinct<S: AsRef<str>>(keys: &[S]) -> (Vec<&str>, Vec<usize>) {
+pub(crate) fn distinct<S: AsRef<str>>(keys: &[S]) -> (Vec<&str>, Vec<usize>) {
     let mut unique: Vec<&str> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     let positions = keys
@@ -95,7 +96,8 @@ impl HybridCache {
         let (unique, entry_of) = distinct(&missed_keys);
         let unique: Vec<String> = unique.into_iter().map(str::to_string).collect();
         let mark = tier.log().mark();
-        let fetched = match self.redis().fetch_many(&unique).await {
+        let read = self.redis().fetch_many(&unique);
+        let fetched = match with_call_timeout(options.redis_timeout, read).await {
             Ok(fetched) => fetched,
             Err(e) if e.is_unreachable() => {
                 let stale: Option<Vec<_>> = unique.iter().map(|key| tier.stale::<T>(key)).collect();
@@ -181,10 +183,11 @@ impl HybridCache {
         let outcomes = if options.skips_l2() {
             writes.iter().map(|_| Ok(None)).collect()
         } else {
-            let sent = match self.drain_outbox().await {
-                Ok(()) => self.redis().set_many(&writes).await,
-                Err(e) => Err(e),
+            let send = async {
+                self.drain_outbox().await?;
+                self.redis().set_many(&writes).await
             };
+            let sent = with_call_timeout(options.redis_timeout, send).await;
             match sent {
                 Ok(outcomes) => outcomes.into_iter().map(|o| o.map(Some)).collect(),
                 Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {

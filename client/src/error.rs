@@ -38,6 +38,13 @@ pub enum Error {
     /// includes the factory's; match the variant (and downcast) to reach its error.
     #[error("factory failed: {0}")]
     Factory(Arc<dyn std::error::Error + Send + Sync>),
+    /// The factory of [`get_or_set_many`](crate::HybridCache::get_or_set_many) returned no
+    /// value for a key it was asked for; the whole call fails.
+    #[error("the factory returned no value for key {key:?}")]
+    FactoryMissingKey {
+        /// The key, as the caller gave it.
+        key: String,
+    },
     /// Redis did not answer within the command timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),

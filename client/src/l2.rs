@@ -53,7 +53,7 @@ pub(crate) enum Filled {
 }
 
 pub(crate) type FetchReply = Option<(Vec<u8>, Vec<String>, i64, String, u64)>;
-type LeasedReply = (
+pub(crate) type LeasedReply = (
     Option<Vec<u8>>,
     Vec<String>,
     i64,
@@ -92,6 +92,31 @@ pub(crate) fn fetched(reply: FetchReply, sent_at: Instant) -> Option<Fetched> {
         origin: origin.into(),
         version,
     })
+}
+
+/// `HC.FETCH key LEASE` (with `ALWAYS` when a lease is wanted on a hit too).
+pub(crate) fn leased_command(key: &str, on_hit: LeaseOnHit) -> Cmd {
+    let mut cmd = redis::cmd(command::FETCH);
+    cmd.arg(key).arg(command::option::LEASE);
+    if on_hit == LeaseOnHit::Wanted {
+        cmd.arg(command::option::ALWAYS);
+    }
+    cmd
+}
+
+/// The entry and lease of an `HC.FETCH key LEASE` reply to a request sent at `sent_at`.
+pub(crate) fn leased(reply: LeasedReply, sent_at: Instant) -> Leased {
+    let (value, tags, pttl, origin, version, lease) = reply;
+    Leased {
+        found: value.map(|value| Fetched {
+            value,
+            tags,
+            expires_at: deadline(sent_at, pttl),
+            origin: origin.into(),
+            version,
+        }),
+        lease: lease.map(Lease::new),
+    }
 }
 
 /// An `HC.SET` (with `lease`: conditional) of `value` under `key`, and the TTL it sets, as
@@ -252,6 +277,11 @@ impl L2 {
         self
     }
 
+    /// See the field.
+    pub(crate) fn unconditional_fills(&self) -> bool {
+        self.unconditional_fills
+    }
+
     pub(crate) fn connection(&self) -> &Connection {
         &self.con
     }
@@ -356,22 +386,8 @@ impl L2 {
             });
         }
         let sent_at = Instant::now();
-        let mut cmd = redis::cmd(command::FETCH);
-        cmd.arg(key).arg(command::option::LEASE);
-        if on_hit == LeaseOnHit::Wanted {
-            cmd.arg(command::option::ALWAYS);
-        }
-        let (value, tags, pttl, origin, version, lease): LeasedReply = self.query(&cmd).await?;
-        Ok(Leased {
-            found: value.map(|value| Fetched {
-                value,
-                tags,
-                expires_at: deadline(sent_at, pttl),
-                origin: origin.into(),
-                version,
-            }),
-            lease: lease.map(Lease::new),
-        })
+        let reply: LeasedReply = self.query(&leased_command(key, on_hit)).await?;
+        Ok(leased(reply, sent_at))
     }
 
     /// `HC.SET` with `lease` (nil: refused) or without (the write of record).

@@ -4,7 +4,11 @@
 //! would; the batch fails as a whole only when Redis could not be reached.
 
 use crate::error::{Error, Result};
-use crate::l2::{fetched, is_wrong_type, set_command, written, FetchReply, Fetched, Written, L2};
+use crate::fill::Lease;
+use crate::l2::{
+    fetched, is_wrong_type, leased, leased_command, set_command, written, FetchReply, Fetched,
+    Filled, LeaseOnHit, Leased, LeasedReply, Written, L2,
+};
 use hybridcache_protocol::command;
 use redis::{RedisError, RedisResult, Value};
 use std::time::{Duration, Instant};
@@ -16,6 +20,16 @@ pub(crate) struct EntryWrite {
     pub(crate) bytes: Vec<u8>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) tags: Vec<String>,
+}
+
+/// One entry of a batch of fills: written only if its lease still holds.
+#[derive(Debug, Clone)]
+pub(crate) struct FillEntry {
+    pub(crate) key: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) lease: Lease,
 }
 
 /// A command's reply decoded as `T`.
@@ -46,6 +60,65 @@ impl L2 {
                 Ok(reply) => Ok(fetched(reply, sent_at)),
                 Err(e) if is_wrong_type(&e) => Ok(None),
                 Err(e) => Err(e),
+            })
+            .collect())
+    }
+
+    /// `HC.FETCH key LEASE` of every key of `keys`: each one's entry (a key of another type
+    /// reads as missing) and lease, or error, in the order of `keys`.
+    pub(crate) async fn fetch_many_leased(
+        &self,
+        keys: &[String],
+        on_hit: LeaseOnHit,
+    ) -> Result<Vec<Result<Leased>>> {
+        if self.unconditional_fills() {
+            let fetched = self.fetch_many(keys).await?;
+            return Ok(fetched
+                .into_iter()
+                .map(|found| {
+                    Ok(Leased {
+                        found: found?,
+                        lease: Some(Lease::new(Vec::new())),
+                    })
+                })
+                .collect());
+        }
+        let cmds: Vec<_> = keys.iter().map(|key| leased_command(key, on_hit)).collect();
+        let sent_at = Instant::now();
+        let replies = self
+            .guarded(|| self.connection().pipelined(keys, cmds.clone()))
+            .await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| decode::<LeasedReply>(reply).map(|reply| leased(reply, sent_at)))
+            .collect())
+    }
+
+    /// Writes every entry of `fills` on its lease (`HC.SET ... LEASE`): each one's
+    /// outcome, in the order of `fills`.
+    pub(crate) async fn fill_many(&self, fills: &[FillEntry]) -> Result<Vec<Result<Filled>>> {
+        let keys: Vec<String> = fills.iter().map(|f| f.key.clone()).collect();
+        let conditional = !self.unconditional_fills();
+        let (cmds, ttls): (Vec<_>, Vec<_>) = fills
+            .iter()
+            .map(|f| {
+                let lease = conditional.then_some(&f.lease);
+                set_command(&f.key, &f.bytes, f.ttl, &f.tags, lease)
+            })
+            .unzip();
+        let sent_at = Instant::now();
+        let replies = self
+            .guarded(|| self.connection().pipelined(&keys, cmds.clone()))
+            .await?;
+        Ok(replies
+            .into_iter()
+            .zip(ttls)
+            .map(|(reply, ttl)| {
+                let reply: Option<(String, u64)> = decode(reply)?;
+                Ok(match written(reply, ttl, sent_at) {
+                    Some(written) => Filled::Accepted(written),
+                    None => Filled::Refused,
+                })
             })
             .collect())
     }

@@ -38,6 +38,9 @@
 //!   client's protocol and publishes on the client's channel, on every primary;
 //! - a gap in an origin's event sequence numbers, or an event of an unknown format, marks
 //!   all of L1 stale; a replica that takes over announces itself and L1 is cleared;
+//! - [`get_or_set_many`](HybridCache::get_or_set_many) loads many keys with one factory
+//!   call for all the misses, each fill race-free as above and each key protected from
+//!   stampedes as in [`get_or_set`](HybridCache::get_or_set);
 //! - Redis Cluster works through [`HybridCache::cluster_builder`] with the same API.
 //!
 //! [moka]: https://docs.rs/moka
@@ -62,6 +65,7 @@ mod factory_outcome;
 mod fill;
 mod format;
 mod get_or_set;
+mod get_or_set_many;
 mod hub;
 mod invalidation_log;
 mod l1;

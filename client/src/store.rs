@@ -8,12 +8,25 @@ use crate::events::CacheEvent;
 use crate::fill::{self, FillBasis, FillWrite, L1AfterFill, Lease, Route};
 use crate::l1_admission::Admission;
 use crate::l2::{Fetched, Filled, LeaseOnHit, Leased};
+use crate::l2_batch::FillEntry;
 use crate::options::EntryOptions;
 use crate::outbox::{Pending, Pushed};
 use crate::stats::bump;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// A fill on its way to Redis: the conditional write to send, and what L1 needs once it
+/// is answered.
+pub(crate) struct PlannedFill<T> {
+    entry: FillEntry,
+    value: Arc<T>,
+    /// The entry's options, jitter drawn.
+    options: EntryOptions,
+    validators: Validators,
+    /// The invalidation-log mark of the fill's basis.
+    mark: u64,
+}
 
 /// The validators a factory produced its value with (conditional refresh).
 #[derive(Debug, Clone, Default)]
@@ -173,17 +186,83 @@ impl HybridCache {
     ) where
         T: Serialize + Send + Sync + 'static,
     {
+        let Some(plan) = self.plan_fill(key, value, options, validators, basis, changed_here)
+        else {
+            return;
+        };
+        let sent = match self.drain_outbox().await {
+            Ok(()) => {
+                let entry = &plan.entry;
+                self.redis()
+                    .fill(
+                        &entry.key,
+                        &entry.bytes,
+                        entry.ttl,
+                        &entry.tags,
+                        &entry.lease,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.conclude_fill(plan, sent);
+    }
+
+    /// [`fill`](Self::fill) of many values, their conditional writes sent in one round trip
+    /// (one pipeline, or one per hash slot in a cluster). Each value is kept exactly as
+    /// `fill` would keep it.
+    pub(crate) async fn fill_many<T>(&self, fills: Vec<PlannedFill<T>>)
+    where
+        T: Send + Sync + 'static,
+    {
+        if fills.is_empty() {
+            return;
+        }
+        let entries: Vec<FillEntry> = fills.iter().map(|f| f.entry.clone()).collect();
+        let sent = match self.drain_outbox().await {
+            Ok(()) => self.redis().fill_many(&entries).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(outcomes) => {
+                for (plan, outcome) in fills.into_iter().zip(outcomes) {
+                    self.conclude_fill(plan, outcome);
+                }
+            }
+            Err(e) => {
+                for plan in fills {
+                    self.conclude_fill(plan, Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// The first step of a fill: where `fill::route` sends the value. An entry kept out of
+    /// Redis goes to L1 here (or nowhere); a value to write conditionally comes back as the
+    /// write to send, for [`conclude_fill`](Self::conclude_fill) once it is answered.
+    pub(crate) fn plan_fill<T>(
+        &self,
+        key: &str,
+        value: Arc<T>,
+        options: &EntryOptions,
+        validators: Validators,
+        basis: &FillBasis,
+        changed_here: bool,
+    ) -> Option<PlannedFill<T>>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
         let tier = self.tier();
         let options = options.jittered();
         let lease = match fill::route(basis.lease.as_ref(), options.skips_l2(), changed_here) {
             Route::Discard(why) => {
                 tracing::debug!(key, ?why, "factory value served, not cached");
-                return;
+                return None;
             }
             Route::L1Only => {
                 if options.skips_l1() {
                     tier.l1().invalidate(key);
-                    return;
+                    return None;
                 }
                 // Weighed as it would be stored (for an L1 bounded in bytes).
                 let size = self.format().encode(&*value).map_or(0, |b| b.len());
@@ -197,7 +276,7 @@ impl HybridCache {
                     last_modified: validators.last_modified,
                 };
                 tier.admit(key, value, admission, &options, basis.mark);
-                return;
+                return None;
             }
             Route::Conditional(lease) => lease,
         };
@@ -205,19 +284,39 @@ impl HybridCache {
             Ok(bytes) => bytes,
             Err(e) => {
                 tracing::warn!(error = %e, key, "factory value not cached");
-                return;
+                return None;
             }
         };
-        let tags = self.entry_tags(options.tag_list());
-        let weight = bytes.len() + key.len();
-        let sent = match self.drain_outbox().await {
-            Ok(()) => {
-                self.redis()
-                    .fill(key, &bytes, options.ttl, &tags, &lease)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        Some(PlannedFill {
+            entry: FillEntry {
+                key: key.to_string(),
+                bytes,
+                ttl: options.ttl,
+                tags: self.entry_tags(options.tag_list()),
+                lease,
+            },
+            value,
+            options,
+            validators,
+            mark: basis.mark,
+        })
+    }
+
+    /// The last step of a fill: what Redis answered to its conditional write (`sent`)
+    /// decides what is counted, queued and kept in L1.
+    pub(crate) fn conclude_fill<T>(&self, plan: PlannedFill<T>, sent: Result<Filled>)
+    where
+        T: Send + Sync + 'static,
+    {
+        let tier = self.tier();
+        let PlannedFill {
+            entry,
+            value,
+            options,
+            validators,
+            mark,
+        } = plan;
+        let key = entry.key.as_str();
         let write = match sent {
             Ok(Filled::Accepted(written)) => {
                 self.emit("set", || CacheEvent::Set {
@@ -236,10 +335,10 @@ impl HybridCache {
             Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
                 self.queue(Pending::Fill {
                     key: key.to_string(),
-                    bytes,
-                    ttl: options.ttl,
-                    tags: tags.clone(),
-                    lease,
+                    bytes: entry.bytes.clone(),
+                    ttl: entry.ttl,
+                    tags: entry.tags.clone(),
+                    lease: entry.lease.clone(),
                     refusals: tier.refusals(),
                 });
                 FillWrite::Queued
@@ -258,13 +357,13 @@ impl HybridCache {
                 let admission = Admission {
                     origin: Some(origin),
                     version,
-                    tags,
+                    weight: entry.bytes.len() + key.len(),
+                    tags: entry.tags,
                     l2_expires_at: expires_at,
-                    weight,
                     etag: validators.etag,
                     last_modified: validators.last_modified,
                 };
-                tier.admit(key, value, admission, &options, basis.mark);
+                tier.admit(key, value, admission, &options, mark);
             }
             L1AfterFill::Drop => tier.l1().invalidate(key),
             L1AfterFill::Untouched => {}
