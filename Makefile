@@ -67,7 +67,7 @@ lint: deps
 ## command fuzzer as long; crashes go to fuzz/artifacts/<target>/. Nightly when rustup has it, else
 ## stable with RUSTC_BOOTSTRAP=1.
 FUZZ_SECS    ?= 60
-FUZZ_TARGETS := set_options entry_load event_decode
+FUZZ_TARGETS := set_options entry_load event_decode tag_removals
 fuzz: deps
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain=+nightly; \

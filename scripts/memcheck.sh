@@ -25,7 +25,7 @@ origins=${MEMCHECK_ORIGINS:-0}
 # client suites (client_*: they test the client crate, the module sees the same commands
 # as here), cluster and cluster_harness (six servers per test: an hour under valgrind), and
 # harness (the test harness itself).
-suites=${MEMCHECK_SUITES:-commands bad_input keyspace index_keyspace events persistence replication diskless_replication hardening deltag_nonblocking versions check fill_leases saved_formats command_docs client_database stale}
+suites=${MEMCHECK_SUITES:-commands bad_input keyspace index_keyspace events persistence replication diskless_replication hardening deltag_nonblocking versions check fill_leases saved_formats command_docs client_database stale deltagall}
 # Tests left out because valgrind's 20-50x slowdown breaks their timing, not because of
 # anything memcheck finds (cargo test --exact --skip: whole test names):
 skips=(
@@ -45,6 +45,13 @@ skips=(
   # fill_leases.rs: an entry with PX 400 must still live after HC.SET and HC.FETCH (failed
   # once under valgrind on a busy machine: "k expired before its lease was taken").
   expiry_of_the_entry_refuses_its_refill_whether_active_or_found_by_the_fill
+  # deltagall.rs: the 20,000-key removals (as above), the cluster and the two client
+  # instances (left out for the reasons the cluster and client suites are).
+  a_large_intersection_answers_at_once_and_is_removed_in_the_background
+  removed_entries_stay_gone_across_an_rdb_reload_and_an_aof_restart
+  remove_by_all_tags_runs_on_every_primary_of_a_cluster
+  another_instance_drops_only_its_copies_carrying_all_of_the_tags
+  a_removal_by_all_tags_while_redis_is_down_is_queued_and_replayed
 )
 
 missing=()

@@ -450,4 +450,54 @@ impl HybridCache {
         self.emit("remove_by_tag", || CacheEvent::RemoveByTag { tags });
         removed
     }
+
+    /// Removes every entry carrying all of `tags` (entries with only some of them stay), in
+    /// Redis (`HC.DELTAGALL`, in a cluster on every primary) and in every instance's L1;
+    /// returns how many Redis held. No tags removes nothing; one tag is
+    /// [`remove_by_tag`](Self::remove_by_tag).
+    ///
+    /// A fill (`get_or_set`) whose factory started before this call and whose entry would
+    /// carry any of the tags is not written: the module refuses it conservatively, as after
+    /// a `remove_by_tags` of them.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: hybridcache::HybridCache) -> hybridcache::Result<()> {
+    /// // The orders of customer 7 in March, not their other orders nor March's other ones.
+    /// let removed = cache.remove_by_all_tags(["customer:7", "month:2026-03"]).await?;
+    /// # let _ = removed;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %self.state.name))]
+    pub async fn remove_by_all_tags<I, S>(&self, tags: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut tags: Vec<String> = tags.into_iter().map(|t| t.as_ref().to_string()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let tags = self.full_tags(&tags);
+        // Any background result may carry the tags: all of them are stale now.
+        self.state.background.mark_all_changed();
+        let sent = match self.drain_outbox().await {
+            Ok(()) => self.redis().deltagall(&tags).await,
+            Err(e) => Err(e),
+        };
+        let removed = match sent {
+            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
+                self.queue(Pending::DelAllTags { tags: tags.clone() });
+                Ok(0)
+            }
+            other => other,
+        };
+        self.tier().l1().remove_all_tagged(&tags);
+        self.emit("remove_by_all_tags", || CacheEvent::RemoveByAllTags {
+            tags,
+        });
+        removed
+    }
 }

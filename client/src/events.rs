@@ -42,6 +42,11 @@ pub enum CacheEvent {
         /// The tags.
         tags: Vec<String>,
     },
+    /// This handle removed the entries carrying all of the tags.
+    RemoveByAllTags {
+        /// The tags.
+        tags: Vec<String>,
+    },
     /// This handle expired a key on request (soft expiry: stale copies serve fail-safe).
     Expire {
         /// The key.
@@ -106,6 +111,7 @@ impl CacheEvent {
             CacheEvent::Set { .. } => "set",
             CacheEvent::Remove { .. } => "remove",
             CacheEvent::RemoveByTag { .. } => "remove_by_tag",
+            CacheEvent::RemoveByAllTags { .. } => "remove_by_all_tags",
             CacheEvent::Expire { .. } => "expire",
             CacheEvent::ExpireByTag { .. } => "expire_by_tag",
             CacheEvent::InvalidationReceived => "invalidation_received",
@@ -123,7 +129,7 @@ impl CacheEvent {
 }
 
 /// Every event name, in the order of [`Kind`].
-const NAMES: [&str; 17] = [
+const NAMES: [&str; 18] = [
     "hit",
     "miss",
     "set",
@@ -141,6 +147,7 @@ const NAMES: [&str; 17] = [
     "fill_refused",
     "expire",
     "expire_by_tag",
+    "remove_by_all_tags",
 ];
 
 pub(crate) struct Events {
@@ -227,6 +234,7 @@ mod tests {
             CacheEvent::FillRefused { key: String::new() },
             CacheEvent::Expire { key: String::new() },
             CacheEvent::ExpireByTag { tags: Vec::new() },
+            CacheEvent::RemoveByAllTags { tags: Vec::new() },
         ] {
             assert!(NAMES.contains(&event.name()));
         }

@@ -6,6 +6,7 @@
 //! it if so. Event handling records before it applies, so either the reader sees the record
 //! or the event's removal comes after the insert.
 
+use hybridcache_protocol::TagMatch;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -24,11 +25,12 @@ pub(crate) enum Record {
         /// them), rather than being written or removed on purpose.
         removed: bool,
     },
-    /// Keys carrying these tags are gone.
+    /// Keys carrying any of these tags (`matching` all: all of them) are gone.
     Tags {
         origin: Arc<str>,
         seq: u64,
         tags: Vec<String>,
+        matching: TagMatch,
     },
     /// Anything may have changed (flush, reconnect, missed events).
     Reset,
@@ -146,10 +148,8 @@ impl InvalidationLog {
                     origin: o,
                     seq,
                     tags: removed,
-                } => {
-                    removed.iter().any(|t| tags.contains(t))
-                        && tag_event_hits(origin, version, o, *seq)
-                }
+                    matching,
+                } => matching.reaches(removed, tags) && tag_event_hits(origin, version, o, *seq),
             })
     }
 }
@@ -214,10 +214,26 @@ mod tests {
             origin: "o".into(),
             seq: 20,
             tags: tags(&["t"]),
+            matching: TagMatch::Any,
         });
         assert!(log.affects(mark, "k", &tags(&["a", "t"]), Some("o"), 19));
         assert!(!log.affects(mark, "k", &tags(&["t"]), Some("o"), 21));
         assert!(!log.affects(mark, "k", &tags(&["a"]), Some("o"), 19));
+    }
+
+    #[test]
+    fn an_all_tags_event_affects_only_entries_with_every_tag() {
+        let log = InvalidationLog::default();
+        let mark = log.mark();
+        log.push(Record::Tags {
+            origin: "o".into(),
+            seq: 20,
+            tags: tags(&["a", "b"]),
+            matching: TagMatch::All,
+        });
+        assert!(log.affects(mark, "k", &tags(&["a", "b", "c"]), Some("o"), 19));
+        assert!(!log.affects(mark, "k", &tags(&["a", "c"]), Some("o"), 19));
+        assert!(!log.affects(mark, "k", &tags(&["a", "b"]), Some("o"), 21));
     }
 
     #[test]
@@ -228,6 +244,7 @@ mod tests {
             origin: "p".into(),
             seq: 20,
             tags: tags(&["t"]),
+            matching: TagMatch::Any,
         });
         assert!(!log.affects(mark, "k", &tags(&["t"]), Some("o"), 1));
         assert!(log.affects(mark, "k", &tags(&["t"]), None, 0));

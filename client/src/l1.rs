@@ -25,6 +25,15 @@ struct TagMark {
     staled_at: u64,
 }
 
+/// A removal of the entries carrying all of several tags (`deltagall`) by one server: the
+/// last one as an event number.
+struct AllTagsMark {
+    /// Sorted, distinct.
+    tags: Box<[String]>,
+    origin: Arc<str>,
+    removed: u64,
+}
+
 /// How the tag marks see an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TagState {
@@ -176,7 +185,12 @@ pub(crate) struct L1 {
     /// entries read from that server with the tag and an older version are no longer served
     /// (after a soft expiry, only by fail-safe).
     tag_marks: RwLock<HashMap<String, Vec<TagMark>>>,
-    /// Tag removals recorded in `tag_marks` so far (counted under its write lock).
+    /// Removals of all of several tags, under their first tag (an entry carrying all of
+    /// them carries that one): entries read from that server with every one of the tags and
+    /// an older version are no longer served.
+    all_tags_marks: RwLock<HashMap<String, Vec<AllTagsMark>>>,
+    /// Tag removals recorded in `tag_marks` and `all_tags_marks` so far (counted under the
+    /// write lock of `tag_marks`).
     removals: AtomicU64,
 }
 
@@ -196,6 +210,7 @@ impl L1 {
             namespace: namespace.into(),
             epoch: AtomicU64::new(0),
             tag_marks: RwLock::new(HashMap::new()),
+            all_tags_marks: RwLock::new(HashMap::new()),
             removals: AtomicU64::new(0),
         }
     }
@@ -271,10 +286,34 @@ impl L1 {
                 state = TagState::Stale;
             }
         }
+        drop(marks);
+        if self.removed_with_all_tags(entry) {
+            return TagState::Removed;
+        }
         if state == TagState::Clear {
             entry.tags_clear.0.store(removals, Ordering::Relaxed);
         }
         state
+    }
+
+    /// Whether a removal of all of several tags, all carried by `entry`, came after it.
+    fn removed_with_all_tags(&self, entry: &L1Entry) -> bool {
+        let marks = self
+            .all_tags_marks
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if marks.is_empty() {
+            return false;
+        }
+        entry
+            .tags
+            .iter()
+            .filter_map(|tag| marks.get(tag))
+            .flatten()
+            .any(|mark| {
+                mark.tags.iter().all(|t| entry.tags.contains(t))
+                    && tag_event_hits(entry.origin(), entry.version, &mark.origin, mark.removed)
+            })
     }
 
     /// Keeps `entry` under the full key `key`.
@@ -334,6 +373,59 @@ impl L1 {
             mark.removed = raised(mark.removed);
         }
         self.removals.store(count, Ordering::Release);
+    }
+
+    /// Records that every key carrying all of `tags` up to event `seq` of `origin` is gone.
+    pub(crate) fn mark_all_tags_removed(&self, mut tags: Vec<String>, origin: Arc<str>, seq: u64) {
+        tags.sort_unstable();
+        tags.dedup();
+        let Some(first) = tags.first().cloned() else {
+            return;
+        };
+        // Under the lock of the single-tag marks: the count of removals is raised there.
+        let mut single = self.tag_marks.write().unwrap_or_else(|p| p.into_inner());
+        let mut marks = self
+            .all_tags_marks
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let held: usize = single.len() + marks.values().map(Vec::len).sum::<usize>();
+        if held >= MAX_TAG_MARKS {
+            single.clear();
+            marks.clear();
+            drop((single, marks));
+            self.clear();
+            return;
+        }
+        let of_first = marks.entry(first).or_default();
+        match of_first
+            .iter_mut()
+            .find(|m| m.origin == origin && *m.tags == *tags)
+        {
+            Some(mark) => mark.removed = mark.removed.max(seq),
+            None => of_first.push(AllTagsMark {
+                tags: tags.into(),
+                origin,
+                removed: seq,
+            }),
+        }
+        let count = self.removals.load(Ordering::Relaxed) + 1;
+        self.removals.store(count, Ordering::Release);
+    }
+
+    /// Entries with all of `tags`, as of now, are removed (the writer's own removal).
+    pub(crate) fn remove_all_tagged(&self, tags: &[String]) {
+        if tags.is_empty() {
+            return;
+        }
+        let hit: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(_, entry)| tags.iter().all(|t| entry.tags.contains(t)))
+            .map(|(key, _)| key)
+            .collect();
+        for key in hit {
+            self.cache.invalidate(key.as_str());
+        }
     }
 
     /// Entries with any of `tags`, as of now, are removed (the writer's own tag removal).
@@ -469,6 +561,35 @@ mod tests {
         assert!(l1.is_fresh(&b, now), "a removal on another server");
         l1.mark_tag_removed("b".into(), "o".into(), 9);
         assert!(!l1.is_fresh(&b, now));
+    }
+
+    #[test]
+    fn a_removal_of_all_of_several_tags_hits_older_entries_carrying_every_one() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        let now = Instant::now();
+        let (ab, abc, a, newer) = (
+            entry(&["a", "b"], 5),
+            entry(&["c", "b", "a"], 5),
+            entry(&["a"], 5),
+            entry(&["a", "b"], 9),
+        );
+        l1.mark_all_tags_removed(vec!["b".into(), "a".into()], "o".into(), 7);
+        assert!(!l1.is_fresh(&ab, now) && !l1.is_fail_safe(&ab, now));
+        assert!(!l1.is_fresh(&abc, now), "more tags than the removal");
+        assert!(l1.is_fresh(&a, now), "only some of the tags");
+        assert!(l1.is_fresh(&newer, now), "written after the removal");
+        l1.mark_all_tags_removed(vec!["a".into(), "b".into()], "p".into(), 20);
+        assert!(l1.is_fresh(&newer, now), "a removal on another server");
+    }
+
+    #[test]
+    fn the_writers_own_all_tags_removal_drops_only_copies_with_every_tag() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        l1.insert("ab", Arc::new(entry(&["a", "b"], 5)));
+        l1.insert("a", Arc::new(entry(&["a"], 5)));
+        l1.remove_all_tagged(&["a".to_string(), "b".to_string()]);
+        assert!(l1.get("ab").is_none());
+        assert!(l1.get("a").is_some());
     }
 
     #[test]

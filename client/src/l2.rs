@@ -467,6 +467,7 @@ impl L2 {
             }
             Pending::Del { key } => self.del(key).await.map(|_| ()),
             Pending::DelTags { tags } => self.deltag(tags).await.map(|_| ()),
+            Pending::DelAllTags { tags } => self.deltagall(tags).await.map(|_| ()),
             Pending::Stale { key } => self.stale(key).await.map(|_| ()),
             Pending::StaleTags { tags } => self.staletag(tags).await.map(|_| ()),
         }
@@ -525,6 +526,13 @@ impl L2 {
     /// with the counts summed.
     pub(crate) async fn deltag(&self, tags: &[String]) -> Result<u64> {
         self.query_on(redis::cmd(command::DELTAG).arg(tags), true)
+            .await
+    }
+
+    /// `HC.DELTAGALL tags`: removes the keys carrying all of `tags`; in a cluster on every
+    /// primary (each removes its own keys), with the counts summed.
+    pub(crate) async fn deltagall(&self, tags: &[String]) -> Result<u64> {
+        self.query_on(redis::cmd(command::DELTAGALL).arg(tags), true)
             .await
     }
 

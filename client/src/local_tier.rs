@@ -8,7 +8,7 @@ use crate::fill::Refusals;
 use crate::invalidation_log::{key_event_hits, InvalidationLog, Record};
 use crate::l1::{Capacity, L1Entry, L1};
 use crate::stats::{bump, Counters, Stats};
-use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op};
+use hybridcache_protocol::{Change, DecodeError, InvalidationEvent, Name, Op, TagMatch};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -314,7 +314,29 @@ impl LocalTier {
                     }
                 }
             }
-            Change::Tags { tags } => {
+            Change::Tags {
+                tags,
+                matching: TagMatch::All,
+            } => {
+                let named = tags.len();
+                let tags = self.ours(tags);
+                // An entry of this cache carries only tags of its namespace: one that is
+                // not leaves none of them carrying all.
+                if tags.is_empty() || tags.len() < named {
+                    return;
+                }
+                self.log.push(Record::Tags {
+                    origin: origin.clone(),
+                    seq: event.seq,
+                    tags: tags.clone(),
+                    matching: TagMatch::All,
+                });
+                self.l1.mark_all_tags_removed(tags, origin, event.seq);
+            }
+            Change::Tags {
+                tags,
+                matching: TagMatch::Any,
+            } => {
                 let tags = self.ours(tags);
                 if tags.is_empty() {
                     return;
@@ -331,6 +353,7 @@ impl LocalTier {
                     origin: origin.clone(),
                     seq: event.seq,
                     tags: tags.clone(),
+                    matching: TagMatch::Any,
                 });
                 for tag in tags {
                     match event.op {
@@ -450,6 +473,7 @@ mod tests {
             op,
             Change::Tags {
                 tags: vec![Name::from(tag)],
+                matching: TagMatch::Any,
             },
         )
     }
@@ -515,6 +539,66 @@ mod tests {
         // Written after it: fresh.
         admit_tagged(&tier, "f", 8, &fail_safe);
         assert!(tier.fresh::<u32>("f", false).is_some());
+    }
+
+    fn all_tags_event(seq: u64, tags: &[&str]) -> InvalidationEvent {
+        InvalidationEvent::new(
+            "o",
+            seq,
+            Some(0),
+            Op::Deltagall,
+            Change::Tags {
+                tags: tags.iter().map(|t| Name::from(*t)).collect(),
+                matching: TagMatch::All,
+            },
+        )
+    }
+
+    #[test]
+    fn an_all_tags_event_drops_copies_with_every_tag_and_is_logged_for_fills() {
+        let tier = tier();
+        let options = EntryOptions::new().ttl(Duration::from_secs(600));
+        admit_tagged(&tier, "k", 5, &options);
+        // The copy carries `t` only: a removal of `t` and `u` together leaves it.
+        let mark = tier.log().mark();
+        tier.apply(all_tags_event(7, &["t", "u"]));
+        assert!(tier.fresh::<u32>("k", false).is_some());
+        let only_t = vec!["t".to_string()];
+        let both = vec!["t".to_string(), "u".to_string()];
+        assert!(!tier.log().affects(mark, "j", &only_t, Some("o"), 5));
+        assert!(tier.log().affects(mark, "j", &both, Some("o"), 5));
+        // A removal of all of its tags (here its one tag) drops it.
+        tier.apply(all_tags_event(8, &["t"]));
+        assert!(tier.fresh::<u32>("k", false).is_none());
+    }
+
+    #[test]
+    fn an_all_tags_event_naming_a_tag_outside_the_namespace_reaches_no_copy() {
+        let tier = LocalTier::new(
+            Capacity::Entries(100),
+            "ns:".to_string(),
+            0,
+            Arc::new(Events::new("test")),
+        );
+        tier.subscription_up();
+        let admission = Admission {
+            origin: Some("o".into()),
+            version: 5,
+            tags: vec!["ns:t".into()],
+            l2_expires_at: Instant::now().checked_add(Duration::from_secs(600)),
+            weight: 1,
+            etag: None,
+            last_modified: None,
+        };
+        let mark = tier.log().mark();
+        let options = EntryOptions::new().ttl(Duration::from_secs(600));
+        tier.admit("ns:k", Arc::new(1u32), admission, &options, mark);
+        tier.apply(all_tags_event(7, &["ns:t", "other:u"]));
+        assert!(tier.fresh::<u32>("ns:k", false).is_some());
+        tier.apply(all_tags_event(8, &["ns:t", "ns:t2"]));
+        assert!(tier.fresh::<u32>("ns:k", false).is_some());
+        tier.apply(all_tags_event(9, &["ns:t"]));
+        assert!(tier.fresh::<u32>("ns:k", false).is_none());
     }
 
     #[test]

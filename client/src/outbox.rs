@@ -37,6 +37,10 @@ pub(crate) enum Pending {
     DelTags {
         tags: Vec<String>,
     },
+    /// A removal of the entries carrying all of the tags (`HC.DELTAGALL`).
+    DelAllTags {
+        tags: Vec<String>,
+    },
     /// A soft expiry (`HC.STALE`).
     Stale {
         key: String,
@@ -54,7 +58,9 @@ impl Pending {
             | Pending::Fill { key, .. }
             | Pending::Del { key }
             | Pending::Stale { key } => Some(key),
-            Pending::DelTags { .. } | Pending::StaleTags { .. } => None,
+            Pending::DelTags { .. } | Pending::DelAllTags { .. } | Pending::StaleTags { .. } => {
+                None
+            }
         }
     }
 }

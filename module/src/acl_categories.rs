@@ -8,7 +8,8 @@
 //! given to module commands, and `SetCommandACLCategories` replaces whatever the command had.
 //! So [`TABLE`] spells out what those flags would give (`write` → `@write`, `readonly` →
 //! `@read`, `admin` → `@admin @dangerous`, `fast` → `@fast`, otherwise `@slow`), plus:
-//! - `@keyspace` for `HC.DEL`, `HC.DELTAG`, `HC.STALE` and `HC.STALETAG`: they delete keys, as `DEL`/`UNLINK` do, and
+//! - `@keyspace` for `HC.DEL`, `HC.DELTAG`, `HC.DELTAGALL`, `HC.STALE` and `HC.STALETAG`: they
+//!   delete keys, as `DEL`/`UNLINK` do, and
 //!   an operator who denies `-@keyspace` to stop key deletion expects them covered.
 //!   `HC.TAGKEYS`/`HC.TAGCARD` read the module's tag index (like `SMEMBERS`/`SCARD` of a set)
 //!   and show only keys the user may read, so they stay out of it.
@@ -31,7 +32,7 @@ pub(crate) const MODULE_CATEGORY: &str = "hybridcache";
 
 /// Each command's server categories (without [`MODULE_CATEGORY`]); the registration flags in
 /// `lib.rs` are the source of the flag-implied ones.
-pub(crate) const TABLE: [(&str, &str); 14] = [
+pub(crate) const TABLE: [(&str, &str); 15] = [
     (command::SET, "write slow"),
     (command::GET, "read fast"),
     (command::MGET, "read fast"),
@@ -46,6 +47,7 @@ pub(crate) const TABLE: [(&str, &str); 14] = [
     (command::EVENTS, "read slow"),
     (command::STALE, "write slow keyspace"),
     (command::STALETAG, "write slow keyspace"),
+    (command::DELTAGALL, "write slow keyspace"),
 ];
 
 /// The space-separated categories `SetCommandACLCategories` gets for `categories`, with the
@@ -196,7 +198,8 @@ mod tests {
                 command::DEL,
                 command::DELTAG,
                 command::STALE,
-                command::STALETAG
+                command::STALETAG,
+                command::DELTAGALL
             ]
         );
         assert!(of(command::CHECK).is_some_and(|c| c.contains("admin dangerous")));

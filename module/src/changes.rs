@@ -81,6 +81,13 @@ pub(crate) enum Change<'a> {
         tags: &'a [&'a [u8]],
         op: Op,
     },
+    /// `HC.DELTAGALL` (`op` deltagall): the keys carrying all of `tags` (sorted, distinct,
+    /// two or more) are logically deleted.
+    AllTagsRemoved {
+        db: i32,
+        tags: &'a [&'a [u8]],
+        op: Op,
+    },
     /// `FLUSHDB` (`Some(db)`) or `FLUSHALL` (`None`).
     Flushed { db: Option<i32> },
     /// `SWAPDB a b`.
@@ -98,7 +105,7 @@ pub(crate) enum Change<'a> {
 pub(crate) struct Applied {
     /// The number of the last change announced, if any.
     pub(crate) seq: Option<u64>,
-    /// `TagsRemoved`: how many keys it logically deleted.
+    /// `TagsRemoved`, `AllTagsRemoved`: how many keys it logically deleted.
     pub(crate) removed: u64,
 }
 
@@ -232,6 +239,21 @@ impl State {
                     if announced {
                         let tags = tags.iter().copied();
                         self.announce(Some(marker), db, op, Names::Tags(tags), &mut applied);
+                    }
+                }
+            }
+            Change::AllTagsRemoved { db, tags, op } => {
+                // Conservative: a fill computed before this removal that names any of the
+                // tags is refused, as after HC.DELTAG of them (a lease does not know which
+                // tags its value will carry together).
+                self.fills.record(KeyspaceChange::TagsRemoved { db, tags });
+                let marker = self.sequencer.last() + 1;
+                applied.removed = self.index.invalidate_all(db, tags, marker);
+                if applied.removed > 0 {
+                    self.sequencer.allocate();
+                    if announced {
+                        let tags = tags.iter().copied();
+                        self.announce(Some(marker), db, op, Names::AllTags(tags), &mut applied);
                     }
                 }
             }
@@ -514,6 +536,69 @@ mod tests {
     }
 
     #[test]
+    fn an_all_tags_removal_deletes_the_intersection_under_one_compound_tombstone() {
+        let mut s = state();
+        let (both, one) = (entry(&["a", "b"]), entry(&["a"]));
+        for (key, e) in [(&b"both"[..], &both), (&b"one"[..], &one)] {
+            let version = s.next_version();
+            s.apply(
+                Change::Stored {
+                    db: 0,
+                    key,
+                    old: None,
+                    new: e,
+                    version,
+                },
+                Announce::Yes,
+                LIVE,
+            );
+        }
+        published(&mut s);
+        let none = s.apply(
+            Change::AllTagsRemoved {
+                db: 0,
+                tags: &[b"a", b"zz"],
+                op: Op::Deltagall,
+            },
+            Announce::Yes,
+            LIVE,
+        );
+        assert_eq!(
+            none,
+            Applied::default(),
+            "nothing removed, nothing announced"
+        );
+        let applied = s.apply(
+            Change::AllTagsRemoved {
+                db: 0,
+                tags: &[b"a", b"b"],
+                op: Op::Deltagall,
+            },
+            Announce::Yes,
+            LIVE,
+        );
+        assert_eq!(
+            applied,
+            Applied {
+                seq: Some(3),
+                removed: 1
+            }
+        );
+        assert!(s.index.dooms(0, both.tags(), 2));
+        assert!(!s.index.dooms(0, one.tags(), 2));
+        let events = published(&mut s);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].seq, events[0].op), (3, Op::Deltagall));
+        assert_eq!(
+            events[0].change,
+            Wire::Tags {
+                tags: vec!["a".into(), "b".into()],
+                matching: hybridcache_protocol::TagMatch::All,
+            }
+        );
+    }
+
+    #[test]
     fn flushes_swaps_loads_and_promotions_are_flush_changes_in_order() {
         let mut s = state();
         s.apply(Change::Flushed { db: Some(3) }, Announce::Yes, LIVE);
@@ -610,7 +695,8 @@ mod tests {
                     4,
                     Op::Stale,
                     Wire::Tags {
-                        tags: vec!["u".into()]
+                        tags: vec!["u".into()],
+                        matching: hybridcache_protocol::TagMatch::Any,
                     }
                 ),
             ]

@@ -6,10 +6,13 @@
 //! - every live entry is listed under each of its tags;
 //! - every listed (tag, key) is an entry of the keyspace that carries the tag;
 //! - every logically deleted entry (HC.DELTAG's, awaiting removal) is queued for removal, and
-//!   every queued key is still an entry of the keyspace.
+//!   every queued key is still an entry of the keyspace;
+//! - every key queued behind a tombstone (a tag's, or HC.DELTAGALL's compound one) is
+//!   logically deleted and carries the tag (all of the compound's tags), and every tombstone
+//!   counts the queued sets that name it.
 
 use crate::index::TagIndex;
-use crate::pending::HashMap;
+use crate::pending::{HashMap, Stone};
 use crate::text::printable;
 
 /// Longest name quoted in a problem report.
@@ -148,7 +151,78 @@ impl TagIndex {
                 )),
             }
         }
+        check_tombstones(db, &view, &by_key, problems);
         findings
+    }
+}
+
+/// The tombstones of `db` against the queued sets and the entries they hold.
+fn check_tombstones(
+    db: i32,
+    view: &crate::index::DbView<'_>,
+    by_key: &HashMap<&[u8], &Observed>,
+    problems: &mut Vec<String>,
+) {
+    let Some(pending) = view.pending else {
+        return;
+    };
+    let name = |bytes: &[u8]| format!("'{}'", printable(bytes, NAME_CHARS));
+    let stone_name = |stone: &Stone| match stone {
+        Stone::Tag(tag) => format!("tag {}", name(tag)),
+        Stone::AllOf(tags) => {
+            let tags: Vec<String> = tags.iter().map(|t| name(t)).collect();
+            format!("all of tags {}", tags.join(" "))
+        }
+    };
+    let mut named: Vec<(&Stone, u32)> = Vec::new();
+    for (stone, keys) in pending.queued_sets() {
+        let Some(stone) = stone else {
+            continue;
+        };
+        match named.iter_mut().find(|(s, _)| *s == stone) {
+            Some((_, sets)) => *sets += 1,
+            None => named.push((stone, 1)),
+        }
+        let needed: &[crate::pending::Bytes] = match stone {
+            Stone::Tag(tag) => std::slice::from_ref(tag),
+            Stone::AllOf(tags) => tags,
+        };
+        for slot in keys.iter() {
+            let Some(entry) = view
+                .names
+                .and_then(|names| names.get(slot))
+                .and_then(|key| by_key.get(key))
+            else {
+                continue; // reported with the queued keys
+            };
+            let carries = needed
+                .iter()
+                .all(|tag| entry.tags.iter().any(|t| t.as_slice() == tag.as_ref()));
+            if !carries || !entry.gone {
+                problems.push(format!(
+                    "db {db}: key {} is queued behind the tombstone of {}, but {}",
+                    name(&entry.key),
+                    stone_name(stone),
+                    if carries {
+                        "is not logically deleted"
+                    } else {
+                        "does not carry its tags"
+                    }
+                ));
+            }
+        }
+    }
+    for (stone, sets) in pending.tombstones() {
+        let queued = named
+            .iter()
+            .find(|(s, _)| **s == stone)
+            .map_or(0, |(_, n)| *n);
+        if queued != sets {
+            problems.push(format!(
+                "db {db}: the tombstone of {} counts {sets} queued sets, the queue holds {queued}",
+                stone_name(&stone)
+            ));
+        }
     }
 }
 
@@ -276,6 +350,38 @@ mod tests {
             problems
                 .iter()
                 .any(|p| p.contains("'k1' is queued for removal but is no entry")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn keys_queued_behind_a_compound_tombstone_must_be_deleted_entries_with_all_its_tags() {
+        let mut index = TagIndex::default();
+        let mut entries = [
+            entry("ab", &["a", "b"]),
+            entry("abc", &["a", "b", "c"]),
+            entry("a", &["a"]),
+        ];
+        indexed(&mut index, &mut entries);
+        assert_eq!(index.invalidate_all(0, &[b"a", b"b"], 10), 2);
+        entries[0].gone = true;
+        entries[1].gone = true;
+        assert_eq!(index.check(0, &entries).problems, Vec::<String>::new());
+
+        // The keyspace says one of them is live, and that another lost a tag.
+        entries[0].gone = false;
+        entries[1].tags = vec![b"a".to_vec(), b"c".to_vec()];
+        let problems = index.check(0, &entries).problems;
+        assert!(
+            problems.iter().any(|p| p.contains(
+                "'ab' is queued behind the tombstone of all of tags 'a' 'b', but is not logically deleted"
+            )),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("'abc' is queued behind the tombstone of all of tags 'a' 'b', but does not carry its tags")),
             "{problems:?}"
         );
     }

@@ -132,7 +132,7 @@ const EVENTS: [Arg; 2] = [
 ];
 
 /// Every command and its arguments (empty: the command takes none).
-pub(crate) const TABLE: [(&str, &[Arg]); 14] = [
+pub(crate) const TABLE: [(&str, &[Arg]); 15] = [
     (command::SET, &SET),
     (command::GET, &ONE_KEY),
     (command::MGET, &KEYS),
@@ -147,6 +147,7 @@ pub(crate) const TABLE: [(&str, &[Arg]); 14] = [
     (command::EVENTS, &EVENTS),
     (command::STALE, &KEYS),
     (command::STALETAG, &TAGS),
+    (command::DELTAGALL, &TAGS),
 ];
 
 /// The arguments of a command, `None` for a name that is not one of ours.

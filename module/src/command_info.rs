@@ -32,7 +32,7 @@ struct Info {
     keys: Option<Keys>,
 }
 
-fn table() -> [Info; 14] {
+fn table() -> [Info; 15] {
     let read = || KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS;
     [
         Info {
@@ -126,6 +126,12 @@ fn table() -> [Info; 14] {
             name: command::STALETAG,
             summary: "Removes every entry carrying any of the tags like HC.DELTAG, announced as expired on request (op stale)",
             complexity: "O(T) for T tags to answer; O(N) removals spread over later event-loop turns",
+            keys: None,
+        },
+        Info {
+            name: command::DELTAGALL,
+            summary: "Removes every entry carrying all of the tags (answers at once, removes in the background); publishes one event",
+            complexity: "O(S*T) for T tags whose smallest has S keys to answer; O(N) removals spread over later event-loop turns",
             keys: None,
         },
     ]

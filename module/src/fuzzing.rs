@@ -1,6 +1,8 @@
 //! Fuzz target bodies for the module's parsers of untrusted bytes: `HC.SET` options and saved
-//! entries (RDB, `RESTORE`). Each body takes arbitrary bytes and panics only on a bug: a
-//! parser that panics, or a result that breaks an invariant the body checks.
+//! entries (RDB, `RESTORE`); and a model of tag removals (`HC.DELTAG`, `HC.DELTAGALL`), whose
+//! bytes are a program of writes, removals and timer batches. Each body takes arbitrary bytes
+//! and panics only on a bug: a parser that panics, or a result that breaks an invariant the
+//! body checks.
 //!
 //! Run by `cargo fuzz` (`fuzz/fuzz_targets/`, `make fuzz`), and by the bounded tests below
 //! over the seed corpus (`fuzz/corpus/<target>/`) and deterministic mutations of it, which
@@ -11,6 +13,9 @@
 //! compiled only under `cfg(test)` or `cfg(fuzzing)`, never into the loadable module, and the
 //! `unwrap`s below are in its `#[cfg(test)]` tests.
 
+use crate::check::Observed;
+use crate::index::TagIndex;
+use crate::pending::HashMap;
 use crate::saved::{self, SliceSource, Source, FLAG_DEAD, MAX_TAGS_IN_PAYLOAD};
 use crate::set_options::{Expiry, SetOptions};
 
@@ -124,6 +129,138 @@ pub fn entry_load(data: &[u8]) {
     assert_eq!(again.as_ref(), Some(&entry), "saved and loaded again");
     let bytes_again = again.map(|e| saved::to_bytes(&e, e.is_dead()));
     assert_eq!(bytes_again, Some(bytes), "saving is deterministic");
+}
+
+/// Keys and tags of the [`tag_removals`] program.
+const PROGRAM_KEYS: u8 = 16;
+const PROGRAM_TAGS: u8 = 5;
+
+/// One entry of the [`tag_removals`] model.
+struct ModelEntry {
+    tags: Vec<Vec<u8>>,
+    version: u64,
+    slot: u32,
+    /// Logically deleted by a tag removal, awaiting the timer.
+    gone: bool,
+}
+
+/// The tags whose bits are set in `bits` (`t0` .. `t4`), sorted.
+fn program_tags(bits: u8) -> Vec<Vec<u8>> {
+    (0..PROGRAM_TAGS)
+        .filter(|t| bits & (1 << t) != 0)
+        .map(|t| format!("t{t}").into_bytes())
+        .collect()
+}
+
+/// Tag removals against a model: each pair of bytes `[op, arg]` of `data` writes a key (with
+/// the tags of the bits of `op >> 3`, maybe none), removes the entries carrying any or all
+/// of a set of tags (`arg`'s bits, or the tags of an entry), runs a batch of the removal
+/// timer, or deletes a key. After each step the index's counts, `dooms` and `HC.CHECK`'s
+/// core must agree with the model.
+pub fn tag_removals(data: &[u8]) {
+    let mut index = TagIndex::default();
+    let mut model: HashMap<Vec<u8>, ModelEntry> = HashMap::default();
+    let mut seq = 0u64;
+    for (step, pair) in data.chunks_exact(2).enumerate() {
+        let (op, arg) = (pair[0], pair[1]);
+        let key = format!("k{}", arg % PROGRAM_KEYS).into_bytes();
+        match op % 8 {
+            0..=2 => {
+                let tags = program_tags(op >> 3);
+                seq += 1;
+                let slot = match model.get(&key) {
+                    Some(old) => index.replace(0, &key, old.slot, &old.tags, &tags),
+                    None => index.insert(0, &key, &tags),
+                };
+                let entry = ModelEntry {
+                    tags,
+                    version: seq,
+                    slot,
+                    gone: false,
+                };
+                model.insert(key, entry);
+            }
+            3 | 4 | 7 => {
+                let tags = match op % 8 {
+                    7 => model.get(&key).map(|e| e.tags.clone()).unwrap_or_default(),
+                    _ => program_tags(arg),
+                };
+                if tags.is_empty() {
+                    continue;
+                }
+                // HC.DELTAGALL of one tag is HC.DELTAG.
+                let all = op % 8 != 3 && tags.len() > 1;
+                let marker = seq + 1;
+                let removed = match all {
+                    true => index.invalidate_all(0, &tags, marker),
+                    false => index.invalidate(0, &tags, marker),
+                };
+                let mut expected = 0;
+                for entry in model.values_mut().filter(|e| !e.gone) {
+                    let reached = match all {
+                        true => tags.iter().all(|t| entry.tags.contains(t)),
+                        false => tags.iter().any(|t| entry.tags.contains(t)),
+                    };
+                    if reached {
+                        entry.gone = true;
+                        expected += 1;
+                    }
+                }
+                assert_eq!(removed, expected, "step {step}: all {all} of {tags:?}");
+                if removed > 0 {
+                    seq = marker;
+                }
+            }
+            5 => {
+                for (_, taken) in index.take_removals(1 + usize::from(arg % 4)) {
+                    let entry = model.remove(&taken);
+                    assert!(
+                        entry.as_ref().is_some_and(|e| e.gone),
+                        "step {step}: took a live key"
+                    );
+                    if let Some(entry) = entry {
+                        index.remove(0, &taken, entry.slot, &entry.tags);
+                    }
+                }
+                index.settle();
+            }
+            _ => {
+                if let Some(entry) = model.remove(&key) {
+                    index.remove(0, &key, entry.slot, &entry.tags);
+                }
+            }
+        }
+        check_tag_model(&index, &model, step);
+    }
+}
+
+fn check_tag_model(index: &TagIndex, model: &HashMap<Vec<u8>, ModelEntry>, step: usize) {
+    for (key, e) in model {
+        assert_eq!(
+            index.dooms(0, &e.tags, e.version),
+            e.gone,
+            "step {step}: {}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    for tag in program_tags(u8::MAX) {
+        let live = model
+            .values()
+            .filter(|e| !e.gone && e.tags.contains(&tag))
+            .count() as u64;
+        assert_eq!(index.card(0, &tag), live, "step {step}: {tag:?}");
+    }
+    let observed: Vec<Observed> = model
+        .iter()
+        .map(|(key, e)| Observed {
+            key: key.clone(),
+            tags: e.tags.clone(),
+            gone: e.gone,
+            slot: e.slot,
+        })
+        .collect();
+    let problems = index.check(0, &observed).problems;
+    assert!(problems.is_empty(), "step {step}: {problems:?}");
 }
 
 #[cfg(test)]
@@ -240,6 +377,38 @@ mod tests {
     #[test]
     fn entry_load_never_panics_on_seeds_or_their_mutations() {
         run("entry_load", entry_load, Some(random_entry));
+    }
+
+    /// A program of writes (most), removals and timer batches.
+    fn random_program(rng: &mut Rng) -> Vec<u8> {
+        (0..2 * (1 + rng.below(120)))
+            .map(|_| rng.next_u64() as u8)
+            .collect()
+    }
+
+    /// Fewer inputs than the parsers get: every step of a program checks the whole model.
+    #[test]
+    fn tag_removals_agree_with_the_model_on_seeds_and_their_mutations() {
+        BoundedRun {
+            target: "tag_removals",
+            iterations: 1_000,
+            rng_seed: 0x7461_6772_656d_6f76,
+            mutator: Mutator {
+                min_edits: 1,
+                max_edits: 4,
+                edits: &[
+                    Edit::FlipBit,
+                    Edit::SetByte,
+                    Edit::Truncate,
+                    Edit::Remove,
+                    Edit::SpliceSeed,
+                    Edit::InsertJunk,
+                ],
+                words: &[] as &[&[u8]],
+            },
+            generator: Some(random_program),
+        }
+        .run(tag_removals);
     }
 
     #[test]

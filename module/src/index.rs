@@ -184,6 +184,54 @@ impl TagIndex {
         count
     }
 
+    /// HC.DELTAGALL: the keys carrying all of `tags` (sorted, distinct, two or more) in `db`
+    /// become logically deleted as of `marker`, behind one compound tombstone. The keys stay
+    /// listed under their tags (as a key HC.DELTAG reached stays under its other tags) until
+    /// they are physically removed. Returns how many keys that deleted (already deleted ones
+    /// not counted); a tag without keys deletes none.
+    pub fn invalidate_all<T: AsRef<[u8]>>(&mut self, db: i32, tags: &[T], marker: u64) -> u64 {
+        let Some(keys) = self.all_of(db, tags) else {
+            return 0;
+        };
+        match self.dbs.get_mut(&db) {
+            Some(index) => index.pending.invalidate_all(tags, keys, marker),
+            None => 0,
+        }
+    }
+
+    /// The slots of the keys carrying all of `tags` in `db`, the smallest set first (each
+    /// intersection can only shrink it); `None` when one of the tags has no keys.
+    fn all_of<T: AsRef<[u8]>>(&self, db: i32, tags: &[T]) -> Option<KeySet> {
+        let index = self.dbs.get(&db)?;
+        let mut sets = tags
+            .iter()
+            .map(|tag| index.tags.get(tag.as_ref()))
+            .collect::<Option<Vec<&KeySet>>>()?;
+        sets.sort_unstable_by_key(|keys| keys.len());
+        let (smallest, rest) = sets.split_first()?;
+        let mut keys = (*smallest).clone();
+        for other in rest {
+            if keys.is_empty() {
+                break;
+            }
+            keys.intersect(other);
+        }
+        Some(keys)
+    }
+
+    /// The keys carrying all of `tags` in `db` (logically deleted ones included), in no
+    /// particular order.
+    pub fn keys_with_all<T: AsRef<[u8]>>(&self, db: i32, tags: &[T]) -> Vec<Vec<u8>> {
+        let Some(index) = self.dbs.get(&db) else {
+            return Vec::new();
+        };
+        self.all_of(db, tags).map_or_else(Vec::new, |keys| {
+            keys.iter()
+                .filter_map(|slot| Some(index.names.get(slot)?.to_vec()))
+                .collect()
+        })
+    }
+
     /// Whether the entry (`tags`, `version`) stored in `db` is logically deleted.
     pub fn dooms<I>(&self, db: i32, tags: I, version: u64) -> bool
     where
@@ -406,6 +454,39 @@ mod tests {
         assert_eq!(index.keys(0, b"a"), vec![b"k1".to_vec()]);
         assert_eq!(index.pending_removals(), 0);
         assert_eq!(index.stats().keys, 1);
+    }
+
+    #[test]
+    fn invalidate_all_deletes_only_the_keys_carrying_every_tag() {
+        let mut index = TagIndex::default();
+        let both = index.insert(0, b"both", [b"a", b"b"]);
+        let all3 = index.insert(0, b"all3", [b"a", b"b", b"c"]);
+        index.insert(0, b"a-only", [b"a"]);
+        index.insert(0, b"b-only", [b"b"]);
+        let links = index.stats().links;
+        assert_eq!(
+            sorted(index.keys_with_all(0, &[b"a", b"b"])),
+            vec![b"all3".to_vec(), b"both".to_vec()]
+        );
+        assert_eq!(index.invalidate_all(0, &[b"a", b"b"], 9), 2);
+        assert_eq!(index.pending_removals(), 2);
+        assert_eq!((index.card(0, b"a"), index.card(0, b"b")), (1, 1));
+        assert_eq!(index.stats().links, links, "listed until removed");
+        assert_eq!(index.stats().tombstones, 1);
+        assert!(index.dooms(0, [b"a", b"b"], 5));
+        assert!(!index.dooms(0, [b"a"], 5));
+        // Again: nothing left to delete. A tag without keys, or another db: none.
+        assert_eq!(index.invalidate_all(0, &[b"a", b"b"], 10), 0);
+        assert_eq!(index.invalidate_all(0, &[&b"a"[..], b"zz"], 11), 0);
+        assert_eq!(index.invalidate_all(1, &[b"a", b"b"], 12), 0);
+        // Physically removed: the links go, and the tombstone at settle.
+        let taken = index.take_removals(10);
+        assert_eq!(taken.len(), 2);
+        index.remove(0, b"both", both, [b"a", b"b"]);
+        index.remove(0, b"all3", all3, [b"a", b"b", b"c"]);
+        index.settle();
+        assert_eq!(index.stats().tombstones, 0);
+        assert_eq!(index.stats().links, 2);
     }
 
     #[test]

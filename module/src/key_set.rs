@@ -135,6 +135,20 @@ impl KeySet {
         }
     }
 
+    /// Keeps only the slots `other` holds too (roaring's `&=` when both are bitmaps, a
+    /// lookup per slot when this set is few; a few `other` makes the result few).
+    pub fn intersect(&mut self, other: &Self) {
+        match (&mut *self, other) {
+            (Self::Few(slots), _) => slots.retain(|&slot| other.contains(slot)),
+            (Self::Many(a), Self::Many(b)) => **a &= &**b,
+            (Self::Many(a), Self::Few(b)) => {
+                let common: Vec<u32> = b.iter().copied().filter(|&slot| a.contains(slot)).collect();
+                *self = Self::Few(common);
+            }
+        }
+        self.settle();
+    }
+
     /// Removes every slot `other` holds.
     pub fn subtract(&mut self, other: &Self) {
         match (&mut *self, other) {
@@ -212,6 +226,32 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intersect_keeps_the_common_slots_in_every_pair_of_forms() {
+        let few: KeySet = [1, 5, 9, 200].into_iter().collect();
+        let many: KeySet = (0..100).map(|s| s * 2 + 1).collect();
+        let other_many: KeySet = (0..100).map(|s| s * 3).collect();
+        let sorted = |set: &KeySet| {
+            let mut v: Vec<u32> = set.iter().collect();
+            v.sort_unstable();
+            v
+        };
+        let mut a = few.clone();
+        a.intersect(&many);
+        assert_eq!(sorted(&a), [1, 5, 9]);
+        let mut b = many.clone();
+        b.intersect(&few);
+        assert_eq!(sorted(&b), [1, 5, 9]);
+        let mut c = many.clone();
+        c.intersect(&other_many);
+        let want: Vec<u32> = (0..200).filter(|s| s % 2 == 1 && s % 3 == 0).collect();
+        assert_eq!(sorted(&c), want);
+        assert_eq!(c.len(), want.len() as u64);
+        let mut d = few.clone();
+        d.intersect(&KeySet::default());
+        assert!(d.is_empty());
+    }
 
     fn sorted(set: &KeySet) -> Vec<u32> {
         let mut slots: Vec<u32> = set.iter().collect();

@@ -152,6 +152,7 @@ mod registration {
             [command::DELTAG, delete::hc_deltag, "write", 0, 0, 0, ""],
             [command::STALE, delete::hc_stale, "write", 1, -1, 1, ""],
             [command::STALETAG, delete::hc_staletag, "write", 0, 0, 0, ""],
+            [command::DELTAGALL, delete::hc_deltagall, "write", 0, 0, 0, ""],
             [command::TAGS, read::hc_tags, "readonly fast", 1, 1, 1, ""],
             [command::TAGKEYS, tag_query::hc_tagkeys, "readonly", 0, 0, 0, ""],
             [command::TAGCARD, tag_query::hc_tagcard, "readonly", 0, 0, 0, ""],

@@ -6,6 +6,10 @@
 //! the tag with an older version are logically gone), and queues the set; a timer deletes
 //! the keys a little at a time. Each queued key sits in exactly one queued set. Keys are
 //! their slots in the database's [`crate::key_table::KeyTable`].
+//!
+//! `HC.DELTAGALL` does the same for the keys carrying all of several tags: its tombstone is
+//! compound (the sorted tags and the marker), and dooms an older entry only when it carries
+//! every one of them.
 
 pub use crate::key_set::KeySet;
 use std::collections::VecDeque;
@@ -17,12 +21,28 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// A tag name.
 pub type Bytes = Box<[u8]>;
 
+/// What a tombstone is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stone {
+    /// `HC.DELTAG`: the entries carrying this tag.
+    Tag(Bytes),
+    /// `HC.DELTAGALL`: the entries carrying all of these tags (sorted, distinct, two or more).
+    AllOf(Box<[Bytes]>),
+}
+
 #[derive(Debug)]
 struct Queued {
     /// The tombstone this set belongs to; `None` for entries found already dead (copied,
     /// moved or restored after they were invalidated).
-    tag: Option<Bytes>,
+    stone: Option<Stone>,
     keys: KeySet,
+}
+
+/// A compound tombstone: the tags an entry must all carry to be doomed by it.
+#[derive(Debug)]
+struct Compound {
+    tags: Box<[Bytes]>,
+    stone: Tombstone,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,12 +57,17 @@ struct Tombstone {
 pub struct PendingRemovals {
     queue: VecDeque<Queued>,
     tombstones: HashMap<Bytes, Tombstone>,
+    /// Compound tombstones, under their first (smallest) tag: an entry that carries all of
+    /// a compound's tags carries that one, so a lookup by each of its tags finds it.
+    compound: HashMap<Bytes, Vec<Compound>>,
+    /// Compound tombstones, all lists.
+    compound_count: usize,
     keys: u64,
 }
 
 impl PendingRemovals {
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.tombstones.is_empty()
+        self.queue.is_empty() && self.tombstones.is_empty() && self.compound_count == 0
     }
 
     /// Keys waiting for physical removal.
@@ -50,22 +75,58 @@ impl PendingRemovals {
         self.keys
     }
 
+    /// Tombstones, single-tag and compound.
     pub fn tombstone_count(&self) -> usize {
-        self.tombstones.len()
+        self.tombstones.len() + self.compound_count
     }
 
-    /// Whether an entry with `tags` and `version` is logically deleted.
+    /// Whether an entry with `tags` (distinct) and `version` is logically deleted.
     pub fn dooms<I>(&self, tags: I, version: u64) -> bool
     where
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
-        !self.tombstones.is_empty()
-            && tags.into_iter().any(|t| {
-                self.tombstones
-                    .get(t.as_ref())
-                    .is_some_and(|stone| stone.marker > version)
-            })
+        if self.compound_count == 0 {
+            return !self.tombstones.is_empty()
+                && tags
+                    .into_iter()
+                    .any(|t| self.doomed_by_tag(t.as_ref(), version));
+        }
+        let tags: Vec<I::Item> = tags.into_iter().collect();
+        let carries = |tag: &[u8]| tags.iter().any(|t| t.as_ref() == tag);
+        tags.iter().any(|t| {
+            let t = t.as_ref();
+            self.doomed_by_tag(t, version)
+                || self.compound.get(t).is_some_and(|list| {
+                    list.iter()
+                        .any(|c| c.stone.marker > version && c.tags.iter().all(|tag| carries(tag)))
+                })
+        })
+    }
+
+    fn doomed_by_tag(&self, tag: &[u8], version: u64) -> bool {
+        self.tombstones
+            .get(tag)
+            .is_some_and(|stone| stone.marker > version)
+    }
+
+    /// Every queued set with the tombstone it belongs to, for `HC.CHECK`.
+    pub fn queued_sets(&self) -> impl Iterator<Item = (Option<&Stone>, &KeySet)> + '_ {
+        self.queue.iter().map(|q| (q.stone.as_ref(), &q.keys))
+    }
+
+    /// Every tombstone and the count of queued sets it records, for `HC.CHECK`.
+    pub fn tombstones(&self) -> Vec<(Stone, u32)> {
+        let single = self
+            .tombstones
+            .iter()
+            .map(|(tag, t)| (Stone::Tag(tag.clone()), t.sets));
+        let compound = self
+            .compound
+            .values()
+            .flatten()
+            .map(|c| (Stone::AllOf(c.tags.clone()), c.stone.sets));
+        single.chain(compound).collect()
     }
 
     /// Whether the key in `slot` waits for physical removal.
@@ -109,10 +170,71 @@ impl PendingRemovals {
         stone.sets += 1;
         self.keys += count;
         self.queue.push_back(Queued {
-            tag: Some(tag.into()),
+            stone: Some(Stone::Tag(tag.into())),
             keys,
         });
         count
+    }
+
+    /// Invalidates the entries carrying all of `tags` (sorted, distinct, two or more),
+    /// whose live keys are `keys` (the intersection of the tags' sets), at `marker`; returns
+    /// how many of them were not already logically deleted.
+    pub fn invalidate_all<T: AsRef<[u8]>>(
+        &mut self,
+        tags: &[T],
+        mut keys: KeySet,
+        marker: u64,
+    ) -> u64 {
+        let Some(first) = tags.first() else {
+            return 0;
+        };
+        if self.keys > 0 {
+            for queued in &self.queue {
+                keys.subtract(&queued.keys);
+            }
+        }
+        let count = keys.len();
+        if count == 0 {
+            return 0;
+        }
+        let all: Box<[Bytes]> = tags.iter().map(|t| Bytes::from(t.as_ref())).collect();
+        let list = self.compound.entry(first.as_ref().into()).or_default();
+        match list.iter_mut().find(|c| c.tags == all) {
+            Some(c) => {
+                c.stone.marker = c.stone.marker.max(marker);
+                c.stone.sets += 1;
+            }
+            None => {
+                list.push(Compound {
+                    tags: all.clone(),
+                    stone: Tombstone { marker, sets: 1 },
+                });
+                self.compound_count += 1;
+            }
+        }
+        self.keys += count;
+        self.queue.push_back(Queued {
+            stone: Some(Stone::AllOf(all)),
+            keys,
+        });
+        count
+    }
+
+    /// A queued set of `stone` is gone.
+    fn release(&mut self, stone: &Stone) {
+        let found = match stone {
+            Stone::Tag(tag) => self.tombstones.get_mut(tag),
+            Stone::AllOf(tags) => tags.first().and_then(|first| {
+                self.compound
+                    .get_mut(first)?
+                    .iter_mut()
+                    .find(|c| c.tags == *tags)
+                    .map(|c| &mut c.stone)
+            }),
+        };
+        if let Some(found) = found {
+            found.sets = found.sets.saturating_sub(1);
+        }
     }
 
     /// Queues a key whose entry is already dead.
@@ -121,11 +243,11 @@ impl PendingRemovals {
             return;
         }
         match self.queue.back_mut() {
-            Some(last) if last.tag.is_none() => {
+            Some(last) if last.stone.is_none() => {
                 last.keys.insert(slot);
             }
             _ => self.queue.push_back(Queued {
-                tag: None,
+                stone: None,
                 keys: KeySet::from_iter([slot]),
             }),
         }
@@ -157,10 +279,11 @@ impl PendingRemovals {
             None => false,
         };
         if emptied {
-            if let Some(Queued { tag: Some(tag), .. }) = self.queue.remove(at) {
-                if let Some(stone) = self.tombstones.get_mut(&tag) {
-                    stone.sets = stone.sets.saturating_sub(1);
-                }
+            if let Some(Queued {
+                stone: Some(stone), ..
+            }) = self.queue.remove(at)
+            {
+                self.release(&stone);
             }
         }
     }
@@ -186,13 +309,23 @@ impl PendingRemovals {
             if !front.keys.is_empty() {
                 break;
             }
-            if let Some(Queued { tag: Some(tag), .. }) = self.queue.pop_front() {
-                if let Some(stone) = self.tombstones.get_mut(&tag) {
-                    stone.sets = stone.sets.saturating_sub(1);
-                }
+            if let Some(Queued {
+                stone: Some(stone), ..
+            }) = self.queue.pop_front()
+            {
+                self.release(&stone);
             }
         }
         self.tombstones.retain(|_, stone| stone.sets > 0);
+        if self.compound_count > 0 {
+            let mut left = 0;
+            self.compound.retain(|_, list| {
+                list.retain(|c| c.stone.sets > 0);
+                left += list.len();
+                !list.is_empty()
+            });
+            self.compound_count = left;
+        }
         if self.queue.is_empty() {
             self.queue = VecDeque::new();
         }
@@ -284,6 +417,59 @@ mod tests {
         assert_eq!(p.take(10).len(), 1);
         p.settle();
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_compound_tombstone_dooms_older_entries_carrying_every_one_of_its_tags() {
+        let mut p = PendingRemovals::default();
+        assert_eq!(p.invalidate_all(&[b"a", b"b"], set(&[1, 2]), 10), 2);
+        assert_eq!(p.tombstone_count(), 1);
+        assert!(p.dooms(tags(&["a", "b"]), 9));
+        assert!(
+            p.dooms(tags(&["a", "b", "c"]), 9),
+            "more tags than the stone"
+        );
+        assert!(p.dooms(tags(&["c", "b", "a"]), 9), "in any order");
+        assert!(!p.dooms(tags(&["a"]), 9), "only some of the tags");
+        assert!(!p.dooms(tags(&["b", "c"]), 9));
+        assert!(
+            !p.dooms(tags(&["a", "b"]), 10),
+            "written after the invalidation"
+        );
+        assert_eq!(
+            p.tombstones(),
+            [(Stone::AllOf(tags(&["a", "b"]).into()), 1)]
+        );
+    }
+
+    #[test]
+    fn compound_and_single_tombstones_share_the_queue_and_count_keys_once() {
+        let mut p = PendingRemovals::default();
+        assert_eq!(p.invalidate(b"a", set(&[1, 2]), 10), 2);
+        assert_eq!(p.invalidate_all(&[b"a", b"b"], set(&[2, 3]), 11), 1);
+        assert_eq!(p.invalidate_all(&[b"a", b"b"], set(&[2, 3]), 12), 0);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.tombstone_count(), 2);
+        assert!(p.dooms(tags(&["a", "b"]), 10), "by the compound tombstone");
+        assert!(!p.dooms(tags(&["a"]), 10));
+        assert!(!p.dooms(tags(&["b"]), 5));
+    }
+
+    #[test]
+    fn a_compound_tombstone_stays_until_its_keys_are_removed_or_gone() {
+        let mut p = PendingRemovals::default();
+        p.invalidate_all(&[b"a", b"b"], set(&[1, 2]), 10);
+        p.invalidate_all(&[b"a", b"c"], set(&[3]), 11);
+        p.forget(3);
+        assert!(p.dooms(tags(&["a", "c"]), 5), "tombstones wait for settle");
+        p.settle();
+        assert!(!p.dooms(tags(&["a", "c"]), 5));
+        assert!(p.dooms(tags(&["a", "b"]), 5));
+        assert_eq!(p.take(10).len(), 2);
+        p.settle();
+        assert!(!p.dooms(tags(&["a", "b"]), 5));
+        assert!(p.is_empty());
+        assert_eq!(p.tombstone_count(), 0);
     }
 
     #[test]

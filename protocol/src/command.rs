@@ -9,6 +9,7 @@
 //! | `HC.HELLO` | `["module", name, "version", "x.y.z", "events", format version, "leases", 1, "channel", channel, "origin", origin]` |
 //! | `HC.DEL key [key ...]` | number of keys removed |
 //! | `HC.DELTAG tag [tag ...]` | number of keys removed |
+//! | `HC.DELTAGALL tag [tag ...]` | number of keys removed (those carrying all of the tags) |
 //! | `HC.STALE key [key ...]` | number of keys removed (expired on request: event op `stale`) |
 //! | `HC.STALETAG tag [tag ...]` | number of keys removed (expired on request: event op `stale`) |
 //! | `HC.TAGS key` | the key's tags |
@@ -43,6 +44,11 @@ pub const FETCH: &str = "HC.FETCH";
 pub const DEL: &str = "HC.DEL";
 /// `HC.DELTAG tag [tag ...]`
 pub const DELTAG: &str = "HC.DELTAG";
+/// `HC.DELTAGALL tag [tag ...]`: removes the entries carrying all of the tags (entries with
+/// only some of them stay), without blocking like [`DELTAG`]; one tag is exactly `HC.DELTAG`.
+/// The event is a tags change with `"match":"all"` and op `deltagall`. A fill whose lease
+/// was taken before it and that names any of the tags is refused (conservative).
+pub const DELTAGALL: &str = "HC.DELTAGALL";
 /// `HC.STALE key [key ...]`: soft expiry. Exactly `HC.DEL` (reply, replication, leases),
 /// but the event's op is `stale`: readers may keep their copies as stale ones, for
 /// fail-safe only.
@@ -105,9 +111,9 @@ pub mod events {
 }
 
 /// Every command the module registers.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     SET, GET, MGET, FETCH, DEL, DELTAG, TAGS, TAGKEYS, TAGCARD, CHECK, HELLO, EVENTS, STALE,
-    STALETAG,
+    STALETAG, DELTAGALL,
 ];
 
 /// Option keywords of `HC.SET` (matched case-insensitively by the module).
@@ -133,8 +139,9 @@ pub mod option {
     /// only if, since the `HC.FETCH ... LEASE` that gave the token, the key was not changed
     /// in any way (written, deleted, expired, evicted, renamed, moved, copied over, its TTL
     /// changed, touched by any command), no tag named in the write nor carried by the stored
-    /// entry was removed by `HC.DELTAG`, the server's history was not reset (flush, swapdb,
-    /// load, promotion, restart), and the token comes from this server process. Otherwise
+    /// entry was removed by `HC.DELTAG` (or, conservatively, named by an `HC.DELTAGALL`),
+    /// the server's history was not reset (flush, swapdb, load, promotion, restart), and
+    /// the token comes from this server process. Otherwise
     /// the write is refused: the reply is nil and nothing is written, replicated or
     /// published. A token the server no longer tracks (more leases than
     /// `hybridcache.fill-leases`) is refused too.

@@ -43,14 +43,63 @@ pub enum Change {
         /// The keys.
         keys: Vec<Name>,
     },
-    /// Every key that carried one of these tags is gone. The event names the tags, not
-    /// the keys, so its size does not grow with the number of keys a tag held.
+    /// Every key that carried one of these tags (with `"match":"all"`: all of them) is
+    /// gone. The event names the tags, not the keys, so its size does not grow with the
+    /// number of keys a tag held.
     Tags {
         /// The tags.
         tags: Vec<Name>,
+        /// Whether an entry must carry any of the tags or all of them to be gone. Absent on
+        /// the wire for [`TagMatch::Any`], so any-of events read the same as before it
+        /// existed; a reader that does not know the field drops copies carrying any of the
+        /// tags, which is safe (it drops more, never less).
+        #[serde(default, rename = "match", skip_serializing_if = "TagMatch::is_any")]
+        matching: TagMatch,
     },
     /// Everything in the database (or in every database when `db` is `None`) may have changed.
     Flush,
+}
+
+/// Which entries a [`Change::Tags`] reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagMatch {
+    /// Entries carrying all of the tags (`HC.DELTAGALL`).
+    All,
+    /// Entries carrying any of the tags (`HC.DELTAG`, `HC.STALETAG`). Also what a value this
+    /// version does not know reads as: it reaches more entries, never fewer.
+    #[default]
+    #[serde(other)]
+    Any,
+}
+
+impl TagMatch {
+    /// Whether this is [`TagMatch::Any`] (the default, left out on the wire).
+    pub fn is_any(&self) -> bool {
+        *self == TagMatch::Any
+    }
+
+    /// The name on the wire (`"any"`, `"all"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagMatch::Any => "any",
+            TagMatch::All => "all",
+        }
+    }
+
+    /// Whether an entry carrying `carried` is reached by a removal of `tags` with this
+    /// matching (an empty `tags` reaches nothing).
+    pub fn reaches<T, U>(self, tags: &[T], carried: &[U]) -> bool
+    where
+        T: PartialEq<U>,
+    {
+        match self {
+            TagMatch::Any => tags.iter().any(|t| carried.iter().any(|c| t == c)),
+            TagMatch::All => {
+                !tags.is_empty() && tags.iter().all(|t| carried.iter().any(|c| t == c))
+            }
+        }
+    }
 }
 
 /// Why an event was published.
@@ -63,6 +112,9 @@ pub enum Op {
     Del,
     /// `HC.DELTAG` removed every key of the tags.
     Deltag,
+    /// `HC.DELTAGALL` removed every key carrying all of the tags (`kind` tags, `"match":"all"`).
+    /// A reader that does not know this op maps it to [`Op::Unknown`] and acts on `kind`.
+    Deltagall,
     /// The key left the keyspace another way: expiry, eviction, `DEL`/`UNLINK`, overwrite
     /// by another command, the source of `RENAME`/`MOVE`.
     Removed,
@@ -99,6 +151,7 @@ impl Op {
             Op::Set => "set",
             Op::Del => "del",
             Op::Deltag => "deltag",
+            Op::Deltagall => "deltagall",
             Op::Removed => "removed",
             Op::Added => "added",
             Op::Expire => "expire",
@@ -151,6 +204,7 @@ mod tests {
             Op::Set,
             Op::Del,
             Op::Deltag,
+            Op::Deltagall,
             Op::Removed,
             Op::Added,
             Op::Expire,
@@ -194,6 +248,7 @@ mod tests {
             Op::Stale,
             Change::Tags {
                 tags: vec![Name::from("t")],
+                matching: TagMatch::Any,
             },
         );
         let json = serde_json::to_string(&stale).unwrap();
@@ -205,5 +260,58 @@ mod tests {
         let newer = json.replace("\"stale\"", "\"rot\"");
         let read: InvalidationEvent = serde_json::from_str(&newer).unwrap();
         assert_eq!((read.op, read.change), (Op::Unknown, stale.change));
+    }
+
+    /// An all-of removal read by a reader that knows neither `deltagall` nor `match`: an
+    /// unknown op, and a tags change it applies to copies carrying any of the tags (more
+    /// than needed, never less).
+    #[test]
+    fn an_all_tags_removal_reads_as_an_any_of_removal_to_an_older_reader() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        enum OldChange {
+            Tags { tags: Vec<Name> },
+        }
+        let all = InvalidationEvent::new(
+            "o",
+            1,
+            Some(0),
+            Op::Deltagall,
+            Change::Tags {
+                tags: vec![Name::from("a"), Name::from("b")],
+                matching: TagMatch::All,
+            },
+        );
+        let json = serde_json::to_string(&all).unwrap();
+        assert!(json.contains(r#""match":"all""#), "{json}");
+        let old: OldChange = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            old,
+            OldChange::Tags {
+                tags: vec![Name::from("a"), Name::from("b")]
+            }
+        );
+        // A matching this version does not know reaches more entries: any.
+        let newer = json.replace(r#""match":"all""#, r#""match":"most""#);
+        let read: InvalidationEvent = serde_json::from_str(&newer).unwrap();
+        assert!(matches!(
+            read.change,
+            Change::Tags {
+                matching: TagMatch::Any,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn all_of_matching_needs_every_tag_and_any_of_one() {
+        let carried = ["a", "b", "c"];
+        assert!(TagMatch::All.reaches(&["a", "c"], &carried));
+        assert!(!TagMatch::All.reaches(&["a", "d"], &carried));
+        assert!(TagMatch::Any.reaches(&["a", "d"], &carried));
+        assert!(!TagMatch::Any.reaches(&["d"], &carried));
+        let none: [&str; 0] = [];
+        assert!(!TagMatch::All.reaches(&none, &carried));
+        assert!(!TagMatch::Any.reaches(&none, &carried));
     }
 }

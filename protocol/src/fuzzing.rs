@@ -53,7 +53,7 @@ pub fn event_decode(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Change, Name, Op};
+    use crate::{Change, Name, Op, TagMatch};
     use hybridcache_fuzz_support::{seeds, BoundedRun, Edit, Mutator, Rng};
     use std::time::Instant;
 
@@ -82,6 +82,7 @@ mod tests {
         r#""kind":"KEYS","#,
         r#""keys":["k"],"#,
         r#""tags":[],"#,
+        r#""match":"all","#,
         r#"{"b64":"/w=="}"#,
         r#"{"b64":"***"}"#,
         r#"{"b64":"/w==","b64":"AA=="}"#,
@@ -119,6 +120,7 @@ mod tests {
         r#""keys""#,
         r#""tags""#,
         r#""flush""#,
+        r#""all""#,
         "[]",
         r#"["a",{"b64":"/w=="},"\u0000"]"#,
         r#"[{"b64":""}]"#,
@@ -135,15 +137,23 @@ mod tests {
             Name(bytes)
         };
         let names = |rng: &mut Rng| (0..rng.below(4)).map(|_| name(rng)).collect();
-        let change = match rng.below(3) {
+        let change = match rng.below(4) {
             0 => Change::Keys { keys: names(rng) },
-            1 => Change::Tags { tags: names(rng) },
+            1 => Change::Tags {
+                tags: names(rng),
+                matching: TagMatch::Any,
+            },
+            2 => Change::Tags {
+                tags: names(rng),
+                matching: TagMatch::All,
+            },
             _ => Change::Flush,
         };
         let ops = [
             Op::Set,
             Op::Del,
             Op::Deltag,
+            Op::Deltagall,
             Op::Stale,
             Op::Flushall,
             Op::Unknown,

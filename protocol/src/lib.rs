@@ -33,7 +33,7 @@ mod name;
 pub mod shard;
 mod writer;
 
-pub use event::{Change, InvalidationEvent, Op};
+pub use event::{Change, InvalidationEvent, Op, TagMatch};
 pub use message::{decode_message, DecodeError};
 pub use name::Name;
 pub use writer::{MessageWriter, Names};

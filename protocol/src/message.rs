@@ -1,7 +1,7 @@
 //! Reading messages from the invalidation channel (and `HC.EVENTS` replies): format 2, and
 //! format 1 from older modules.
 
-use crate::{Change, InvalidationEvent, Name, Op, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+use crate::{Change, InvalidationEvent, Name, Op, TagMatch, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use serde::Deserialize;
 
 /// Why bytes could not be read as a message of invalidation events.
@@ -73,6 +73,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Vec<InvalidationEvent>, DecodeErro
             kind: wire.kind.ok_or_else(|| invalid(missing("kind")))?,
             keys: wire.keys,
             tags: wire.tags,
+            matching: TagMatch::Any,
         };
         return Ok(vec![event.into_event(v, wire.origin).map_err(invalid)?]);
     }
@@ -122,6 +123,8 @@ struct WireEvent {
     kind: Kind,
     keys: Option<Vec<Name>>,
     tags: Option<Vec<Name>>,
+    #[serde(default, rename = "match")]
+    matching: TagMatch,
 }
 
 impl WireEvent {
@@ -132,6 +135,7 @@ impl WireEvent {
             },
             Kind::Tags => Change::Tags {
                 tags: self.tags.ok_or_else(|| missing("tags"))?,
+                matching: self.matching,
             },
             Kind::Flush => Change::Flush,
         };
@@ -177,6 +181,15 @@ mod tests {
                 Op::Deltag,
                 Change::Tags {
                     tags: vec![Name::from("t1"), Name::from("t2")],
+                    matching: TagMatch::Any,
+                },
+            ),
+            event(
+                Some(0),
+                Op::Deltagall,
+                Change::Tags {
+                    tags: vec![Name::from("t1"), Name::from("t2")],
+                    matching: TagMatch::All,
                 },
             ),
             event(None, Op::Flushall, Change::Flush),
@@ -193,11 +206,24 @@ mod tests {
             Op::Deltag,
             Change::Tags {
                 tags: vec![Name::from("t")],
+                matching: TagMatch::Any,
             },
         );
         assert_eq!(
             String::from_utf8(e.encode()).unwrap(),
             r#"{"v":2,"origin":"00000000000000ff","events":[{"seq":9,"db":0,"op":"deltag","kind":"tags","tags":["t"]}]}"#
+        );
+        let all = event(
+            Some(0),
+            Op::Deltagall,
+            Change::Tags {
+                tags: vec![Name::from("a"), Name::from("b")],
+                matching: TagMatch::All,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(all.encode()).unwrap(),
+            r#"{"v":2,"origin":"00000000000000ff","events":[{"seq":9,"db":0,"op":"deltagall","kind":"tags","tags":["a","b"],"match":"all"}]}"#
         );
     }
 

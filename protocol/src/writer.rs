@@ -2,7 +2,7 @@
 //! into one reused buffer: the module appends each change as it happens and publishes the
 //! buffer once per event-loop turn.
 
-use crate::{Change, Name, Op};
+use crate::{Change, Name, Op, TagMatch};
 use base64::{engine::general_purpose::STANDARD, Engine};
 
 /// What a change names, borrowed: the writer copies the bytes straight into the message.
@@ -12,6 +12,8 @@ pub enum Names<I> {
     Keys(I),
     /// Every key that carried one of these tags is gone.
     Tags(I),
+    /// Every key that carried all of these tags is gone (`"match":"all"`).
+    AllTags(I),
     /// Everything in the database (or every database) may have changed.
     Flush,
 }
@@ -100,6 +102,11 @@ impl MessageWriter {
                 write_names(buf, names);
                 buf.extend_from_slice(b"]}");
             }
+            Names::AllTags(names) => {
+                buf.extend_from_slice(b"\",\"kind\":\"tags\",\"tags\":[");
+                write_names(buf, names);
+                buf.extend_from_slice(b"],\"match\":\"all\"}");
+            }
             Names::Flush => buf.extend_from_slice(b"\",\"kind\":\"flush\"}"),
         }
         self.events += 1;
@@ -118,9 +125,14 @@ impl MessageWriter {
             Change::Keys { keys } => {
                 self.push(seq, db, op, Names::Keys(keys.iter().map(Name::as_bytes)))
             }
-            Change::Tags { tags } => {
-                self.push(seq, db, op, Names::Tags(tags.iter().map(Name::as_bytes)))
-            }
+            Change::Tags {
+                tags,
+                matching: TagMatch::Any,
+            } => self.push(seq, db, op, Names::Tags(tags.iter().map(Name::as_bytes))),
+            Change::Tags {
+                tags,
+                matching: TagMatch::All,
+            } => self.push(seq, db, op, Names::AllTags(tags.iter().map(Name::as_bytes))),
             Change::Flush => self.push(seq, db, op, Names::Flush::<[&[u8]; 0]>),
         }
     }
@@ -300,7 +312,8 @@ mod tests {
                     Some(0),
                     Op::Deltag,
                     Change::Tags {
-                        tags: vec![Name::from("t")]
+                        tags: vec![Name::from("t")],
+                        matching: TagMatch::Any,
                     }
                 ),
             ]

@@ -363,7 +363,7 @@ pub fn event_keys(event: &InvalidationEvent) -> Vec<String> {
 /// When the event is of another kind.
 pub fn event_tags(event: &InvalidationEvent) -> Vec<String> {
     match &event.change {
-        Change::Tags { tags } => sorted_lossy(tags.iter().map(|t| t.as_bytes())),
+        Change::Tags { tags, .. } => sorted_lossy(tags.iter().map(|t| t.as_bytes())),
         other => panic!("expected a kind:tags event, got {other:?} in {event:?}"),
     }
 }

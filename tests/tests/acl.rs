@@ -58,6 +58,7 @@ fn read_only_and_write_only_key_permissions_apply_to_each_command() {
         vec![command::GET, "app2:a"],
         vec![command::DELTAG, "t"],
         vec![command::STALETAG, "t"],
+        vec![command::DELTAGALL, "t", "t"],
     ] {
         assert!(is_noperm(call(&mut reader, &words)), "reader: {words:?}");
     }
@@ -100,7 +101,22 @@ fn a_tenant_sees_and_removes_only_its_own_keys_through_tags() {
     );
     assert_eq!(tagcard(&mut admin, "shared"), 3);
     // All or nothing: a tag holding a key the user may not delete is refused whole.
-    for refused_command in [command::DELTAG, command::STALETAG] {
+    let removed = call(
+        &mut tenant,
+        &[command::DELTAGALL, "shared", "mine", "shared"],
+    );
+    assert_eq!(
+        removed,
+        Ok(redis::Value::Int(1)),
+        "the intersection holds only the tenant's key"
+    );
+    hc_set(&mut admin, "app1:x", "v", &["shared", "mine"]);
+    hc_set(&mut admin, "app2:x", "v", &["shared", "mine"]);
+    let refused = call(&mut tenant, &[command::DELTAGALL, "shared", "mine"]).unwrap_err();
+    assert!(refused.starts_with("NOPERM"), "{refused}");
+    assert_eq!(tagcard(&mut admin, "mine"), 2, "nothing removed");
+    hc_set(&mut admin, "app2:x", "v", &["shared"]);
+    for refused_command in [command::DELTAG, command::STALETAG, command::DELTAGALL] {
         let refused = call(&mut tenant, &[refused_command, "shared"]).unwrap_err();
         assert!(
             refused.starts_with("NOPERM"),

@@ -93,6 +93,7 @@ fn too_few_arguments_is_an_error_for_every_command() {
         &[command::DELTAG],
         &[command::STALE],
         &[command::STALETAG],
+        &[command::DELTAGALL],
         &[command::TAGS],
         &[command::TAGKEYS],
         &[command::TAGCARD],
@@ -282,6 +283,7 @@ fn refused_commands_publish_no_event() {
     f.refused(&[command::DELTAG], "ERR");
     f.refused(&[command::STALE], "ERR");
     f.refused(&[command::STALETAG], "ERR");
+    f.refused(&[command::DELTAGALL], "ERR");
     sub.assert_no_event(QUIET_PERIOD);
 }
 

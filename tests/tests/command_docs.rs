@@ -140,7 +140,7 @@ fn docs(con: &mut redis::Connection, name: &str) -> Vec<(String, Value)> {
 }
 
 /// Every command's syntax as the README writes it (placeholders named as in the docs).
-const SYNTAX: [(&str, &str); 14] = [
+const SYNTAX: [(&str, &str); 15] = [
     (
         command::SET,
         "key value [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL] [NX|XX] [LEASE token] [GETVERSION] [TAGS tag [tag ...]]",
@@ -158,6 +158,7 @@ const SYNTAX: [(&str, &str); 14] = [
     (command::EVENTS, "SINCE origin seq [COUNT count]"),
     (command::STALE, "key [key ...]"),
     (command::STALETAG, "tag [tag ...]"),
+    (command::DELTAGALL, "tag [tag ...]"),
 ];
 
 #[test]
@@ -381,12 +382,17 @@ fn commands_are_in_the_categories_their_server_supports() {
         module(&["write", "slow", "keyspace"])
     );
     assert_eq!(
+        command_categories(&mut con, command::DELTAGALL),
+        module(&["write", "slow", "keyspace"])
+    );
+    assert_eq!(
         category(&mut con, "keyspace").map(|c| hc_commands_in(&c)),
         Some(lowercase_sorted(&[
             command::DEL,
             command::DELTAG,
             command::STALE,
-            command::STALETAG
+            command::STALETAG,
+            command::DELTAGALL
         ]))
     );
     assert_eq!(
@@ -396,7 +402,8 @@ fn commands_are_in_the_categories_their_server_supports() {
             command::DEL,
             command::DELTAG,
             command::STALE,
-            command::STALETAG
+            command::STALETAG,
+            command::DELTAGALL
         ]))
     );
     assert_eq!(

@@ -66,7 +66,7 @@ fn invalidated_entries_are_never_returned_from_the_reply_on_and_are_removed_in_t
         events.first()
     );
     assert_eq!(events[0].op, Op::Deltag);
-    assert!(matches!(&events[0].change, Change::Tags { tags } if tags.len() == 1));
+    assert!(matches!(&events[0].change, Change::Tags { tags, .. } if tags.len() == 1));
     wait_removals_done(&mut con);
     let dbsize: i64 = query(&mut con, &redis::cmd("DBSIZE"));
     assert_eq!(dbsize, 1);

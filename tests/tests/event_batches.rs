@@ -81,6 +81,7 @@ fn keys(names: &[&str]) -> Change {
 fn tags(names: &[&str]) -> Change {
     Change::Tags {
         tags: names.iter().map(|t| Name::from(*t)).collect(),
+        matching: hybridcache_protocol::TagMatch::Any,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `HC.DEL key [key ...]`, `HC.DELTAG tag [tag ...]`, and their soft forms `HC.STALE` and
 //! `HC.STALETAG`: the same removals, announced with the op `stale` so that readers may keep
-//! their copies for fail-safe.
+//! their copies for fail-safe. `HC.DELTAGALL tag [tag ...]`: the entries carrying all of the
+//! tags.
 
 use crate::acl::KeyAcl;
 use crate::changes::{Announce, Change};
@@ -53,6 +54,57 @@ pub fn hc_staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     delete_tags(ctx, args, Op::Stale)
 }
 
+/// `HC.DELTAGALL tag [tag ...]`: removes the entries carrying all of the tags, without
+/// blocking (as `HC.DELTAG`); one distinct tag is exactly `HC.DELTAG`.
+pub fn hc_deltagall(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let [_, tags @ ..] = args.as_slice() else {
+        return Err(RedisError::WrongArity);
+    };
+    let mut tags: Vec<&[u8]> = tags.iter().map(RedisString::as_slice).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    if tags.len() < 2 {
+        return delete_tags(ctx, args, Op::Deltag);
+    }
+    let db = selected_db(ctx);
+    let acl = KeyAcl::of_caller(ctx);
+    if !acl.covers_all_keys(ctx) {
+        let keys = with_state(|s| s.index.keys_with_all(db, &tags));
+        may_delete_all(ctx, &acl, &keys)?;
+    }
+    let tags = &tags;
+    let removed = apply(
+        Change::AllTagsRemoved {
+            db,
+            tags,
+            op: Op::Deltagall,
+        },
+        Announce::Yes,
+    )
+    .removed;
+    if removed > 0 {
+        ctx.replicate_verbatim();
+        removal::schedule(ctx.get_raw());
+    }
+    Ok(RedisValue::Integer(
+        i64::try_from(removed).unwrap_or(i64::MAX),
+    ))
+}
+
+/// All or nothing: a user whose key patterns forbid deleting one of `keys` gets an error
+/// and nothing is removed (so replicas, which re-run the command, stay equal).
+fn may_delete_all(ctx: &Context, acl: &KeyAcl, keys: &[Vec<u8>]) -> Result<(), RedisError> {
+    let allowed = keys
+        .iter()
+        .all(|key| acl.may_delete(RedisString::create_from_slice(ctx.get_raw(), key).inner));
+    if allowed {
+        return Ok(());
+    }
+    Err(RedisError::Str(
+        "NOPERM this user has no permissions to delete some of the keys carrying these tags",
+    ))
+}
+
 /// `HC.DEL`/`HC.STALE`: removes the entries, announced with `op`.
 fn delete_keys(ctx: &Context, args: Vec<RedisString>, op: Op) -> RedisResult {
     let [_, names @ ..] = args.as_slice() else {
@@ -93,21 +145,12 @@ fn delete_tags(ctx: &Context, args: Vec<RedisString>, op: Op) -> RedisResult {
     let mut tags: Vec<&[u8]> = tags.iter().map(RedisString::as_slice).collect();
     tags.sort_unstable();
     tags.dedup();
-    // All or nothing: a user whose key patterns forbid deleting one of the keys gets an
-    // error and nothing is removed (so replicas, which re-run the command, stay equal).
     // Users with access to every key are not checked key by key.
     let acl = KeyAcl::of_caller(ctx);
     if !acl.covers_all_keys(ctx) {
         let keys: Vec<Vec<u8>> =
             with_state(|s| tags.iter().flat_map(|tag| s.index.keys(db, tag)).collect());
-        let allowed = keys
-            .iter()
-            .all(|key| acl.may_delete(RedisString::create_from_slice(ctx.get_raw(), key).inner));
-        if !allowed {
-            return Err(RedisError::Str(
-                "NOPERM this user has no permissions to delete some of the keys carrying these tags",
-            ));
-        }
+        may_delete_all(ctx, &acl, &keys)?;
     }
     // The keys become logically deleted at once (moved out of the index in O(1) per tag,
     // behind a tombstone numbered like the event); the removal timer deletes them.

@@ -28,7 +28,7 @@ pub fn describe_change(change: &InvalidationEvent) -> String {
     };
     let what = match &change.change {
         Change::Keys { keys } => format!("keys {}", names(keys)),
-        Change::Tags { tags } => format!("tags {}", names(tags)),
+        Change::Tags { tags, matching } => format!("tags ({}) {}", matching.as_str(), names(tags)),
         Change::Flush => "flush".to_string(),
     };
     format!(
@@ -108,7 +108,7 @@ fn subjects(change: &InvalidationEvent) -> Vec<Subject> {
             .iter()
             .map(|k| Subject::Key(k.as_bytes().to_vec()))
             .collect(),
-        Change::Tags { tags } => tags
+        Change::Tags { tags, .. } => tags
             .iter()
             .map(|t| Subject::Tag(t.as_bytes().to_vec()))
             .collect(),

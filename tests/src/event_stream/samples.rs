@@ -37,6 +37,7 @@ pub(super) fn deltag(seq: u64, tags: &[&str]) -> InvalidationEvent {
         Op::Deltag,
         Change::Tags {
             tags: tags.iter().map(|t| Name::from(*t)).collect(),
+            matching: hybridcache_protocol::TagMatch::Any,
         },
     )
 }

@@ -180,7 +180,7 @@ impl OriginStream {
         tally.changes += 1;
         tally.names += match &change.change {
             Change::Keys { keys } => keys.len() as u64,
-            Change::Tags { tags } => tags.len() as u64,
+            Change::Tags { tags, .. } => tags.len() as u64,
             Change::Flush => 0,
         };
         self.last = change.seq;

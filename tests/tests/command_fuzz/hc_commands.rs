@@ -170,10 +170,10 @@ impl Gen {
                 w.extend(self.args(n, Gen::key));
             }
             71..=76 => {
-                let name = if self.one_in(3) {
-                    command::STALETAG
-                } else {
-                    command::DELTAG
+                let name = match self.below(6) {
+                    0 | 1 => command::STALETAG,
+                    2 | 3 => command::DELTAGALL,
+                    _ => command::DELTAG,
                 };
                 w = vec![self.hc_name(name)];
                 let n = 1 + self.below(3);

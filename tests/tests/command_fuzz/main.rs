@@ -15,7 +15,7 @@
 //!   module's loader), `OBJECT`, `TYPE`, `SCAN`, `MEMORY USAGE`, `DEBUG DIGEST-VALUE`; rarely
 //!   `SELECT`, `SWAPDB`, `FLUSHDB [ASYNC]` and `DEBUG RELOAD`;
 //! - bulk invalidations: up to 3,000 tagged entries written and `HC.DELTAG`ed (or
-//!   `HC.STALETAG`ed, the soft form) in one
+//!   `HC.STALETAG`ed, the soft form, or `HC.DELTAGALL`ed with one of their other tags) in one
 //!   pipeline followed by random commands (and sometimes `SWAPDB`, `FLUSHDB`, `DEBUG RELOAD`)
 //!   that reach the keys while their removal is still pending; the count must be exact;
 //! - single commands, pipelines and `MULTI`/`EXEC`/`DISCARD` blocks, on two connections: an
@@ -38,7 +38,8 @@
 //!
 //! A shadow model runs alongside on its own connection in database 0: well-formed `HC.SET`
 //! (no expiry; NX/XX/GETVERSION sometimes), `HC.DEL` and `HC.DELTAG` (or their soft forms
-//! `HC.STALE` and `HC.STALETAG`, which must behave the same) over keys `model:*` and
+//! `HC.STALE` and `HC.STALETAG`, which must behave the same), `HC.DELTAGALL` (the entries
+//! carrying all of the tags; a fill naming any of them refused) over keys `model:*` and
 //! tags `mtag:*`, which the random part never generates (it never flushes or swaps database
 //! 0 either), plus `HC.FETCH ... LEASE [ALWAYS]`, fills `HC.SET ... LEASE <token>`, and raw
 //! `DEL`/`UNLINK` of model keys (alone, in `MULTI`/`EXEC`, from a Lua script, or in another
@@ -70,7 +71,8 @@
 //! load. At every check the changes received since the last check must be exactly those the
 //! event log holds (`HC.EVENTS SINCE`, its bounds raised for the run), and every change the
 //! model made (a `set` per accepted write or fill, a `del` naming the keys `HC.DEL` removed,
-//! a `deltag` naming the tags of an `HC.DELTAG` that removed keys, a `stale` instead of
+//! a `deltag` naming the tags of an `HC.DELTAG` that removed keys, a `deltagall` naming the
+//! tags of an `HC.DELTAGALL` that removed keys, a `stale` instead of
 //! either for `HC.STALE`/`HC.STALETAG`, a `removed` per live key a
 //! raw `DEL`/`UNLINK` deleted) must have been announced exactly once, in the model's order,
 //! with no other change naming a model key or tag.

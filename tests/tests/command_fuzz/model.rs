@@ -44,12 +44,14 @@ pub(crate) enum ModelOutcome {
     },
     /// HC.DEL (`tags` None) or HC.DELTAG of `tags`; `keys` are the keys it changes. With
     /// `soft`, their soft forms HC.STALE / HC.STALETAG: the same removal, announced as
-    /// `stale`.
+    /// `stale`. With `all`, HC.DELTAGALL of two or more distinct `tags`: the keys carrying
+    /// all of them, announced as `deltagall`.
     Removed {
         keys: BTreeSet<String>,
         count: usize,
         tags: Option<BTreeSet<String>>,
         soft: bool,
+        all: bool,
     },
 }
 

@@ -211,29 +211,44 @@ impl Fuzz {
                         count,
                         tags: None,
                         soft,
+                        all: false,
                     },
                 )
             }
             _ => {
                 let g = &mut self.gen;
-                let soft = g.one_in(3);
-                let name = if soft {
-                    command::STALETAG
-                } else {
-                    command::DELTAG
+                let (soft, all_of) = match g.below(6) {
+                    0 | 1 => (true, false),
+                    2 | 3 => (false, true),
+                    _ => (false, false),
+                };
+                let name = match (soft, all_of) {
+                    (true, _) => command::STALETAG,
+                    (false, true) => command::DELTAGALL,
+                    (false, false) => command::DELTAG,
                 };
                 let mut w = vec![g.hc_name(name)];
                 let mut tags = BTreeSet::new();
-                for _ in 0..1 + g.below(2) {
+                let named = if all_of {
+                    2 + g.below(2)
+                } else {
+                    1 + g.below(2)
+                };
+                for _ in 0..named {
                     let tag = model_tag(g.below(MODEL_TAGS));
                     w.push(tag.clone().into_bytes());
                     tags.insert(tag);
                 }
+                // One distinct tag: HC.DELTAGALL is HC.DELTAG.
+                let all = all_of && tags.len() > 1;
                 let keys: BTreeSet<String> = self
                     .model
                     .entries
                     .iter()
-                    .filter(|(_, e)| !e.tags.is_disjoint(&tags))
+                    .filter(|(_, e)| match all {
+                        true => e.tags.is_superset(&tags),
+                        false => !e.tags.is_disjoint(&tags),
+                    })
                     .map(|(k, _)| k.clone())
                     .collect();
                 let count = keys.len();
@@ -244,6 +259,7 @@ impl Fuzz {
                         count,
                         tags: Some(tags),
                         soft,
+                        all,
                     },
                 )
             }
@@ -367,13 +383,18 @@ impl Fuzz {
                 count,
                 tags,
                 soft,
+                all,
             } => {
                 // One change when anything was removed: the tags named (HC.DELTAG), or the
                 // keys that were there (HC.DEL); op `stale` for their soft forms.
                 if count > 0 {
                     match &tags {
                         Some(tags) => {
-                            let op = if soft { Op::Stale } else { Op::Deltag };
+                            let op = match (soft, all) {
+                                (true, _) => Op::Stale,
+                                (false, true) => Op::Deltagall,
+                                (false, false) => Op::Deltag,
+                            };
                             announced.extend(tags.iter().map(|tag| ExpectedChange::tag(0, op, tag)))
                         }
                         None => {
@@ -386,6 +407,7 @@ impl Fuzz {
                         }
                     }
                 }
+                // HC.DELTAGALL too: a fill naming any of its tags is refused (conservative).
                 if let Some(tags) = &tags {
                     self.model.leases.tags_removed(tags);
                 }

@@ -157,15 +157,29 @@ impl Fuzz {
                 module: true,
             })
             .collect();
-        let invalidate = if self.gen.one_in(3) {
-            command::STALETAG
-        } else {
-            command::DELTAG
+        // HC.DELTAGALL of `t:bulk` and one of the `t:<i % 12>`: the keys of that residue.
+        let all_of = self.gen.one_in(4).then(|| self.gen.below(12));
+        let invalidate = match all_of {
+            Some(residue) => vec![
+                command::DELTAGALL.into(),
+                b"t:bulk".to_vec(),
+                format!("t:{residue}").into_bytes(),
+            ],
+            None if self.gen.one_in(3) => words(&[command::STALETAG, "t:bulk"]),
+            None => words(&[command::DELTAG, "t:bulk"]),
         };
         batch.push(Cmd {
-            words: words(&[invalidate, "t:bulk"]),
+            words: invalidate,
             module: true,
         });
+        if all_of.is_some() {
+            // The other residues go too, so that no `t:bulk` entry outlives its bulk (a later,
+            // shorter bulk would count it).
+            batch.push(Cmd {
+                words: words(&[command::DELTAG, "t:bulk"]),
+                module: true,
+            });
+        }
         let after = match self.gen.below(20) {
             0 => Some(words(&["SWAPDB", "1", "2"])),
             1 => Some(words(&["FLUSHDB"])),
@@ -200,12 +214,17 @@ impl Fuzz {
         }
         let refs: Vec<&[Vec<u8>]> = batch.iter().map(|c| c.words.as_slice()).collect();
         self.send(0, &refs);
-        let mut written = 0;
+        let (mut written, mut others) = (0, 0);
         for (i, cmd) in batch.iter().enumerate() {
             let reply = self.read_reply(0, cmd);
             self.check_reply(cmd, &reply);
+            // Entry `k:b<i - 1>` carries `t:<(i - 1) % 12>`.
+            let reached = all_of.is_none_or(|residue| (i as u64).wrapping_sub(1) % 12 == residue);
             if (1..=n as usize).contains(&i) && reply == Reply::Status(b"OK".to_vec()) {
-                written += 1;
+                match reached {
+                    true => written += 1,
+                    false => others += 1,
+                }
             }
             if Some(i) == reset_at && reply == Reply::Status(b"OK".to_vec()) {
                 self.model.leases.reset();
@@ -213,7 +232,13 @@ impl Fuzz {
             if i == n as usize + 1 && reply != Reply::Int(written) {
                 self.last = describe(&cmd.words);
                 self.fail(&format!(
-                    "HC.DELTAG of {written} freshly written keys answered {reply:?}"
+                    "HC.DELTAG/HC.DELTAGALL of {written} freshly written keys answered {reply:?}"
+                ));
+            }
+            if all_of.is_some() && i == n as usize + 2 && reply != Reply::Int(others) {
+                self.last = describe(&cmd.words);
+                self.fail(&format!(
+                    "HC.DELTAG after HC.DELTAGALL: {others} keys left, answered {reply:?}"
                 ));
             }
         }
