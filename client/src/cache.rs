@@ -395,19 +395,15 @@ impl HybridCache {
     pub async fn remove(&self, key: &str) -> Result<bool> {
         let key = self.full_key(key);
         self.state.background.mark_changed(&key);
-        let sent = match self.drain_outbox().await {
-            Ok(()) => self.redis().del(&key).await,
-            Err(e) => Err(e),
-        };
-        let removed = match sent {
-            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
-                self.queue(Pending::Del {
+        let removed = self
+            .send_or_queue(
+                self.redis().del(&key),
+                || Pending::Del {
                     key: key.to_string(),
-                });
-                Ok(false)
-            }
-            other => other,
-        };
+                },
+                false,
+            )
+            .await;
         self.tier().l1().invalidate(&key);
         self.emit("remove", || CacheEvent::Remove {
             key: key.to_string(),
@@ -435,17 +431,13 @@ impl HybridCache {
         let tags = self.full_tags(&tags);
         // Any background result may carry one of the tags: all of them are stale now.
         self.state.background.mark_all_changed();
-        let sent = match self.drain_outbox().await {
-            Ok(()) => self.redis().deltag(&tags).await,
-            Err(e) => Err(e),
-        };
-        let removed = match sent {
-            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
-                self.queue(Pending::DelTags { tags: tags.clone() });
-                Ok(0)
-            }
-            other => other,
-        };
+        let removed = self
+            .send_or_queue(
+                self.redis().deltag(&tags),
+                || Pending::DelTags { tags: tags.clone() },
+                0,
+            )
+            .await;
         self.tier().l1().remove_tagged(&tags);
         self.emit("remove_by_tag", || CacheEvent::RemoveByTag { tags });
         removed
@@ -483,17 +475,13 @@ impl HybridCache {
         let tags = self.full_tags(&tags);
         // Any background result may carry the tags: all of them are stale now.
         self.state.background.mark_all_changed();
-        let sent = match self.drain_outbox().await {
-            Ok(()) => self.redis().deltagall(&tags).await,
-            Err(e) => Err(e),
-        };
-        let removed = match sent {
-            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
-                self.queue(Pending::DelAllTags { tags: tags.clone() });
-                Ok(0)
-            }
-            other => other,
-        };
+        let removed = self
+            .send_or_queue(
+                self.redis().deltagall(&tags),
+                || Pending::DelAllTags { tags: tags.clone() },
+                0,
+            )
+            .await;
         self.tier().l1().remove_all_tagged(&tags);
         self.emit("remove_by_all_tags", || CacheEvent::RemoveByAllTags {
             tags,

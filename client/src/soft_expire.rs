@@ -38,19 +38,15 @@ impl HybridCache {
     pub async fn expire(&self, key: &str) -> Result<bool> {
         let key = self.full_key(key);
         self.state().background().mark_changed(&key);
-        let sent = match self.drain_outbox().await {
-            Ok(()) => self.redis().stale(&key).await,
-            Err(e) => Err(e),
-        };
-        let expired = match sent {
-            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
-                self.queue(Pending::Stale {
+        let expired = self
+            .send_or_queue(
+                self.redis().stale(&key),
+                || Pending::Stale {
                     key: key.to_string(),
-                });
-                Ok(false)
-            }
-            other => other,
-        };
+                },
+                false,
+            )
+            .await;
         self.tier().expire_key(&key, None, Instant::now());
         self.emit("expire", || CacheEvent::Expire {
             key: key.to_string(),
@@ -78,17 +74,13 @@ impl HybridCache {
         }
         let tags = self.full_tags(&tags);
         self.state().background().mark_all_changed();
-        let sent = match self.drain_outbox().await {
-            Ok(()) => self.redis().staletag(&tags).await,
-            Err(e) => Err(e),
-        };
-        let expired = match sent {
-            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
-                self.queue(Pending::StaleTags { tags: tags.clone() });
-                Ok(0)
-            }
-            other => other,
-        };
+        let expired = self
+            .send_or_queue(
+                self.redis().staletag(&tags),
+                || Pending::StaleTags { tags: tags.clone() },
+                0,
+            )
+            .await;
         self.tier().l1().stale_tagged(&tags, Instant::now());
         self.emit("expire_by_tag", || CacheEvent::ExpireByTag { tags });
         expired

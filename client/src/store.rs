@@ -379,6 +379,31 @@ impl HybridCache {
         self.redis().replay().await.map(|_| ())
     }
 
+    /// Sends an invalidation once the queued operations are replayed. When Redis cannot be
+    /// reached and auto-recovery is on, queues it for replay instead (`pending`) and answers
+    /// `queued`.
+    pub(crate) async fn send_or_queue<R, Fut>(
+        &self,
+        send: Fut,
+        pending: impl FnOnce() -> Pending,
+        queued: R,
+    ) -> Result<R>
+    where
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        let sent = match self.drain_outbox().await {
+            Ok(()) => send.await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Err(e) if e.is_unreachable() && self.redis().outbox().is_enabled() => {
+                self.queue(pending());
+                Ok(queued)
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn queue(&self, op: Pending) {
         let described = format!("{op:?}");
         match self.redis().outbox().push(op) {
