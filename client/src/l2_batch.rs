@@ -97,40 +97,56 @@ impl L2 {
     /// Writes every entry of `fills` on its lease (`HC.SET ... LEASE`): each one's
     /// outcome, in the order of `fills`.
     pub(crate) async fn fill_many(&self, fills: &[FillEntry]) -> Result<Vec<Result<Filled>>> {
-        let keys: Vec<String> = fills.iter().map(|f| f.key.clone()).collect();
         let conditional = !self.unconditional_fills();
-        let (cmds, ttls): (Vec<_>, Vec<_>) = fills
-            .iter()
-            .map(|f| {
-                let lease = conditional.then_some(&f.lease);
-                set_command(&f.key, &f.bytes, f.ttl, &f.tags, lease)
-            })
-            .unzip();
-        let sent_at = Instant::now();
-        let replies = self
-            .guarded(|| self.connection().pipelined(&keys, cmds.clone()))
-            .await?;
-        Ok(replies
+        let sets = fills.iter().map(|f| {
+            let lease = conditional.then_some(&f.lease);
+            (
+                f.key.as_str(),
+                set_command(&f.key, &f.bytes, f.ttl, &f.tags, lease),
+            )
+        });
+        let outcomes = self.set_pipeline(sets).await?;
+        Ok(outcomes
             .into_iter()
-            .zip(ttls)
-            .map(|(reply, ttl)| {
-                let reply: Option<(String, u64)> = decode(reply)?;
-                Ok(match written(reply, ttl, sent_at) {
-                    Some(written) => Filled::Accepted(written),
-                    None => Filled::Refused,
-                })
-            })
+            .map(|outcome| outcome.map(|written| written.map_or(Filled::Refused, Filled::Accepted)))
             .collect())
     }
 
     /// Writes every entry of `writes` unconditionally (writes of record): each one's
     /// outcome, in the order of `writes`.
     pub(crate) async fn set_many(&self, writes: &[EntryWrite]) -> Result<Vec<Result<Written>>> {
-        let keys: Vec<String> = writes.iter().map(|w| w.key.clone()).collect();
-        let (cmds, ttls): (Vec<_>, Vec<_>) = writes
-            .iter()
-            .map(|w| set_command(&w.key, &w.bytes, w.ttl, &w.tags, None))
-            .unzip();
+        let sets = writes.iter().map(|w| {
+            (
+                w.key.as_str(),
+                set_command(&w.key, &w.bytes, w.ttl, &w.tags, None),
+            )
+        });
+        let outcomes = self.set_pipeline(sets).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome?.ok_or_else(|| Error::UnexpectedReply {
+                    command: command::SET,
+                    detail: "nil without NX/XX or LEASE".into(),
+                })
+            })
+            .collect())
+    }
+
+    /// Sends `sets` (a key and its `HC.SET`) in one pipeline: what each wrote (`None`:
+    /// refused), in their order.
+    async fn set_pipeline<'k>(
+        &self,
+        sets: impl Iterator<Item = (&'k str, (redis::Cmd, Option<Duration>))>,
+    ) -> Result<Vec<Result<Option<Written>>>> {
+        let mut keys = Vec::new();
+        let mut cmds = Vec::new();
+        let mut ttls = Vec::new();
+        for (key, (cmd, ttl)) in sets {
+            keys.push(key.to_string());
+            cmds.push(cmd);
+            ttls.push(ttl);
+        }
         let sent_at = Instant::now();
         let replies = self
             .guarded(|| self.connection().pipelined(&keys, cmds.clone()))
@@ -140,10 +156,7 @@ impl L2 {
             .zip(ttls)
             .map(|(reply, ttl)| {
                 let reply: Option<(String, u64)> = decode(reply)?;
-                written(reply, ttl, sent_at).ok_or_else(|| Error::UnexpectedReply {
-                    command: command::SET,
-                    detail: "nil without NX/XX or LEASE".into(),
-                })
+                Ok(written(reply, ttl, sent_at))
             })
             .collect())
     }

@@ -227,35 +227,10 @@ impl State {
                 }
             }
             Change::TagsRemoved { db, tags, op } => {
-                // Whatever the tags held now: fills computed before this removal that name
-                // them are refused from here on.
-                self.fills.record(KeyspaceChange::TagsRemoved { db, tags });
-                // The keys are logically deleted behind a tombstone numbered like the
-                // change (greater than every version stored so far).
-                let marker = self.sequencer.last() + 1;
-                applied.removed = self.index.invalidate(db, tags, marker);
-                if applied.removed > 0 {
-                    self.sequencer.allocate();
-                    if announced {
-                        let tags = tags.iter().copied();
-                        self.announce(Some(marker), db, op, Names::Tags(tags), &mut applied);
-                    }
-                }
+                applied.removed = self.remove_tags(db, tags, op, false, announced, &mut applied);
             }
             Change::AllTagsRemoved { db, tags, op } => {
-                // Conservative: a fill computed before this removal that names any of the
-                // tags is refused, as after HC.DELTAG of them (a lease does not know which
-                // tags its value will carry together).
-                self.fills.record(KeyspaceChange::TagsRemoved { db, tags });
-                let marker = self.sequencer.last() + 1;
-                applied.removed = self.index.invalidate_all(db, tags, marker);
-                if applied.removed > 0 {
-                    self.sequencer.allocate();
-                    if announced {
-                        let tags = tags.iter().copied();
-                        self.announce(Some(marker), db, op, Names::AllTags(tags), &mut applied);
-                    }
-                }
+                applied.removed = self.remove_tags(db, tags, op, true, announced, &mut applied);
             }
             Change::Flushed { db } => {
                 self.fills.record(KeyspaceChange::HistoryReset);
@@ -301,6 +276,42 @@ impl State {
         crate::state::note_tombstones(self);
         crate::state::note_fills(self);
         applied
+    }
+
+    /// `TagsRemoved` (`all` false: the keys carrying any of `tags`) and `AllTagsRemoved`
+    /// (`all`: those carrying every one): how many keys were logically deleted.
+    fn remove_tags(
+        &mut self,
+        db: i32,
+        tags: &[&[u8]],
+        op: Op,
+        all: bool,
+        announced: bool,
+        applied: &mut Applied,
+    ) -> u64 {
+        // Whatever the tags held now: fills computed before this removal that name them are
+        // refused from here on. For an all-of removal that is conservative (a lease does not
+        // know which tags its value will carry together).
+        self.fills.record(KeyspaceChange::TagsRemoved { db, tags });
+        // The keys are logically deleted behind a tombstone numbered like the change
+        // (greater than every version stored so far).
+        let marker = self.sequencer.last() + 1;
+        let removed = match all {
+            true => self.index.invalidate_all(db, tags, marker),
+            false => self.index.invalidate(db, tags, marker),
+        };
+        if removed > 0 {
+            self.sequencer.allocate();
+            if announced {
+                let tags = tags.iter().copied();
+                let names = match all {
+                    true => Names::AllTags(tags),
+                    false => Names::Tags(tags),
+                };
+                self.announce(Some(marker), db, op, names, applied);
+            }
+        }
+        removed
     }
 
     fn announce<'n, I>(
