@@ -331,6 +331,22 @@ impl L1 {
         }
     }
 
+    /// Drops the entry under the full key `key` only if it is still `entry`: an event
+    /// that judged the entry it read must not drop a newer one written meanwhile (the
+    /// writer's own value, admitted between the event's read and its removal).
+    pub(crate) fn invalidate_if_same(&self, key: &str, entry: &Arc<L1Entry>) {
+        if let Some(key) = self.in_namespace(key) {
+            self.cache
+                .entry_by_ref(key)
+                .and_compute_with(|current| match current {
+                    Some(current) if Arc::ptr_eq(current.value(), entry) => {
+                        moka::ops::compute::Op::Remove
+                    }
+                    _ => moka::ops::compute::Op::Nop,
+                });
+        }
+    }
+
     /// Records that every key carrying `tag` up to event `seq` of `origin` is gone.
     pub(crate) fn mark_tag_removed(&self, tag: String, origin: Arc<str>, seq: u64) {
         self.mark_tag(tag, origin, seq, false);
@@ -561,6 +577,21 @@ mod tests {
         assert!(l1.is_fresh(&b, now), "a removal on another server");
         l1.mark_tag_removed("b".into(), "o".into(), 9);
         assert!(!l1.is_fresh(&b, now));
+    }
+
+    #[test]
+    fn an_event_drops_the_entry_it_judged_and_not_one_written_since() {
+        let l1 = L1::new(Capacity::Entries(10), "");
+        let old = Arc::new(entry(&[], 1));
+        l1.insert("k", old.clone());
+        let (judged, _) = l1.get("k").unwrap();
+        // The writer's newer value lands between the event's read and its removal.
+        let newer = Arc::new(entry(&[], 2));
+        l1.insert("k", newer.clone());
+        l1.invalidate_if_same("k", &judged);
+        assert!(Arc::ptr_eq(&l1.get("k").unwrap().0, &newer), "kept");
+        l1.invalidate_if_same("k", &newer);
+        assert!(l1.get("k").is_none(), "the entry judged is dropped");
     }
 
     #[test]

@@ -309,7 +309,7 @@ impl LocalTier {
                             &origin,
                             event.seq,
                         ) {
-                            self.l1.invalidate(&key);
+                            self.l1.invalidate_if_same(&key, &entry);
                         }
                     }
                 }
