@@ -331,18 +331,26 @@ impl L1 {
         }
     }
 
-    /// Drops the entry under the full key `key` only if it is still `entry`: an event
-    /// that judged the entry it read must not drop a newer one written meanwhile (the
-    /// writer's own value, admitted between the event's read and its removal).
-    pub(crate) fn invalidate_if_same(&self, key: &str, entry: &Arc<L1Entry>) {
+    /// Replaces the entry under the full key `key` with `with` (`None`: drops it) only if
+    /// it is still `judged`: an event that judged the entry it read must not drop or
+    /// overwrite a newer one written meanwhile (the writer's own value, admitted between
+    /// the event's read and its change).
+    pub(crate) fn replace_if_same(
+        &self,
+        key: &str,
+        judged: &Arc<L1Entry>,
+        with: Option<Arc<L1Entry>>,
+    ) {
+        use moka::ops::compute::Op;
         if let Some(key) = self.in_namespace(key) {
             self.cache
                 .entry_by_ref(key)
-                .and_compute_with(|current| match current {
-                    Some(current) if Arc::ptr_eq(current.value(), entry) => {
-                        moka::ops::compute::Op::Remove
+                .and_compute_with(|current| match (current, with) {
+                    (Some(current), Some(with)) if Arc::ptr_eq(current.value(), judged) => {
+                        Op::Put(with)
                     }
-                    _ => moka::ops::compute::Op::Nop,
+                    (Some(current), None) if Arc::ptr_eq(current.value(), judged) => Op::Remove,
+                    _ => Op::Nop,
                 });
         }
     }
@@ -588,9 +596,9 @@ mod tests {
         // The writer's newer value lands between the event's read and its removal.
         let newer = Arc::new(entry(&[], 2));
         l1.insert("k", newer.clone());
-        l1.invalidate_if_same("k", &judged);
+        l1.replace_if_same("k", &judged, None);
         assert!(Arc::ptr_eq(&l1.get("k").unwrap().0, &newer), "kept");
-        l1.invalidate_if_same("k", &newer);
+        l1.replace_if_same("k", &newer, None);
         assert!(l1.get("k").is_none(), "the entry judged is dropped");
     }
 

@@ -299,7 +299,8 @@ impl LocalTier {
                                 entry.l2_expires_at.is_some_and(|at| fresh > at)
                             });
                             if !throttled {
-                                self.l1.insert(&key, Arc::new(entry.stale_copy(now)));
+                                let stale = Arc::new(entry.stale_copy(now));
+                                self.l1.replace_if_same(&key, &entry, Some(stale));
                             }
                             continue;
                         }
@@ -309,7 +310,7 @@ impl LocalTier {
                             &origin,
                             event.seq,
                         ) {
-                            self.l1.invalidate_if_same(&key, &entry);
+                            self.l1.replace_if_same(&key, &entry, None);
                         }
                     }
                 }
@@ -379,10 +380,8 @@ impl LocalTier {
         if !hits {
             return;
         }
-        match entry.fail_safe {
-            true => self.l1.insert(key, Arc::new(entry.stale_copy(now))),
-            false => self.l1.invalidate(key),
-        }
+        let stale = entry.fail_safe.then(|| Arc::new(entry.stale_copy(now)));
+        self.l1.replace_if_same(key, &entry, stale);
     }
 
     /// The names of this cache's namespace (names that are not UTF-8 cannot be ours).
